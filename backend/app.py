@@ -1,0 +1,177 @@
+"""The app factory: builds the long-lived objects once, wires routers, errors, security and offline docs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend import __version__
+from backend.catalog import load_catalog
+from backend.deployments import DeploymentService
+from backend.engine import Engine
+from backend.errors import ModelDeckError
+from backend.history import HistoryStore
+from backend.metrics import RequestLog
+from backend.proxy import make_http_client
+from backend.routes import deployments as deployments_routes
+from backend.routes import history as history_routes
+from backend.routes import openai as openai_routes
+from backend.routes import stats as stats_routes
+from backend.routes import system as system_routes
+from backend.security import SecurityMiddleware, ensure_token
+from backend.settings import Settings, get_settings
+from backend.stats.sampler import StatsSampler
+
+log = logging.getLogger("modeldeck")
+REFRESH_INTERVAL_S = 1.5
+DESCRIPTION = """\
+The control API of ModelDeck: launch model servers from catalog recipes as Docker containers,
+follow their progress, read their logs, watch GPU/CPU/memory, and use every ready model through
+one OpenAI-compatible endpoint at `/v1`.
+
+Every route except `GET /api/health` needs `Authorization: Bearer <token>`; the token is in the
+file `token` in ModelDeck's folder (readable by you only).
+"""
+
+
+def _error(status: int, code: str, message: str, hint: str | None = None, details: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "hint": hint,
+                                                               "details": details or {}}})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors to HTTP in one place; /v1 answers in OpenAI's shape (registered after)."""
+
+    @app.exception_handler(ModelDeckError)
+    async def on_domain_error(request: Request, exc: ModelDeckError) -> JSONResponse:
+        if request.url.path.startswith("/v1"):
+            return JSONResponse(status_code=exc.status, content={"error": {
+                "message": str(exc), "type": "invalid_request_error" if exc.status < 500 else "server_error",
+                "param": None, "code": exc.code}})
+        return _error(exc.status, exc.code, exc.message, exc.hint, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
+        return _error(422, "invalid_request", "The request is not valid: " + "; ".join(problems),
+                      "Fix the named fields and send it again; /docs shows every field.",
+                      {"errors": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hint = "See /docs for the routes this API has." if exc.status_code in (404, 405) else None
+        return _error(exc.status_code, f"http_{exc.status_code}", str(exc.detail), hint)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", f"Unexpected error: {type(exc).__name__}: {exc}",
+                      "This is a bug in ModelDeck; the backend log has the details.")
+
+    openai_routes.install_openai_error_handlers(app)
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI from the installed swagger-ui-bundle package, inlined: /docs works offline.
+
+    The page is protected like every route (open it as ``/docs?token=<token>``); its script
+    reads the token from its own address and sends it as a bearer header with every request,
+    so the assets are inlined rather than served as separate, token-guarded files.
+    """
+    from swagger_ui_bundle import swagger_ui_path
+
+    page: list[str] = []
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if not page:
+            js = (swagger_ui_path / "swagger-ui-bundle.js").read_text(encoding="utf-8")
+            css = (swagger_ui_path / "swagger-ui.css").read_text(encoding="utf-8")
+            page.append(DOCS_PAGE.replace("/*CSS*/", css).replace("/*JS*/", js.replace("</script", "<\\/script")))
+        return HTMLResponse(page[0])
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>ModelDeck API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>/*CSS*/</style></head>
+<body><div id="swagger-ui"></div><script>/*JS*/</script>
+<script>
+const token = new URLSearchParams(window.location.search).get("token") || "";
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true, persistAuthorization: true,
+  requestInterceptor: (req) => { if (token) { req.headers["Authorization"] = "Bearer " + token; } return req; },
+});
+</script></body></html>
+"""
+
+
+async def _refresh_forever(service: DeploymentService) -> None:
+    """Keep the deployments cache (and so /v1 routing) in step with Docker."""
+    while True:
+        try:
+            await asyncio.to_thread(service.refresh)
+        except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+            log.exception("refreshing deployments failed")
+        await asyncio.sleep(REFRESH_INTERVAL_S)
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the backend app.
+
+    Args:
+        settings: what to use instead of the environment's settings.
+        engine: an Engine to use instead of connecting from settings (tests share one).
+    """
+    settings = settings or get_settings()
+    token = settings.token or ensure_token(settings.token_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.home.mkdir(parents=True, exist_ok=True)
+        app.state.settings = settings
+        app.state.catalog = catalog = load_catalog(settings.catalog_dir)
+        for name, err in catalog.errors.items():
+            log.warning("recipe refused: %s", err)
+        app.state.engine = eng = engine or Engine(settings.docker_host)
+        app.state.deployments = service = DeploymentService(eng, catalog, settings)
+        app.state.upstreams = service
+        app.state.http = make_http_client()
+        app.state.request_log = request_log = RequestLog()
+        app.state.history = history = HistoryStore(settings.history_path)
+        if history.recovered_from is not None:
+            log.warning("history database was unreadable; moved aside to %s and started a fresh one",
+                        history.recovered_from)
+        app.state.stats = sampler = StatsSampler(container_source=service.container_refs, request_log=request_log,
+                                                 data_path=settings.home)
+        await asyncio.to_thread(service.refresh)
+        sampler.start()
+        refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            sampler.stop()
+            await app.state.http.aclose()
+            history.close()
+            service.close()
+            if engine is None:
+                eng.close()
+
+    app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    for module in (system_routes, deployments_routes, stats_routes, history_routes, openai_routes):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+    _install_docs(app)
+    app.add_middleware(SecurityMiddleware, token=token, max_body_bytes=settings.max_body_bytes,
+                       token_hint=str(settings.token_path))
+    return app

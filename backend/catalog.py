@@ -1,0 +1,311 @@
+"""The runtime catalog: one validated TOML recipe per model server in containers/."""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from backend.errors import RecipeError, RecipeNotFound
+
+#: Placeholders a recipe's command may use; launch fills them in.
+PLACEHOLDERS = frozenset({"model", "served_name", "port"})
+_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SIZE = r"^[0-9]+[bkmg]?$"
+
+
+def _check_placeholders(text: str) -> None:
+    """Refuse any ``{...}`` in ``text`` that launch would not fill in (or could not format).
+
+    Raises:
+        ValueError: naming the placeholder and the allowed ones.
+    """
+    for _, name, spec, conv in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conv:
+            raise ValueError(
+                f"unknown placeholder '{{{name}}}' in {text!r}; allowed: "
+                + ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+
+
+def _check_body(value: object) -> None:
+    # post_start bodies are JSON documents whose strings launch fills like the command.
+    if isinstance(value, str):
+        _check_placeholders(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_placeholders(key)
+            _check_body(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_body(item)
+
+
+class GpuNeed(str, Enum):
+    required = "required"
+    optional = "optional"
+    none = "none"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageSpec(_Strict):
+    """Where the container image comes from: a registry reference, or a local build."""
+
+    ref: str | None = Field(None, description="Image reference pulled from a registry.")
+    gpu_ref: str | None = Field(None, description="Image used instead of `ref` when GPUs are requested.")
+    build: str | None = Field(None, description="Build context folder, relative to containers/.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImageSpec":
+        if bool(self.ref) == bool(self.build):
+            raise ValueError("give exactly one of 'ref' (pull) or 'build' (local build context)")
+        for ref in (self.ref, self.gpu_ref):
+            if ref is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", ref):
+                raise ValueError(f"'{ref}' is not a valid image reference")
+        if self.build is not None and (".." in Path(self.build).parts or Path(self.build).is_absolute()):
+            raise ValueError("'build' must be a folder inside containers/")
+        return self
+
+
+class ServerSpec(_Strict):
+    """How the server inside the container is started and reached."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    openai_base: str = "/v1"
+    command: list[str] = Field(default_factory=list)
+    entrypoint: list[str] | None = None
+    startup_timeout: Annotated[float, Field(gt=0, le=7200)] = 600.0
+    served_name_is_model: bool = Field(
+        False, description="The runtime serves the model under its own id (Ollama): served name = model.")
+
+    @field_validator("openai_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v.rstrip("/") or "/"
+
+    @field_validator("command", "entrypoint")
+    @classmethod
+    def _placeholders(cls, v: list[str] | None) -> list[str] | None:
+        for arg in v or []:
+            _check_placeholders(arg)
+        return v
+
+
+class ReadinessSpec(_Strict):
+    """How launch decides that the server is ready to answer."""
+
+    health_path: str = "/health"
+    models_path: str | None = Field(None, description="Also wait for this path (e.g. /v1/models) to answer.")
+    interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+    @field_validator("health_path", "models_path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+
+class PostStartCall(_Strict):
+    """An HTTP call made once the server is healthy (Ollama pulls its model this way)."""
+
+    method: Literal["GET", "POST", "PUT"] = "POST"
+    path: str
+    body: dict = Field(default_factory=dict)
+    timeout: Annotated[float, Field(gt=0, le=7200)] = 1800.0
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, v: dict) -> dict:
+        _check_body(v)
+        return v
+
+
+class GpuSpec(_Strict):
+    need: GpuNeed = GpuNeed.optional
+    args: list[str] = Field(default_factory=list, description="Extra args added when GPUs are used.")
+
+    @field_validator("args")
+    @classmethod
+    def _placeholders(cls, v: list[str]) -> list[str]:
+        for arg in v:
+            _check_placeholders(arg)
+        return v
+
+
+class CacheMount(_Strict):
+    """A model cache the runtime keeps, mounted from a host folder or a named volume."""
+
+    kind: Annotated[str, Field(pattern=_NAME)]
+    target: str
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("must be an absolute path inside the container, without '..'")
+        return v
+
+
+class ResourceSpec(_Strict):
+    shm_size: Annotated[str, Field(pattern=_SIZE)] | None = None
+    ipc: Literal["private", "shareable"] | None = None
+
+
+class EnvSpec(_Strict):
+    values: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Names passed through from the backend's environment at launch; never stored.")
+
+    @field_validator("values")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not re.fullmatch(_ENV_NAME, k):
+                raise ValueError(f"'{k}' is not a valid environment variable name")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not re.fullmatch(_ENV_NAME, k):
+                raise ValueError(f"'{k}' is not a valid environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "EnvSpec":
+        # A name that is both would put the secret's value in the recipe (and in exports).
+        both = sorted(set(self.values) & set(self.secrets))
+        if both:
+            raise ValueError(f"'{both[0]}' is listed both as a value and as a secret")
+        return self
+
+
+class Defaults(_Strict):
+    """What the launch dialog offers before a person types anything."""
+
+    model: str | None = None
+    served_name: str | None = None
+
+
+class Recipe(_Strict):
+    """One runtime: everything needed to start it as a container, and nothing more."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    title: str
+    description: str = ""
+    homepage: str | None = None
+    image: ImageSpec
+    server: ServerSpec
+    readiness: ReadinessSpec = ReadinessSpec()
+    gpu: GpuSpec = GpuSpec()
+    caches: list[CacheMount] = Field(default_factory=list)
+    resources: ResourceSpec = ResourceSpec()
+    env: EnvSpec = EnvSpec()
+    defaults: Defaults = Defaults()
+    post_start: list[PostStartCall] = Field(default_factory=list)
+    source: str = Field("", exclude=True, description="File the recipe was read from.")
+
+    def image_for(self, use_gpu: bool) -> str | None:
+        """The registry reference to run, or None for a locally built image."""
+        if use_gpu and self.image.gpu_ref:
+            return self.image.gpu_ref
+        return self.image.ref
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and validate one recipe file.
+
+    Raises:
+        RecipeError: naming the file and the first field that is wrong.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path.name}: not valid TOML: {exc}",
+                          hint="Fix the syntax; see the other recipes in containers/ for the format.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path.name}: cannot be read: {exc}") from exc
+    except RecursionError:  # tomllib recurses per nesting level: "a = [[[[...": refuse, don't crash
+        raise RecipeError(f"{path.name}: not valid TOML: nested too deeply") from None
+    if "source" in data:  # set by the loader, never by the file
+        raise RecipeError(f"{path.name}: field 'source': Extra inputs are not permitted",
+                          details={"file": path.name, "field": "source"})
+    data.setdefault("name", path.stem)
+    if data["name"] != path.stem:
+        raise RecipeError(f"{path.name}: field 'name': is '{data['name']}' but must match the file name "
+                          f"'{path.stem}'", details={"file": path.name, "field": "name"})
+    try:
+        return Recipe(**data, source=str(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field_name = _field_path(first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise RecipeError(f"{path.name}: field '{field_name}': {msg}",
+                          details={"file": path.name, "field": field_name,
+                                   "errors": [f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors()]}
+                          ) from None
+    except TypeError as exc:  # e.g. a top-level key that is not a string
+        raise RecipeError(f"{path.name}: {exc}") from None
+    except RecursionError:  # a post_start body nested thousands of levels deep
+        raise RecipeError(f"{path.name}: nested too deeply to validate") from None
+
+
+@dataclass
+class Catalog:
+    """The recipes that loaded, and the files that were refused with their reason."""
+
+    folder: Path
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> Recipe:
+        """The recipe called ``name``.
+
+        Raises:
+            RecipeNotFound: with the names that do exist.
+        """
+        try:
+            return self.recipes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.recipes)) or "none"
+            raise RecipeNotFound(f"No recipe named '{name}'.", hint=f"Known recipes: {known}.") from None
+
+
+def load_catalog(folder: Path) -> Catalog:
+    """Load every ``*.toml`` in ``folder``; a bad file is recorded in ``errors`` and skipped."""
+    catalog = Catalog(folder=folder)
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as exc:
+            catalog.errors[path.name] = exc.message
+        else:
+            catalog.recipes[recipe.name] = recipe
+    return catalog

@@ -1,0 +1,477 @@
+"""Deployments: launching recipes as containers, and the list of deployments derived from Docker at any moment."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import threading
+import time
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel
+
+from backend.catalog import Catalog, Recipe
+from backend.engine import ContainerInfo, Engine, ProgressEvent
+from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, GpuRuntimeMissing,
+                            InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
+from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, deployment_id_for, plan
+from backend.launches import LaunchProgress
+from backend.proxy import Upstream
+from backend.settings import Settings
+from backend.spec import LABEL_PREFIX, ContainerSpec
+from backend.stats.models import ContainerRef
+
+log = logging.getLogger(__name__)
+
+Status = Literal["pulling", "building", "creating", "starting", "loading", "ready", "restarting",
+                 "stopped", "failed", "created", "paused", "unknown"]
+#: Exit codes of a server that was asked to stop (SIGTERM, SIGINT, SIGKILL after the grace period).
+STOP_EXIT_CODES = frozenset({0, 130, 137, 143})
+LOG_TAIL_LINES = 30
+
+
+class Deployment(BaseModel):
+    """A model deployment as the API shows it: derived from its container, plus launch progress."""
+
+    id: str
+    name: str
+    container_id: str | None
+    recipe: str
+    model: str
+    served_name: str
+    image: str
+    status: Status
+    ready: bool
+    state: str
+    message: str = ""
+    host_port: int | None = None
+    endpoint: str | None = None
+    gpus: list[str] = []
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restart_count: int = 0
+    created: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    config_hash: str = ""
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(reserved: set[int]) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in reserved:
+            return port
+    raise PortInUse("No free port found on 127.0.0.1.", hint="Give a port explicitly.")
+
+
+class DeploymentService:
+    """Launches recipes and answers what is deployed, from Docker's labelled containers.
+
+    Nothing about a deployment is kept only here: Docker holds the containers and their
+    labels; this object caches the last list (refreshed by ``refresh``), knows which
+    containers answered their readiness probe, and holds the progress of launches in
+    flight (and of launches that failed before a container existed, until removed).
+    """
+
+    def __init__(self, engine: Engine, catalog: Catalog, settings: Settings):
+        self.engine = engine
+        self.catalog = catalog
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._launches: dict[str, LaunchProgress] = {}
+        self._containers: dict[str, ContainerInfo] = {}  # by deployment id
+        self._ready: dict[str, str] = {}  # container id -> started_at when it answered readiness
+        self._stopping: set[str] = set()
+        self.engine_up = False
+        self._probe = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False)
+
+    def close(self) -> None:
+        self._probe.close()
+
+    # -- the list -------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the labelled containers from Docker and probe readiness of the unready ones."""
+        try:
+            containers = self.engine.list()
+        except EngineUnavailable:
+            self.engine_up = False
+            return
+        self.engine_up = True
+        by_id = {c.labels.get(f"{LABEL_PREFIX}id", c.name): c for c in containers}
+        with self._lock:
+            self._containers = by_id
+            launching = {d for d, lp in self._launches.items() if not lp.done}
+        for dep_id, c in by_id.items():
+            if c.state != "running":
+                self._ready.pop(c.id, None)
+            elif self._ready.get(c.id) != c.started_at and dep_id not in launching:
+                if self._answers(c):
+                    self._ready[c.id] = c.started_at or ""
+                else:
+                    self._ready.pop(c.id, None)
+
+    def _answers(self, c: ContainerInfo) -> bool:
+        if not c.host_port:
+            return False
+        paths = [c.labels.get(f"{LABEL_PREFIX}health_path") or "/health",
+                 c.labels.get(f"{LABEL_PREFIX}models_path") or None]
+        try:
+            for path in filter(None, paths):
+                if self._probe.get(f"http://127.0.0.1:{c.host_port}{path}").status_code != 200:
+                    return False
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def _view(self, dep_id: str, c: ContainerInfo | None, lp: LaunchProgress | None) -> Deployment:
+        if c is None:  # a launch that has not created its container yet, or failed before
+            last = lp.last if lp else None
+            return Deployment(
+                id=dep_id, name=f"modeldeck-{dep_id}", container_id=None, recipe=lp.recipe if lp else "",
+                model=lp.model if lp else "", served_name=lp.served_name if lp else dep_id, image=lp.image if lp else "",
+                status=(last.phase if last and last.phase != "queued" else "creating"), ready=False, state="none",
+                message=last.message if last else "", config_hash=lp.config_hash if lp else "")
+        ready = c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
+        if lp is not None and not lp.done:
+            status, message = lp.last.phase if lp.last else "creating", lp.last.message if lp.last else ""
+            if status == "queued":
+                status = "creating"
+        elif ready:
+            status, message = "ready", "answering"
+        elif c.state == "running":
+            status, message = "loading", "running; waiting for the server to answer"
+        elif c.state == "restarting":
+            status, message = "restarting", f"crashed (exit code {c.exit_code}); Docker is restarting it"
+        elif c.state in ("exited", "dead"):
+            if c.oom_killed:
+                status, message = "failed", "killed: out of memory"
+            elif c.exit_code in STOP_EXIT_CODES:
+                status, message = "stopped", "stopped"
+            else:
+                status, message = "failed", f"exited with code {c.exit_code}"
+            if lp is not None and lp.last and lp.last.phase == "failed":
+                status, message = "failed", lp.last.message
+        elif c.state in ("created", "paused"):
+            status, message = c.state, c.state
+        else:
+            status, message = "unknown", c.state
+        labels = c.labels
+        base = labels.get(f"{LABEL_PREFIX}openai_base", "/v1")
+        return Deployment(
+            id=dep_id, name=c.name, container_id=c.id, recipe=labels.get(f"{LABEL_PREFIX}recipe", ""),
+            model=labels.get(f"{LABEL_PREFIX}model", ""), served_name=labels.get(f"{LABEL_PREFIX}served_name", dep_id),
+            image=c.image, status=status, ready=ready, state=c.state, message=message, host_port=c.host_port,
+            endpoint=f"http://127.0.0.1:{c.host_port}{base}" if c.host_port else None,
+            gpus=[g for g in labels.get(f"{LABEL_PREFIX}gpus", "").split(",") if g],
+            exit_code=c.exit_code, oom_killed=c.oom_killed, restart_count=c.restart_count, created=c.created,
+            started_at=c.started_at, finished_at=c.finished_at,
+            config_hash=labels.get(f"{LABEL_PREFIX}config_hash", ""))
+
+    def list(self, refresh: bool = True) -> list[Deployment]:
+        """Every deployment: labelled containers plus launches that have no container yet.
+
+        Raises:
+            EngineUnavailable: when ``refresh`` and the engine does not answer.
+        """
+        if refresh:
+            self.refresh()
+            if not self.engine_up:
+                self.engine.list()  # raises the explained EngineUnavailable
+        with self._lock:
+            containers = dict(self._containers)
+            launches = dict(self._launches)
+        ids = sorted(set(containers) | set(launches))
+        return [self._view(i, containers.get(i), launches.get(i)) for i in ids]
+
+    def get(self, dep_id: str, refresh: bool = True) -> Deployment:
+        """One deployment by id.
+
+        Raises:
+            DeploymentNotFound: no labelled container and no launch has this id.
+        """
+        for d in self.list(refresh=refresh):
+            if d.id == dep_id:
+                return d
+        raise DeploymentNotFound(f"No deployment '{dep_id}'.", hint="List deployments to see their ids.")
+
+    def launch_progress(self, dep_id: str) -> LaunchProgress | None:
+        with self._lock:
+            return self._launches.get(dep_id)
+
+    # -- launching ------------------------------------------------------------------
+
+    def launch(self, req: LaunchRequest) -> tuple[Deployment, LaunchProgress | None]:
+        """Start launching ``req`` in the background and return at once.
+
+        A second launch of the same configuration while the first runs (or after it is up)
+        returns the existing deployment instead of creating another container.
+
+        Raises:
+            RecipeNotFound, InvalidLaunch, GpuRuntimeMissing, PortInUse, DeploymentConflict,
+            EngineUnavailable: before anything is created.
+        """
+        recipe = self.catalog.get(req.recipe)
+        status = self.engine.status()
+        if not status.reachable:
+            raise EngineUnavailable(status.reason or "The Docker engine does not answer.", hint=status.hint)
+        gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
+        image = recipe.image_for(use_gpu=bool(gpus))
+        if recipe.image.build:
+            context = self.settings.catalog_dir / recipe.image.build
+            if not context.is_dir():
+                raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
+            image = build_tag(recipe, context, self.settings.demo_base_image)
+        with self._lock:
+            self.refresh()
+            reserved = {c.host_port for c in self._containers.values() if c.host_port}
+            reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
+            spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
+                        gpu_runtime=status.gpu_runtime)
+            dep_id = spec.labels[f"{LABEL_PREFIX}id"]
+            config_hash = spec.labels[f"{LABEL_PREFIX}config_hash"]
+
+            running = self._launches.get(dep_id)
+            if running is not None and not running.done:
+                if running.config_hash != config_hash:
+                    raise DeploymentConflict(f"'{dep_id}' is being launched with another configuration.",
+                                             hint="Wait for that launch, or choose another served name.")
+                return self._view(dep_id, self._containers.get(dep_id), running), running
+            existing = self._containers.get(dep_id)
+            if existing is not None:
+                if existing.labels.get(f"{LABEL_PREFIX}config_hash") != config_hash:
+                    raise DeploymentConflict(
+                        f"A deployment named '{dep_id}' exists with another configuration.",
+                        hint="Remove it first, or choose another served name.")
+                return self._view(dep_id, existing, running), running
+
+            if spec.gpu_ids and not status.gpu_runtime:
+                raise GpuRuntimeMissing(
+                    "GPUs were asked for, but this Docker engine has no NVIDIA GPU runtime.",
+                    hint="Install the NVIDIA driver and the NVIDIA Container Toolkit, run 'sudo nvidia-ctk "
+                         "runtime configure --runtime=docker' and restart Docker; or launch without GPUs.")
+            if req.port is not None:
+                if req.port in reserved:
+                    raise PortInUse(f"Port {req.port} is already used by another ModelDeck deployment.",
+                                    hint="Pick another port, or leave it empty to choose a free one.")
+                if not _port_free(req.port):
+                    raise PortInUse(f"Port {req.port} on 127.0.0.1 is taken by another program.",
+                                    hint="Pick another port, or leave it empty to choose a free one.")
+                host_port = req.port
+            else:
+                host_port = _free_port(reserved)
+            spec = dataclasses.replace(spec, host_port=host_port)
+            lp = LaunchProgress(dep_id, config_hash, recipe=recipe.name, model=req.model, image=spec.image,
+                                served_name=spec.labels[f"{LABEL_PREFIX}served_name"], host_port=host_port)
+            self._launches[dep_id] = lp
+        lp.emit("queued", f"Launching {recipe.title}: {req.model}")
+        threading.Thread(target=self._run_launch, args=(recipe, spec, lp), name=f"launch-{dep_id}",
+                         daemon=True).start()
+        return self._view(dep_id, None, lp), lp
+
+    def _run_launch(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        try:
+            self._ensure_image(recipe, spec, lp)
+            lp.emit("creating", f"Creating container {spec.name}")
+            lp.container_id = self.engine.create(spec)
+            lp.emit("starting", f"Starting on 127.0.0.1:{spec.host_port}")
+            self.engine.start(lp.container_id)
+            self._wait_ready(recipe, spec, lp)
+            self._post_start(recipe, spec, lp)
+            info = self.engine.inspect(lp.container_id)
+            self._ready[info.id] = info.started_at or ""
+            lp.emit("ready", f"Ready at http://127.0.0.1:{spec.host_port}{recipe.server.openai_base}",
+                    details={"endpoint": f"http://127.0.0.1:{spec.host_port}{recipe.server.openai_base}"})
+        except ModelDeckError as exc:
+            self._fail(lp, exc)
+        except Exception as exc:  # noqa: BLE001 - a launch thread must always end its log
+            log.exception("launch of %s failed", lp.deployment_id)
+            self._fail(lp, ModelDeckError(f"Unexpected error while launching: {exc}"))
+        finally:
+            self.refresh()
+
+    def _fail(self, lp: LaunchProgress, exc: ModelDeckError) -> None:
+        details = dict(exc.details)
+        if lp.container_id:
+            try:
+                # Stop the crash loop the restart policy would run, but keep the container
+                # so that its logs and exit code stay visible.
+                self.engine.stop(lp.container_id, timeout=3)
+            except ModelDeckError:
+                pass
+        lp.emit("failed", exc.message, details={**details, "hint": exc.hint, "code": exc.code})
+
+    def _ensure_image(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        if self.engine.image_exists(spec.image):
+            return
+        if recipe.image.build:
+            context = self.settings.catalog_dir / recipe.image.build
+            lp.emit("building", f"Building image {spec.image} (first launch only)")
+            events = self.engine.build(context, spec.image, {"BASE_IMAGE": self.settings.demo_base_image})
+        else:
+            lp.emit("pulling", f"Pulling image {spec.image}")
+            events = self.engine.pull(spec.image)
+        self._relay(events, lp)
+
+    def _relay(self, events, lp: LaunchProgress) -> None:
+        """Forward pull/build progress, at most ~10 events a second per layer."""
+        layers: dict[str, tuple[int, int]] = {}
+        last_sent: dict[str | None, float] = {}
+        last_status: dict[str | None, str] = {}
+        for ev in events:
+            ev: ProgressEvent
+            if ev.phase == "pulling" and ev.layer and ev.total:
+                done = ev.total if ev.message in ("Download complete", "Pull complete") else (ev.current or 0)
+                layers[ev.layer] = (done, ev.total)
+            now = time.monotonic()
+            changed = last_status.get(ev.layer) != ev.message
+            if not changed and now - last_sent.get(ev.layer, 0) < 0.1:
+                continue
+            last_sent[ev.layer], last_status[ev.layer] = now, ev.message
+            overall = (sum(c for c, _ in layers.values()), sum(t for _, t in layers.values())) if layers else (None, None)
+            lp.emit(ev.phase, ev.message, layer=ev.layer, current=ev.current, total=ev.total,
+                    overall_current=overall[0], overall_total=overall[1])
+
+    def _wait_ready(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        timeout = self.settings.readiness_timeout_s or recipe.server.startup_timeout
+        deadline = time.monotonic() + timeout
+        base = f"http://127.0.0.1:{spec.host_port}"
+        paths = [recipe.readiness.health_path] + ([recipe.readiness.models_path] if recipe.readiness.models_path else [])
+        lp.emit("loading", f"Waiting for the server to answer {paths[0]} (up to {timeout:.0f} s)")
+        waiting_on = paths[0]
+        while True:
+            info = self.engine.inspect(lp.container_id)
+            if info.state in ("exited", "dead", "restarting") or info.restart_count > 0:
+                code = info.exit_code
+                reason = "was killed: out of memory" if info.oom_killed else f"exited with code {code}"
+                raise LaunchFailed(f"The model server {reason} before it was ready.", exit_code=code,
+                                   log_tail=self.engine.logs(lp.container_id, tail=LOG_TAIL_LINES),
+                                   hint="Read the log lines below; a wrong model id or argument is the usual cause.")
+            try:
+                ok = True
+                for path in paths:
+                    r = self._probe.get(base + path)
+                    if r.status_code != 200:
+                        ok, waiting_on = False, path
+                        break
+                if ok:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise LaunchFailed(f"The model server did not answer {waiting_on} within {timeout:.0f} s.",
+                                   log_tail=self.engine.logs(lp.container_id, tail=LOG_TAIL_LINES),
+                                   hint="Large models take long to load: raise the timeout, or check the logs.")
+            time.sleep(recipe.readiness.interval)
+
+    def _post_start(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        values = {"model": spec.labels[f"{LABEL_PREFIX}model"], "served_name": spec.labels[f"{LABEL_PREFIX}served_name"],
+                  "port": str(recipe.server.port)}
+        for call in recipe.post_start:
+            body = {k: v.format_map(values) if isinstance(v, str) else v for k, v in call.body.items()}
+            lp.emit("loading", f"{call.method} {call.path} (preparing the model)")
+            try:
+                r = httpx.request(call.method, f"http://127.0.0.1:{spec.host_port}{call.path}", json=body,
+                                  timeout=call.timeout, trust_env=False)
+            except httpx.HTTPError as exc:
+                raise LaunchFailed(f"Preparing the model failed: {call.path} did not answer ({exc}).") from None
+            if r.status_code >= 400:
+                raise LaunchFailed(f"Preparing the model failed: {call.path} answered {r.status_code}: {r.text[:300]}")
+
+    # -- actions --------------------------------------------------------------------
+
+    def _container_of(self, dep_id: str) -> ContainerInfo:
+        found = self.engine.list(labels={f"{LABEL_PREFIX}id": dep_id})
+        if not found:
+            raise DeploymentNotFound(f"No deployment '{dep_id}'.", hint="List deployments to see their ids.")
+        return found[0]
+
+    def stop(self, dep_id: str) -> Deployment:
+        c = self._container_of(dep_id)
+        self.engine.stop(c.id)
+        self._ready.pop(c.id, None)
+        return self.get(dep_id)
+
+    def start(self, dep_id: str) -> Deployment:
+        c = self._container_of(dep_id)
+        self.engine.start(c.id)
+        return self.get(dep_id)
+
+    def restart(self, dep_id: str) -> Deployment:
+        c = self._container_of(dep_id)
+        self._ready.pop(c.id, None)
+        self.engine.restart(c.id)
+        return self.get(dep_id)
+
+    def remove(self, dep_id: str) -> None:
+        """Remove the container (cache volumes stay) and forget a failed launch of that id."""
+        with self._lock:
+            lp = self._launches.get(dep_id)
+            if lp is not None and not lp.done and lp.container_id is None:
+                raise DeploymentConflict(f"'{dep_id}' is still being prepared.",
+                                         hint="Wait until its image is ready, then remove it.")
+        found = self.engine.list(labels={f"{LABEL_PREFIX}id": dep_id})
+        if not found and lp is None:
+            raise DeploymentNotFound(f"No deployment '{dep_id}'.", hint="List deployments to see their ids.")
+        for c in found:
+            self.engine.remove(c.id)
+            self._ready.pop(c.id, None)
+        with self._lock:
+            self._launches.pop(dep_id, None)
+            self._containers.pop(dep_id, None)
+
+    def logs(self, dep_id: str, tail: int = 200) -> list[str]:
+        return self.engine.logs(self._container_of(dep_id).id, tail=tail)
+
+    def spec(self, dep_id: str) -> ContainerSpec:
+        return self.engine.spec_of(self._container_of(dep_id).id)
+
+    # -- for the proxy and the stats --------------------------------------------------
+
+    def container_refs(self) -> list[ContainerRef]:
+        with self._lock:
+            containers = list(self._containers.items())
+        return [ContainerRef(container_id=c.id, deployment_id=d, ready=self._ready.get(c.id) is not None,
+                             wants_gpu=bool(c.labels.get(f"{LABEL_PREFIX}gpus")))
+                for d, c in containers if c.state == "running"]
+
+    # UpstreamDirectory (backend.proxy): answered from the cache, no I/O on the request path.
+
+    def _upstream(self, dep_id: str, c: ContainerInfo) -> Upstream:
+        labels = c.labels
+        ready = c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
+        lp = self._launches.get(dep_id)
+        state = "ready" if ready else (lp.last.phase if lp is not None and not lp.done and lp.last else c.state)
+        return Upstream(deployment_id=dep_id, served_name=labels.get(f"{LABEL_PREFIX}served_name", dep_id),
+                        base_url=f"http://127.0.0.1:{c.host_port}{labels.get(f'{LABEL_PREFIX}openai_base', '/v1')}",
+                        ready=ready, state=state)
+
+    def lookup(self, model: str) -> Upstream | None:
+        with self._lock:
+            containers = list(self._containers.items())
+        for dep_id, c in containers:
+            if c.labels.get(f"{LABEL_PREFIX}served_name") == model:
+                return self._upstream(dep_id, c)
+        return None
+
+    def ready_models(self) -> list[Upstream]:
+        with self._lock:
+            containers = list(self._containers.items())
+        return [u for u in (self._upstream(d, c) for d, c in containers) if u.ready]
+
+
+__all__ = ["Deployment", "DeploymentService", "LaunchRequest", "deployment_id_for"]

@@ -1,0 +1,532 @@
+"""OpenAI-compatible forwarding to the model containers: route by model, stream through untouched, measure, keep history."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from backend.metrics import RequestLog, RequestMetrics
+
+log = logging.getLogger(__name__)
+
+HISTORY_HEADER = "x-modeldeck-history"
+TAG_HEADER = "x-modeldeck-tag"  # a free label stored with the history entry (e.g. a comparison)
+HISTORY_ID_HEADER = "X-ModelDeck-History-Id"
+# Streams cannot carry a header that is only known after the last byte, so the id of a
+# stream's history entry is sent as an SSE comment after the upstream's last event:
+# OpenAI clients ignore comments, the desktop reads this line.
+HISTORY_ID_COMMENT = b": modeldeck-history-id "
+BODY_OPTIONS_KEY = "modeldeck"
+# Enough for the final usage chunk (a few hundred bytes) and the [DONE] line behind it.
+TAIL_BYTES = 4096
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody was left to answer
+
+_json_decoder = json.JSONDecoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where one served model name is answered: a deployment's OpenAI base URL and its state."""
+
+    deployment_id: str
+    served_name: str
+    base_url: str  # e.g. "http://127.0.0.1:49123/v1", no trailing slash
+    ready: bool
+    state: str  # what a person reads: "running", "starting", "exited", ...
+
+
+class UpstreamDirectory(Protocol):
+    """Which deployment serves which model name; answers from memory, never does I/O."""
+
+    def lookup(self, model: str) -> Upstream | None:
+        """The upstream serving ``model`` (ready or not), or None when nothing serves it."""
+        ...
+
+    def ready_models(self) -> list[Upstream]:
+        """Every upstream that can answer right now."""
+        ...
+
+
+class StaticDirectory:
+    """A fixed UpstreamDirectory, for tests, benchmarks and headless setups."""
+
+    def __init__(self, upstreams: list[Upstream]):
+        self._by_name = {u.served_name: u for u in upstreams}
+
+    def lookup(self, model: str) -> Upstream | None:
+        return self._by_name.get(model)
+
+    def ready_models(self) -> list[Upstream]:
+        return [u for u in self._by_name.values() if u.ready]
+
+
+def make_http_client(
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 600.0,
+    write_timeout: float = 60.0,
+    pool_timeout: float = 30.0,
+    max_connections: int = 512,
+    max_keepalive_connections: int = 128,
+) -> httpx.AsyncClient:
+    """The one HTTP client the app shares to reach model servers.
+
+    Args:
+        connect_timeout: seconds to open a connection to a model server.
+        read_timeout: longest silence allowed between bytes; long, since a loaded model
+            can take minutes before its first token.
+        write_timeout: seconds to send a request body.
+        pool_timeout: seconds to wait for a free connection when all are busy.
+        max_connections: connections open at once, over all model servers.
+        max_keepalive_connections: idle connections kept for reuse.
+
+    Returns:
+        An ``httpx.AsyncClient``; the caller closes it (``await client.aclose()``).
+    """
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_keepalive_connections,
+                            keepalive_expiry=30.0),
+        timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout,
+                              write=write_timeout, pool=pool_timeout),
+        # Model servers are on loopback: a user's HTTP(S)_PROXY must not capture them.
+        trust_env=False,
+        follow_redirects=False,
+        # Raw passthrough forwards bytes as they come; compressed bytes would reach the
+        # client without their Content-Encoding.
+        headers={"Accept-Encoding": "identity"},
+    )
+
+
+def error_body(message: str, type: str, code: str | int | None = None,
+               param: str | None = None) -> dict:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, type: str, code: str | int | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response in OpenAI's error shape."""
+    return Response(json.dumps(error_body(message, type, code, param)).encode(), status,
+                    headers=headers, media_type="application/json")
+
+
+class _Rejected(Exception):
+    """A request ModelDeck answers itself, before or instead of the model server."""
+
+    def __init__(self, status: int, message: str, type: str, code: str | int | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+
+    def response(self) -> Response:
+        return error_response(self.status, self.message, self.type, self.code, self.param)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One proxied request while it runs: what is needed to measure and record it at the end."""
+
+    endpoint: str
+    model: str
+    deployment_id: str | None
+    stream: bool
+    started_at: float
+    t0: float
+    payload: dict | None = None
+    keep_history: bool = False
+    tag: str | None = None
+    recorded: bool = False
+
+
+async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirectory,
+                  http: httpx.AsyncClient, request_log: RequestLog,
+                  history: Any | None = None) -> Response:
+    """Send a /v1 request to the deployment that serves its ``model`` and relay the answer.
+
+    Args:
+        request: the client's request; its body is a JSON object with ``model``.
+        endpoint: the path under the OpenAI base, e.g. ``"chat/completions"``.
+        upstreams: where each served model name is answered.
+        http: the shared client (see ``make_http_client``).
+        request_log: receives one ``RequestMetrics`` per request.
+        history: a ``HistoryStore`` or None; used only when the request asks for history
+            (header ``X-ModelDeck-History: 1`` or body ``"modeldeck": {"history": true}``;
+            a label from header ``X-ModelDeck-Tag`` or ``"modeldeck": {"tag": ...}`` goes with it).
+            The entry's id comes back in header ``X-ModelDeck-History-Id``, or for a stream
+            in a closing SSE comment ``: modeldeck-history-id <id>``.
+
+    Returns:
+        The model server's answer (streamed through as it arrives when ``"stream": true``),
+        or an error in OpenAI's shape: 400 bad body, 404 unknown model, 503 model not
+        ready, 502 model server unreachable or broken, 504 model server too slow.
+        Nothing is raised.
+    """
+    ex = _Exchange(endpoint, "(invalid)", None, False, time.time(), time.perf_counter())
+    request_log.started()
+    try:
+        body = await request.body()
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise _Rejected(400, f"The request body is not valid JSON ({exc}).",
+                            "invalid_request_error") from None
+        if not isinstance(payload, dict):
+            raise _Rejected(400, "The request body must be a JSON object.", "invalid_request_error")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise _Rejected(400, "The request needs a 'model': the served name of a model "
+                            "(GET /v1/models lists them).", "invalid_request_error", param="model")
+        upstream = upstreams.lookup(model)
+        if upstream is None:
+            ex.model = "(unknown)"  # keeps the per-model totals bounded by what is served
+            names = ", ".join(sorted(u.served_name for u in upstreams.ready_models())) or "none"
+            raise _Rejected(404, f"The model '{model}' does not exist. Available models: {names}. "
+                            "Launch it in ModelDeck, or pick one of GET /v1/models.",
+                            "invalid_request_error", "model_not_found", "model")
+        ex.model, ex.deployment_id = model, upstream.deployment_id
+        if not upstream.ready:
+            raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is "
+                            f"{upstream.state}, not ready. Wait until it is ready, or start it "
+                            "in ModelDeck if it has stopped; its logs say why it is not.",
+                            "service_unavailable", "model_not_ready", "model")
+        if BODY_OPTIONS_KEY in payload:
+            options = payload.pop(BODY_OPTIONS_KEY)
+            # The model server must not see ModelDeck's own options.
+            body = json.dumps(payload).encode()
+            if isinstance(options, dict):
+                ex.keep_history = options.get("history") is True
+                tag = options.get("tag")
+                ex.tag = tag if isinstance(tag, str) else None
+        if request.headers.get(HISTORY_HEADER) == "1":
+            ex.keep_history = True
+            ex.tag = ex.tag or request.headers.get(TAG_HEADER)
+        ex.keep_history = ex.keep_history and history is not None
+        ex.payload = payload
+        ex.stream = payload.get("stream") is True
+        url = f"{upstream.base_url}/{endpoint}"
+        headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
+        # The client's Authorization is ModelDeck's own token: it is not passed on.
+        upstream_request = http.build_request("POST", url, content=body, headers=headers)
+        try:
+            response = await _send_unless_client_leaves(http, upstream_request, ex.stream,
+                                                        request.receive)
+        except httpx.TransportError as exc:
+            raise _transport_rejection(exc, upstream, http) from None
+        if response is None:
+            _record(request_log, ex, CLIENT_CLOSED, error="the client disconnected before the reply")
+            return Response(status_code=CLIENT_CLOSED)  # nobody is left to read it
+        if ex.stream:
+            if response.status_code == 200:
+                return _EventStream(_relay_stream(response, ex, request_log, history),
+                                    response, ex, request_log)
+            try:
+                await response.aread()
+            except httpx.TransportError as exc:
+                raise _transport_rejection(exc, upstream, http) from None
+            finally:
+                await response.aclose()
+        return await _relay_body(response, ex, upstream, request_log, history)
+    except _Rejected as rejected:
+        if not ex.recorded:
+            _record(request_log, ex, rejected.status, error=rejected.message)
+        return rejected.response()
+    except Exception:
+        log.exception("proxying %s for model %s failed", endpoint, ex.model)
+        if not ex.recorded:
+            _record(request_log, ex, 500, error="internal error")
+        return error_response(500, "ModelDeck failed while proxying this request; the backend "
+                              "log has the details.", "server_error", 500)
+
+
+async def _send_unless_client_leaves(http: httpx.AsyncClient, upstream_request: httpx.Request,
+                                    stream: bool, receive: Receive) -> httpx.Response | None:
+    """Send upstream and wait for its answer (its headers, when streamed), or for the client to leave.
+
+    Returns None when the client left first: the upstream request is then abandoned, which
+    closes its connection, so the model server stops generating a reply nobody will read.
+    """
+    response: httpx.Response | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as watch:
+        async def client_left() -> None:
+            # The body was read already, so the next message is the disconnect.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            watch.cancel_scope.cancel()
+
+        watch.start_soon(client_left)
+        try:
+            response = await http.send(upstream_request, stream=stream)
+        except Exception as exc:  # re-raised outside, so that it is not wrapped in a group
+            failure = exc
+        watch.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return response
+
+
+def _transport_rejection(exc: httpx.TransportError, upstream: Upstream,
+                         http: httpx.AsyncClient) -> _Rejected:
+    where = f"the model server of '{upstream.served_name}' (deployment {upstream.deployment_id})"
+    if isinstance(exc, httpx.TimeoutException):
+        limit = http.timeout.read if isinstance(exc, httpx.ReadTimeout) else None
+        within = f" within {limit:g} s" if limit else " in time"
+        return _Rejected(504, f"{where.capitalize()} did not answer{within} "
+                         f"({type(exc).__name__}). It may be overloaded or stuck: check its "
+                         "logs in ModelDeck, or retry.", "upstream_timeout", 504)
+    if isinstance(exc, httpx.ConnectError):
+        return _Rejected(502, f"ModelDeck could not connect to {where} at {upstream.base_url} "
+                         f"({exc or type(exc).__name__}). Is the deployment still running? "
+                         "Check its state and logs in ModelDeck.", "upstream_error", 502)
+    return _Rejected(502, f"{where.capitalize()} closed the connection without a complete answer "
+                     f"({exc or type(exc).__name__}). Check its logs in ModelDeck.",
+                     "upstream_error", 502)
+
+
+async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstream,
+                      request_log: RequestLog, history: Any | None) -> Response:
+    """Relay a complete (non-streamed) answer, wrapping a 5xx that is not OpenAI-shaped."""
+    status, content = response.status_code, response.content
+    media_type = response.headers.get("content-type", "application/json")
+    decoded: Any = None
+    if status >= 500:
+        try:
+            decoded = json.loads(content)
+        except ValueError:
+            pass
+        if not (isinstance(decoded, dict) and ("error" in decoded or decoded.get("object") == "error")):
+            snippet = content[:200].decode("utf-8", "replace").strip() or "empty body"
+            message = (f"The model server of '{upstream.served_name}' (deployment "
+                       f"{upstream.deployment_id}) failed with HTTP {status}: {snippet}. "
+                       "Check its logs in ModelDeck.")
+            raise _Rejected(502, message, "upstream_error", 502)
+    usage = _usage_in(content[-TAIL_BYTES:]) if status < 400 else None
+    error = None if status < 400 else content[:500].decode("utf-8", "replace")
+    m = _record(request_log, ex, status, usage=usage, error=error)
+    headers = None
+    if ex.keep_history:
+        if decoded is None:
+            try:
+                decoded = json.loads(content)
+            except ValueError:
+                decoded = None
+        output, finish_reason = _reply_text(decoded, ex.endpoint)
+        history_id = await _save_history(history, ex, m, output, finish_reason)
+        if history_id is not None:
+            headers = {HISTORY_ID_HEADER: str(history_id)}
+    return Response(content, status, headers=headers, media_type=media_type)
+
+
+async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: RequestLog,
+                        history: Any | None) -> AsyncIterator[bytes]:
+    """Yield the upstream's bytes as they arrive; measure on the side; close the upstream at the end."""
+    first: float | None = None
+    events = 0
+    tail = b""
+    reply = _ReplyCollector(ex.endpoint) if ex.keep_history else None
+    status, error = 200, None
+    try:
+        try:
+            async for chunk in response.aiter_raw():
+                if first is None:
+                    first = time.perf_counter()
+                # Cheap accounting only: counting and slicing bytes, no JSON per chunk.
+                events += chunk.count(b"data:")
+                tail += chunk
+                if len(tail) > 2 * TAIL_BYTES:
+                    tail = tail[-TAIL_BYTES:]
+                if reply is not None:
+                    reply.feed(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            status = 504 if timed_out else 502
+            what = "went silent" if timed_out else "stopped"
+            error = (f"The model server of '{ex.model}' (deployment {ex.deployment_id}) {what} "
+                     f"mid-reply ({exc or type(exc).__name__}). Check its logs in ModelDeck.")
+            yield _error_event(error, status)
+        usage = _usage_in(tail[-TAIL_BYTES:])
+        if usage is None and events:
+            # Asked without stream_options.include_usage: one event is about one token,
+            # less the closing [DONE]. An estimate, and labelled as one nowhere else.
+            usage = {"completion_tokens": events - (b"[DONE]" in tail)}
+        m = _record(request_log, ex, status, first=first, usage=usage, error=error)
+        if reply is not None:
+            history_id = await _save_history(history, ex, m, reply.text(), reply.finish_reason)
+            if history_id is not None:
+                yield HISTORY_ID_COMMENT + str(history_id).encode() + b"\n\n"
+    finally:
+        # Shielded: on a client disconnect this runs inside a cancelled scope, and the
+        # upstream must still be told, or the model keeps generating for nobody.
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+            if not ex.recorded:
+                m = _record(request_log, ex, CLIENT_CLOSED, first=first,
+                            usage={"completion_tokens": events} if events else None,
+                            error="the client disconnected mid-reply")
+                if reply is not None:
+                    await _save_history(history, ex, m, reply.text(), reply.finish_reason)
+
+
+class _EventStream(StreamingResponse):
+    """An SSE passthrough that always closes the upstream, however the client leaves.
+
+    Starlette stops iterating when the client goes away but leaves a generator paused
+    at ``yield`` to the garbage collector, and one that never started is never run at
+    all; closing both here tells the model server now.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], upstream: httpx.Response, ex: _Exchange,
+                 request_log: RequestLog):
+        super().__init__(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._upstream, self._ex, self._request_log = upstream, ex, request_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self._upstream.aclose()
+                if not self._ex.recorded:
+                    _record(self._request_log, self._ex, CLIENT_CLOSED,
+                            error="the client disconnected before the reply began")
+
+
+def _error_event(message: str, code: int) -> bytes:
+    error = {"message": message, "type": "upstream_error", "param": None, "code": code}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def _usage_in(tail: bytes) -> dict | None:
+    """The last ``"usage": {...}`` object in ``tail`` (the end of a body or a stream), or None.
+
+    Only the usage value is decoded, not the whole body or every event.
+    """
+    end = len(tail)
+    while (pos := tail.rfind(b'"usage"', 0, end)) >= 0:
+        end = pos
+        rest = tail[pos + 7:].lstrip()
+        if not rest.startswith(b":"):
+            continue
+        try:
+            value, _ = _json_decoder.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _record(request_log: RequestLog, ex: _Exchange, status: int, *, first: float | None = None,
+            usage: dict | None = None, error: str | None = None) -> RequestMetrics:
+    usage = usage or {}
+    prompt_tokens = usage.get("prompt_tokens")
+    completion_tokens = usage.get("completion_tokens")
+    m = RequestMetrics(
+        model=ex.model, deployment_id=ex.deployment_id, endpoint=ex.endpoint, stream=ex.stream,
+        status=status, started_at=ex.started_at, duration_s=time.perf_counter() - ex.t0,
+        ttft_s=None if first is None else first - ex.t0,
+        prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
+        completion_tokens=completion_tokens if isinstance(completion_tokens, int) else None,
+        error=error,
+    )
+    ex.recorded = True
+    request_log.record(m)
+    return m
+
+
+async def _save_history(history: Any, ex: _Exchange, m: RequestMetrics, output: str,
+                        finish_reason: str | None) -> Any | None:
+    """Store the exchange off the event loop; the new entry's id, or None if storing failed.
+
+    A history failure is logged and never reaches the client: the reply matters more.
+    """
+    record = functools.partial(
+        history.record, model=ex.model, endpoint=ex.endpoint, request=ex.payload, output=output,
+        finish_reason=finish_reason, status=m.status, error=m.error, ttft_s=m.ttft_s,
+        prompt_tokens=m.prompt_tokens, completion_tokens=m.completion_tokens,
+        tokens_per_s=m.tokens_per_s, duration_s=m.duration_s, created_at=m.started_at,
+        deployment_id=ex.deployment_id, tag=ex.tag,
+    )
+    try:
+        return await anyio.to_thread.run_sync(record)
+    except Exception:
+        log.exception("could not save the history of a %s request to %s", ex.endpoint, ex.model)
+        return None
+
+
+def _reply_text(decoded: Any, endpoint: str) -> tuple[str, str | None]:
+    """The first choice's text and finish reason of a complete answer ("" for embeddings)."""
+    if not isinstance(decoded, dict):
+        return "", None
+    choices = decoded.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "", None
+    choice = choices[0]
+    if endpoint == "chat/completions":
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    else:
+        text = choice.get("text")
+    return (text if isinstance(text, str) else ""), choice.get("finish_reason")
+
+
+class _ReplyCollector:
+    """Rebuilds the first choice's text from SSE events, for requests that keep history.
+
+    Events arrive split or joined arbitrarily across chunks; JSON never holds a raw
+    newline, so decoding every complete ``data:`` line is enough.
+    """
+
+    def __init__(self, endpoint: str):
+        self._chat = endpoint == "chat/completions"
+        self._pending = b""
+        self._parts: list[str] = []
+        self.finish_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if not data or data == b"[DONE]":
+                continue
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            self._take(event)
+
+    def _take(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            if self._chat:
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else None
+            else:
+                text = choice.get("text")
+            if isinstance(text, str):
+                self._parts.append(text)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def text(self) -> str:
+        return "".join(self._parts)

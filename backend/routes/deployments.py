@@ -1,0 +1,218 @@
+"""Deployments API: launch with progress, list, actions, logs, compose export, and the fit check."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+
+from backend.compose import render_compose
+from backend.deployments import Deployment, DeploymentService
+from backend.deps import CatalogDep, DeploymentsDep, SettingsDep, StatsDep
+from backend.errors import DeploymentNotFound
+from backend.fitcheck import estimate_memory, fit_verdict
+from backend.launch_plan import LaunchRequest
+from backend.launches import LaunchEvent
+
+router = APIRouter(prefix="/api", tags=["deployments"])
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HEARTBEAT_S = 15.0
+
+
+class LaunchAccepted(BaseModel):
+    """The answer to a launch: follow ``events_url`` for progress."""
+
+    id: str
+    existing: bool
+    deployment: Deployment
+    events_url: str
+
+
+class LogLines(BaseModel):
+    id: str
+    lines: list[str]
+
+
+class FitCheckRequest(BaseModel):
+    recipe: str
+    model: str
+    gpu: int | None = None
+
+
+class FitCheckAnswer(BaseModel):
+    level: str
+    message: str
+    bytes_needed: int | None
+    basis: str
+    gpu: int | None
+    gpu_free_bytes: int | None
+    gpu_total_bytes: int | None
+
+
+@router.get("/deployments", operation_id="listDeployments", summary="List deployments (from Docker's labelled containers)")
+def list_deployments(deployments: DeploymentsDep) -> list[Deployment]:
+    return deployments.list()
+
+
+@router.post("/deployments", status_code=202, operation_id="launchDeployment",
+             summary="Launch a model from a catalog recipe; returns at once, progress on the events stream")
+def launch(req: LaunchRequest, deployments: DeploymentsDep, response: Response) -> LaunchAccepted:
+    dep, lp = deployments.launch(req)
+    existing = lp is None or lp.done
+    if lp is None:
+        response.status_code = 200
+    return LaunchAccepted(id=dep.id, existing=existing, deployment=dep,
+                          events_url=f"/api/deployments/{dep.id}/events")
+
+
+@router.get("/deployments/{dep_id}", operation_id="getDeployment", summary="One deployment")
+def get_deployment(dep_id: str, deployments: DeploymentsDep) -> Deployment:
+    return deployments.get(dep_id)
+
+
+def _sse(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+async def _with_heartbeat(source: AsyncIterator[bytes], request: Request) -> AsyncIterator[bytes]:
+    """Interleave ': ping' comments so proxies keep the stream open; stop when the client leaves."""
+    it = source.__aiter__()
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(it), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield b": ping\n\n"
+                continue
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await it.aclose()
+
+
+@router.get("/deployments/{dep_id}/events", operation_id="followLaunchEvents",
+            summary="Launch progress as Server-Sent Events (replayed from the start, ends at ready or failed)",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "`event: progress` frames"}})
+async def launch_events(dep_id: str, request: Request, deployments: DeploymentsDep) -> StreamingResponse:
+    lp = deployments.launch_progress(dep_id)
+    if lp is None:
+        dep = await run_in_threadpool(deployments.get, dep_id)  # 404 when unknown
+
+        async def once() -> AsyncIterator[bytes]:
+            phase = "ready" if dep.ready else ("failed" if dep.status == "failed" else dep.status)
+            event = LaunchEvent(seq=0, time=0.0, deployment_id=dep_id,
+                                phase=phase if phase in ("ready", "failed") else "loading",
+                                message=dep.message or dep.status)
+            yield _sse("progress", event.model_dump_json())
+        return StreamingResponse(once(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in lp.follow():
+            yield _sse("progress", event.model_dump_json())
+    return StreamingResponse(_with_heartbeat(frames(), request), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
+@router.post("/deployments/{dep_id}/stop", operation_id="stopDeployment", summary="Stop a deployment (keeps it)")
+def stop(dep_id: str, deployments: DeploymentsDep) -> Deployment:
+    return deployments.stop(dep_id)
+
+
+@router.post("/deployments/{dep_id}/start", operation_id="startDeployment", summary="Start a stopped deployment")
+def start(dep_id: str, deployments: DeploymentsDep) -> Deployment:
+    return deployments.start(dep_id)
+
+
+@router.post("/deployments/{dep_id}/restart", operation_id="restartDeployment", summary="Restart a deployment")
+def restart(dep_id: str, deployments: DeploymentsDep) -> Deployment:
+    return deployments.restart(dep_id)
+
+
+@router.delete("/deployments/{dep_id}", status_code=204, operation_id="removeDeployment",
+               summary="Remove a deployment's container (model caches stay)")
+def remove(dep_id: str, deployments: DeploymentsDep) -> Response:
+    deployments.remove(dep_id)
+    return Response(status_code=204)
+
+
+@router.get("/deployments/{dep_id}/logs", operation_id="getDeploymentLogs",
+            summary="The container's log: the last lines, or with follow=true a live Server-Sent Events stream",
+            response_model=LogLines,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "with follow=true: `event: log`"}})
+async def logs(dep_id: str, request: Request, deployments: DeploymentsDep,
+               tail: Annotated[int, Query(ge=0, le=10000)] = 200, follow: bool = False):
+    if not follow:
+        lines = await run_in_threadpool(deployments.logs, dep_id, tail)
+        return LogLines(id=dep_id, lines=lines)
+    service: DeploymentService = deployments
+    container = await run_in_threadpool(service._container_of, dep_id)
+    follower = await run_in_threadpool(service.engine.follow_logs, container.id, tail)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=10000)
+
+    def pump() -> None:
+        # The SDK's log stream blocks: read it in a thread, hand lines to the loop.
+        try:
+            for line in follower:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:
+            pass
+        finally:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except RuntimeError:
+                pass
+
+    threading.Thread(target=pump, name=f"logs-{dep_id}", daemon=True).start()
+
+    async def frames() -> AsyncIterator[bytes]:
+        import json
+        try:
+            while True:
+                line = await queue.get()
+                if line is None:
+                    yield _sse("end", "{}")
+                    return
+                yield _sse("log", json.dumps({"line": line}))
+        finally:
+            follower.close()  # ends the SDK stream, so the pump thread exits too
+    return StreamingResponse(_with_heartbeat(frames(), request), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
+
+
+@router.get("/deployments/{dep_id}/compose", operation_id="exportCompose", response_class=PlainTextResponse,
+            summary="A docker-compose.yml that reproduces this deployment outside ModelDeck (secrets as ${NAME})")
+def compose(dep_id: str, deployments: DeploymentsDep) -> PlainTextResponse:
+    text = render_compose(deployments.spec(dep_id))
+    return PlainTextResponse(text, media_type="application/yaml", headers={
+        "Content-Disposition": f'attachment; filename="{dep_id}-docker-compose.yml"'})
+
+
+@router.post("/fit-check", operation_id="fitCheck",
+             summary="Estimate the GPU memory a model needs and compare it with what is free now")
+def fit_check(body: FitCheckRequest, catalog: CatalogDep, settings: SettingsDep, stats: StatsDep) -> FitCheckAnswer:
+    recipe = catalog.get(body.recipe)
+    estimate = estimate_memory(recipe, body.model, settings)
+    free = total = None
+    snap = stats.latest() if stats is not None else None
+    gpus = list(snap.gpus) if snap is not None else []
+    gpu = next((g for g in gpus if g.index == body.gpu), gpus[0] if gpus and body.gpu is None else None)
+    if body.gpu is not None and gpu is None:
+        raise DeploymentNotFound(f"No GPU {body.gpu} on this machine.", hint="Pick one of the GPUs listed by /api/engine.")
+    if gpu is not None:
+        total = gpu.memory_total_bytes
+        free = (gpu.memory_total_bytes - gpu.memory_used_bytes) if gpu.memory_total_bytes is not None else None
+    verdict = fit_verdict(estimate, free, total, recipe)
+    return FitCheckAnswer(level=verdict.level, message=verdict.message, bytes_needed=estimate.bytes_needed,
+                          basis=estimate.basis, gpu=gpu.index if gpu else None, gpu_free_bytes=free,
+                          gpu_total_bytes=total)

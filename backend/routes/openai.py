@@ -1,0 +1,201 @@
+"""The OpenAI-compatible API under /v1: list ready models, forward inference to the deployment that serves it."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from backend import proxy
+
+PREFIX = "/v1"
+router = APIRouter(prefix=PREFIX, tags=["openai"])
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error shape, used by every /v1 error."""
+
+    error: OpenAIErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str  # the served model name to put in requests
+    object: str = "model"
+    created: int
+    owned_by: str = "modeldeck"
+    deployment_id: str
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+# Request bodies are documented, not validated: model servers accept many extra fields
+# (sampling options, guided decoding, ...), and the proxy passes the bytes on as they are.
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionRequest(_Loose):
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream_options: dict[str, Any] | None = None
+    modeldeck: dict[str, Any] | None = None  # {"history": true}: keep this exchange; not forwarded
+
+
+class CompletionRequest(_Loose):
+    model: str
+    prompt: str | list[Any]
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream_options: dict[str, Any] | None = None
+    modeldeck: dict[str, Any] | None = None
+
+
+class EmbeddingRequest(_Loose):
+    model: str
+    input: str | list[Any]
+    modeldeck: dict[str, Any] | None = None
+
+
+def _body(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenAIError, "description": "The body is not JSON or has no valid `model`."},
+    404: {"model": OpenAIError, "description": "No deployment serves this model."},
+    503: {"model": OpenAIError, "description": "The deployment exists but is not ready."},
+    502: {"model": OpenAIError, "description": "The model server could not be reached or failed."},
+    504: {"model": OpenAIError, "description": "The model server did not answer in time."},
+}
+_STREAMED = {200: {"description": "The model server's JSON answer, or with `\"stream\": true` its "
+                   "Server-Sent Events passed through as they arrive.",
+                   "content": {"application/json": {}, "text/event-stream": {}}}}
+
+
+async def _forward(request: Request, endpoint: str) -> Response:
+    state = request.app.state
+    return await proxy.forward(request, endpoint, upstreams=state.upstreams, http=state.http,
+                               request_log=state.request_log,
+                               history=getattr(state, "history", None))
+
+
+@router.get("/models", operation_id="openai_list_models", summary="List ready models",
+            response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    """The deployments that can answer now, by the model name to put in requests."""
+    now = int(time.time())
+    return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id)
+                           for u in request.app.state.upstreams.ready_models()])
+
+
+@router.get("/models/{model:path}", operation_id="openai_get_model", summary="Describe a ready model",
+            response_model=ModelCard, responses={404: _ERRORS[404]})
+async def get_model(model: str, request: Request) -> Any:
+    """One ready model by served name; 404 in OpenAI's shape when none serves it or it is not ready."""
+    upstream = request.app.state.upstreams.lookup(model)
+    if upstream is None or not upstream.ready:
+        return proxy.error_response(404, f"The model '{model}' does not exist or is not ready.",
+                                    "invalid_request_error", "model_not_found", "model")
+    return ModelCard(id=upstream.served_name, created=int(time.time()),
+                     deployment_id=upstream.deployment_id)
+
+
+@router.post("/chat/completions", operation_id="openai_chat_completions",
+             summary="Chat completion (streamed or not)", openapi_extra=_body(ChatCompletionRequest),
+             responses={**_STREAMED, **_ERRORS})
+async def chat_completions(request: Request) -> Response:
+    """Forward to the deployment serving `model`; header `X-ModelDeck-History: 1` keeps the exchange."""
+    return await _forward(request, "chat/completions")
+
+
+@router.post("/completions", operation_id="openai_completions",
+             summary="Text completion (streamed or not)", openapi_extra=_body(CompletionRequest),
+             responses={**_STREAMED, **_ERRORS})
+async def completions(request: Request) -> Response:
+    """Forward to the deployment serving `model`; header `X-ModelDeck-History: 1` keeps the exchange."""
+    return await _forward(request, "completions")
+
+
+@router.post("/embeddings", operation_id="openai_embeddings", summary="Embeddings",
+             openapi_extra=_body(EmbeddingRequest), responses=_ERRORS)
+async def embeddings(request: Request) -> Response:
+    """Forward to the deployment serving `model`."""
+    return await _forward(request, "embeddings")
+
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def _under_v1(request: Request) -> bool:
+    path = request.scope.get("path", "")
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
+    result = handler(request, exc)
+    return await result if inspect.isawaitable(result) else result
+
+
+def install_openai_error_handlers(app: FastAPI) -> None:
+    """Answer HTTP and validation errors under /v1 in OpenAI's error shape.
+
+    Errors elsewhere go to the handlers registered before this call (FastAPI's own by
+    default), so install the app's other handlers for these two exception classes first.
+
+    Args:
+        app: the application whose handlers are extended.
+    """
+    previous_http = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+    previous_validation = app.exception_handlers.get(RequestValidationError,
+                                                     request_validation_exception_handler)
+
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _under_v1(request):
+            return await _delegate(previous_http, request, exc)
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if status == 404 and message == "Not Found":
+            message = f"There is no {request.method} {request.scope.get('path')} in ModelDeck's OpenAI API."
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.scope.get('path')}."
+        kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return proxy.error_response(status, message, kind, status, headers=exc.headers)
+
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if not _under_v1(request):
+            return await _delegate(previous_validation, request, exc)
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
+        return JSONResponse(proxy.error_body(message or "Invalid request.", "invalid_request_error",
+                                             "invalid_request", loc[-1] if loc else None),
+                            status_code=400)
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,1 @@
+"""Tests of backend.stats and the stats routes."""

@@ -1,0 +1,87 @@
+"""Launch planning: validation of requests and the container spec a recipe turns into."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from backend.catalog import load_catalog
+from backend.errors import InvalidLaunch
+from backend.launch_plan import LaunchRequest, deployment_id_for, plan
+from backend.settings import Settings
+
+
+@pytest.fixture()
+def catalog():
+    return load_catalog(Settings().catalog_dir)
+
+
+def make(catalog, settings, **kw):
+    req = LaunchRequest(**{"recipe": "demo", "model": "demo-tiny", **kw})
+    return plan(catalog.get(req.recipe), req, settings, image="img:1", host_port=40000, gpu_runtime=False)
+
+
+@pytest.mark.parametrize("model", ["../etc/passwd", "org/../../x", "a b", "a;rm -rf /", "$(id)", "a|b",
+                                   "`x`", "x\ny", "a//b", ""])
+def test_bad_model_ids_are_refused(catalog, settings, model):
+    with pytest.raises((InvalidLaunch, ValidationError)):
+        make(catalog, settings, model=model)
+
+
+def test_host_paths_only_inside_model_folders(catalog, tmp_path):
+    allowed = tmp_path / "models"
+    (allowed / "tiny").mkdir(parents=True)
+    (allowed / "tiny" / "model.gguf").write_bytes(b"x")
+    settings = Settings(home=tmp_path, model_dirs=[allowed])
+    spec = make(catalog, settings, model=str(allowed / "tiny" / "model.gguf"))
+    assert "/models/tiny/model.gguf" in spec.command
+    mount = next(m for m in spec.mounts if m.target == "/models")
+    assert mount.kind == "bind" and mount.read_only and mount.source == str(allowed.resolve())
+    for bad in ["/etc/passwd", str(allowed / ".." / "secret"), str(tmp_path)]:
+        with pytest.raises(InvalidLaunch):
+            make(catalog, settings, model=bad)
+
+
+def test_spec_for_demo(catalog, settings):
+    spec = make(catalog, settings, served_name="my-demo", args=["--seed-extra"])
+    assert spec.name == "modeldeck-my-demo"
+    assert spec.host_ip == "127.0.0.1" and spec.host_port == 40000 and spec.internal_port == 8000
+    assert spec.command == ("--port", "8000", "--model", "demo-tiny", "--served-name", "my-demo", "--seed-extra")
+    assert spec.labels["modeldeck.managed"] == "true"
+    assert spec.labels["modeldeck.served_name"] == "my-demo"
+    assert spec.labels["modeldeck.test-run"], "settings.extra_labels reach the container"
+    assert spec.gpu_ids == ()
+
+
+def test_default_served_name_and_ids():
+    assert deployment_id_for("Qwen/Qwen2.5-0.5B-Instruct") == "qwen-qwen2.5-0.5b-instruct"
+    assert deployment_id_for("///") == "model"
+
+
+def test_config_hash_is_stable_and_sensitive(catalog, settings):
+    a = make(catalog, settings, served_name="x")
+    b = make(catalog, settings, served_name="x")
+    c = make(catalog, settings, served_name="x", args=["--other"])
+    assert a.labels["modeldeck.config_hash"] == b.labels["modeldeck.config_hash"]
+    assert a.labels["modeldeck.config_hash"] != c.labels["modeldeck.config_hash"]
+
+
+def test_secrets_given_at_launch_stay_out_of_labels(catalog, settings):
+    spec = make(catalog, settings, env={"HF_TOKEN": "hf_supersecret", "MY_API_KEY": "k1", "PLAIN": "v"})
+    assert spec.secret_values == {"HF_TOKEN": "hf_supersecret", "MY_API_KEY": "k1"}
+    assert "HF_TOKEN" in spec.secret_env and spec.environment["PLAIN"] == "v"
+    assert "hf_supersecret" not in repr(spec) and "hf_supersecret" not in str(spec.labels)
+    assert "HF_TOKEN" not in spec.environment
+
+
+def test_cpu_only_recipe_refuses_gpus(catalog, settings):
+    with pytest.raises(InvalidLaunch, match="CPU only"):
+        make(catalog, settings, gpus=["0"])
+
+
+@pytest.mark.parametrize("field,value", [("gpus", ["0; rm"]), ("gpus", ["all", "0"]), ("env", {"LD_PRELOAD": "x"}),
+                                         ("env", {"1BAD": "x"}), ("port", 80), ("args", ["a\nb"]),
+                                         ("privileged", True)])
+def test_request_validation(field, value):
+    with pytest.raises(ValidationError):
+        LaunchRequest(recipe="demo", model="demo-tiny", **{field: value})

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real Docker engine, a per-run container label with cleanup, the demo image."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from backend.engine import Engine  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+
+IN_CI = os.environ.get("CI") == "true"
+RUN_ID = uuid.uuid4().hex[:8]
+RUN_LABEL = "modeldeck.test-run"
+
+
+def pytest_report_header(config):
+    return [f"modeldeck test run {RUN_ID} (containers labelled {RUN_LABEL}={RUN_ID}); CI={IN_CI}"]
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Short id of this test run; containers and names made by tests carry it."""
+    return RUN_ID
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """The real Docker engine. Without one: a failure in CI, a skip elsewhere.
+
+    At teardown every container labelled with this run's label is removed, pass or fail.
+    """
+    eng = Engine()
+    status = eng.status()
+    if not status.reachable:
+        msg = f"No Docker engine: {status.reason} {status.hint or ''}"
+        if IN_CI:
+            pytest.fail(msg + " (CI=true: Docker tests must run)", pytrace=False)
+        pytest.skip(msg)
+    yield eng
+    client = eng.client
+    for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
+        c.remove(force=True)
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def demo_base_image() -> str:
+    return os.environ.get("MODELDECK_DEMO_BASE_IMAGE") or Settings().demo_base_image
+
+
+@pytest.fixture()
+def settings(tmp_path, demo_base_image) -> Settings:
+    """Settings for one test: its own home folder, containers labelled with the run id."""
+    return Settings(home=tmp_path / "home", demo_base_image=demo_base_image,
+                    extra_labels={RUN_LABEL: RUN_ID}, token="test-token")
+
+
+@pytest.fixture(scope="session")
+def demo_image(engine, demo_base_image) -> str:
+    """The demo model image, built once per run from containers/demo/ (what the first launch does)."""
+    from backend.catalog import load_catalog
+    from backend.launch_plan import build_tag
+
+    settings = Settings(demo_base_image=demo_base_image)
+    recipe = load_catalog(settings.catalog_dir).get("demo")
+    tag = build_tag(recipe, settings.catalog_dir / "demo", demo_base_image)
+    if not engine.image_exists(tag):
+        for _ in engine.build(settings.catalog_dir / "demo", tag, {"BASE_IMAGE": demo_base_image}):
+            pass
+    return tag
