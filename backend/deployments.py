@@ -16,7 +16,7 @@ from backend.catalog import Catalog, Recipe
 from backend.engine import ContainerInfo, Engine, ProgressEvent
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, GpuRuntimeMissing,
                             InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
-from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, deployment_id_for, plan
+from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, plan
 from backend.launches import LaunchProgress
 from backend.proxy import Upstream
 from backend.settings import Settings
@@ -292,6 +292,7 @@ class DeploymentService:
             self.engine.start(lp.container_id)
             self._wait_ready(recipe, spec, lp)
             self._post_start(recipe, spec, lp)
+            self.engine.enable_restarts(lp.container_id, spec.restart_max)
             info = self.engine.inspect(lp.container_id)
             self._ready[info.id] = info.started_at or ""
             lp.emit("ready", f"Ready at http://127.0.0.1:{spec.host_port}{recipe.server.openai_base}",
@@ -382,7 +383,7 @@ class DeploymentService:
         values = {"model": spec.labels[f"{LABEL_PREFIX}model"], "served_name": spec.labels[f"{LABEL_PREFIX}served_name"],
                   "port": str(recipe.server.port)}
         for call in recipe.post_start:
-            body = {k: v.format_map(values) if isinstance(v, str) else v for k, v in call.body.items()}
+            body = fill_placeholders(call.body, values)
             lp.emit("loading", f"{call.method} {call.path} (preparing the model)")
             try:
                 r = httpx.request(call.method, f"http://127.0.0.1:{spec.host_port}{call.path}", json=body,

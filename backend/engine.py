@@ -284,7 +284,9 @@ class Engine:
             shm_size=spec.shm_size,
             ipc_mode=spec.ipc_mode,
             security_opt=["no-new-privileges:true"],
-            restart_policy={"Name": "on-failure", "MaximumRetryCount": spec.restart_max},
+            # No restarts while launching, so a crash keeps its exit code and logs for the
+            # report; the launch turns on the spec's policy once the server is ready.
+            restart_policy={"Name": "no"},
             init=True,  # reap zombies and forward signals for servers that run as PID 1
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "20m", "max-file": "3"}),
         )
@@ -341,6 +343,12 @@ class Engine:
                                 hint="Stop that program, or remove this deployment and launch it again "
                                      "with another port (or an automatic one).") from None
             raise ModelDeckError(f"Docker could not start {attrs['Name'].lstrip('/')}: {text}") from None
+
+    def enable_restarts(self, ref: str, max_retries: int) -> None:
+        """Turn on the on-failure restart policy (after a launch reached ready)."""
+        attrs = self._managed(ref)
+        self._call(self.client.api.update_container, attrs["Id"],
+                   restart_policy={"Name": "on-failure", "MaximumRetryCount": max_retries})
 
     def stop(self, ref: str, timeout: int = 10) -> None:
         attrs = self._managed(ref)

@@ -158,6 +158,17 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return template.format_map(values)
 
 
+def fill_placeholders(value, values: dict[str, str]):
+    """Fill ``{model}``-style placeholders in every string of a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return _fill(value, values)
+    if isinstance(value, list):
+        return [fill_placeholders(v, values) for v in value]
+    if isinstance(value, dict):
+        return {fill_placeholders(k, values): fill_placeholders(v, values) for k, v in value.items()}
+    return value
+
+
 def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, host_port: int,
          gpu_runtime: bool) -> ContainerSpec:
     """The container to create for ``req``.
@@ -182,7 +193,7 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
     values = {"model": model_in_container, "served_name": served, "port": str(recipe.server.port)}
     command = [_fill(a, values) for a in recipe.server.command]
     if gpus:
-        command += recipe.gpu.args
+        command += [_fill(a, values) for a in recipe.gpu.args]
     command += req.args
     entrypoint = tuple(_fill(a, values) for a in recipe.server.entrypoint) if recipe.server.entrypoint else None
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
 from backend.deps import HistoryDep
 from backend.history import HistoryEntry, HistorySummary
+
+# SQLite integers are 64-bit: a larger id is a request error, not a server one.
+EntryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="History entry id")]
 
 router = APIRouter(prefix="/api/history", tags=["history"])
 
@@ -58,14 +61,14 @@ def export_history(history: HistoryDep, q: SearchQuery = None, model: ModelFilte
 
 @router.get("/{entry_id}", operation_id="get_history_entry", summary="Read one run",
             response_model=HistoryEntry, responses=_NOT_FOUND)
-def get_history_entry(entry_id: int, history: HistoryDep) -> HistoryEntry:
+def get_history_entry(entry_id: EntryId, history: HistoryDep) -> HistoryEntry:
     """The whole run: messages or prompt, parameters, output and metrics. 404 if unknown."""
     return history.get(entry_id)
 
 
 @router.delete("/{entry_id}", operation_id="delete_history_entry", summary="Delete one run",
                status_code=204, response_class=Response, responses=_NOT_FOUND)
-def delete_history_entry(entry_id: int, history: HistoryDep) -> Response:
+def delete_history_entry(entry_id: EntryId, history: HistoryDep) -> Response:
     """Delete one run. 404 if unknown."""
     history.delete(entry_id)
     return Response(status_code=204)

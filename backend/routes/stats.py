@@ -51,7 +51,10 @@ def get_stats_history(stats: StatsDep,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: stats` with a StatsSnapshot as `data`, per sample"}})
 async def stream_stats(stats: StatsDep) -> StreamingResponse:
-    """One ``stats`` event per sample, starting with the latest; ``: ping`` comments keep idle proxies open."""
+    """One ``stats`` event per sample, starting with the latest; ``: ping`` comments keep idle proxies open.
+
+    The response ends when the client goes away or the sampler's subscriptions are closed.
+    """
     return StreamingResponse(_events(stats), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

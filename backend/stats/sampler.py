@@ -193,6 +193,10 @@ class StatsSampler:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("stats sampler did not stop within %.1f s", timeout)
+        self.close_subscriptions()
+
+    def close_subscriptions(self) -> None:
+        """End every subscription now (their iterations stop), e.g. before a server drains connections."""
         with self._lock:
             subs = list(self._subscribers.values())
         for sub in subs:

@@ -104,9 +104,14 @@ def test_snapshot_and_history(served):
         assert httpx.get(url + "/api/stats/history", params={"seconds": bad}).status_code == 422
 
 
-def _read_events(response: httpx.Response, want: int) -> tuple[list[dict], list[str]]:
+def _read_events(lines, want: int) -> tuple[list[dict], list[str]]:
+    """Parse SSE from an iterator of lines until ``want`` events (or, with 0, the first comment).
+
+    The caller keeps the iterator: closing it (as a ``for`` over ``iter_lines()`` does on
+    ``break``) makes httpx drop the connection.
+    """
     events, comments, data, name = [], [], [], None
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith(":"):
             comments.append(line)
         elif line.startswith("event:"):
@@ -132,8 +137,9 @@ def test_sse_stream_events_and_disconnect(served):
         with client.stream("GET", url + "/api/stats/stream") as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
-            events, _ = _read_events(r, want=3)
+            events, _ = _read_events(lines := r.iter_lines(), want=3)
             assert sampler.subscriber_count == 1
+            del lines
     snaps = [StatsSnapshot.model_validate(e) for e in events]
     assert [s.seq for s in snaps] == sorted(s.seq for s in snaps) and snaps[-1].seq > snaps[0].seq
     # The client went away: the server notices and lets go of the subscription.
@@ -147,7 +153,7 @@ def test_sse_heartbeat(served, monkeypatch):
     wait_until(sampler.latest, message="the first snapshot")
     with httpx.Client(timeout=10) as client:
         with client.stream("GET", url + "/api/stats/stream") as r:
-            events, comments = _read_events(r, want=0)
+            events, comments = _read_events(r.iter_lines(), want=0)
     assert len(events) == 1  # the latest snapshot comes first, at once
     assert comments == [": ping"]
     wait_until(lambda: sampler.subscriber_count == 0, timeout=5, message="the subscriber to be released")
@@ -257,3 +263,18 @@ def test_every_route_has_operation_id_and_summary():
         assert route.operation_id and route.summary, route.path
         ids.add(route.operation_id)
     assert len(ids) == len(router.routes) == 4
+
+
+def test_sse_stream_ends_cleanly_when_subscriptions_close(served):
+    # What a server does before draining connections at shutdown, so it does not wait on streams.
+    sampler = StatsSampler(_none, interval=0.1)
+    url = served(sampler)
+    wait_until(sampler.latest, message="the first snapshot")
+    with httpx.Client(timeout=10) as client:
+        with client.stream("GET", url + "/api/stats/stream") as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("event: stats")
+            sampler.close_subscriptions()
+            rest = list(lines)  # returns: the server ended the response
+    assert all(line == "" or line.startswith(("event:", "data:")) for line in rest)
+    assert sampler.subscriber_count == 0

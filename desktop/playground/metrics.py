@@ -1,0 +1,63 @@
+"""Measures one streamed reply on the client: time to first token, tokens, tokens per second, total time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from desktop.playground.transcript import ReplyMetrics
+
+
+class ReplyMeter:
+    """Feed it the stream's chunks as they arrive; ``result()`` gives the reply's metrics.
+
+    Tokens are counted as content-bearing chunks (one token per chunk on the servers ModelDeck
+    runs) unless the final chunk carries ``usage``, whose figures win.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self._clock = clock
+        self._t0 = clock()
+        self._first: float | None = None
+        self._end: float | None = None
+        self._chunks = 0
+        self._usage: dict | None = None
+
+    def content(self, text: str) -> None:
+        """A chunk with generated text arrived now."""
+        if not text:
+            return
+        if self._first is None:
+            self._first = self._clock()
+        self._chunks += 1
+
+    def usage(self, usage: dict) -> None:
+        """The server's ``usage`` object (prompt_tokens, completion_tokens)."""
+        if isinstance(usage, dict):
+            self._usage = usage
+
+    def finish(self) -> None:
+        """The stream ended (done, stopped or failed); later calls keep the first end time."""
+        if self._end is None:
+            self._end = self._clock()
+
+    def elapsed(self) -> float:
+        return (self._end if self._end is not None else self._clock()) - self._t0
+
+    def result(self) -> ReplyMetrics:
+        total = self.elapsed()
+        ttft = None if self._first is None else self._first - self._t0
+        tokens: int | None = self._chunks
+        prompt_tokens = None
+        from_usage = False
+        if self._usage is not None and isinstance(self._usage.get("completion_tokens"), int):
+            tokens, from_usage = self._usage["completion_tokens"], True
+            prompt_tokens = self._usage.get("prompt_tokens")
+        rate = None
+        if tokens and ttft is not None:
+            # Decode speed: tokens after the first over the time after the first, as servers report it;
+            # a one-token reply has no decode time, so fall back to the whole reply.
+            decode = total - ttft
+            rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else (tokens / total if total > 0 else None)
+        return ReplyMetrics(ttft_s=ttft, completion_tokens=tokens, total_s=total, tokens_per_s=rate,
+                            prompt_tokens=prompt_tokens, from_usage=from_usage)

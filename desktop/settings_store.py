@@ -1,0 +1,114 @@
+"""The desktop's own settings (backend URL, token, home folder, theme, ...) kept in QSettings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from desktop.client import DEFAULT_URL, read_token
+
+#: The backend's default port; the backend's own settings hold the same number (the desktop may not import them).
+DEFAULT_PORT = 8765
+CACHE_KINDS = ("huggingface", "ollama")
+
+
+def default_home() -> Path:
+    """The backend's default home folder (same rule as backend.settings.default_home)."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "ModelDeck"
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", Path.home())) / "ModelDeck"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "modeldeck"
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` points at this machine's loopback (a backend the desktop may start itself)."""
+    host = urlsplit(url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or DEFAULT_PORT
+
+
+@dataclass
+class DesktopSettings:
+    """What the person chose; empty strings mean 'the default'."""
+
+    backend_url: str = DEFAULT_URL
+    token: str = ""
+    home: str = ""
+    theme: str = "system"
+    keep_running: bool = True
+    cache_dirs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser() if self.home else default_home()
+
+    def effective_token(self) -> str:
+        """The token set here, else the one the backend wrote into the home folder."""
+        return self.token or read_token(self.home_path)
+
+    def backend_env(self) -> dict[str, str]:
+        """Environment for a backend the desktop spawns: its home and the model-cache folders."""
+        env = {"MODELDECK_HOME": str(self.home_path)}
+        for kind, folder in self.cache_dirs.items():
+            if folder:
+                env[f"MODELDECK_CACHE_DIR_{kind.upper()}"] = str(Path(folder).expanduser())
+        return env
+
+
+class SettingsStore:
+    """Reads and writes DesktopSettings and the window state; ``path`` gives an INI file (tests)."""
+
+    def __init__(self, path: str | Path | None = None):
+        if path is None:
+            self._qs = QSettings("ModelDeck", "ModelDeck")
+        else:
+            self._qs = QSettings(str(path), QSettings.Format.IniFormat)
+
+    def load(self) -> DesktopSettings:
+        d = DesktopSettings()
+        qs = self._qs
+        d.backend_url = str(qs.value("backend/url", d.backend_url) or d.backend_url)
+        d.token = str(qs.value("backend/token", "") or "")
+        d.home = str(qs.value("backend/home", "") or "")
+        d.theme = str(qs.value("ui/theme", d.theme) or d.theme)
+        d.keep_running = str(qs.value("ui/keep_running", "true")).lower() in ("true", "1")
+        d.cache_dirs = {k: str(qs.value(f"caches/{k}", "") or "") for k in CACHE_KINDS}
+        return d
+
+    def save(self, d: DesktopSettings) -> None:
+        qs = self._qs
+        qs.setValue("backend/url", d.backend_url)
+        qs.setValue("backend/token", d.token)
+        qs.setValue("backend/home", d.home)
+        qs.setValue("ui/theme", d.theme)
+        qs.setValue("ui/keep_running", "true" if d.keep_running else "false")
+        for k, v in d.cache_dirs.items():
+            qs.setValue(f"caches/{k}", v)
+        qs.sync()
+
+    def window_state(self) -> tuple[QByteArray | None, int]:
+        geometry = self._qs.value("window/geometry")
+        try:
+            page = int(self._qs.value("window/page", 0))
+        except (TypeError, ValueError):
+            page = 0
+        return (geometry if isinstance(geometry, QByteArray) else None), page
+
+    def save_window_state(self, geometry: QByteArray, page: int) -> None:
+        self._qs.setValue("window/geometry", geometry)
+        self._qs.setValue("window/page", page)
+        self._qs.sync()
+
+    def as_dict(self) -> dict:
+        return asdict(self.load())

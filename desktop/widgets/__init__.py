@@ -1,0 +1,1 @@
+"""Reusable widgets of the desktop: banner, request tracking, launch progress, the deployments table."""

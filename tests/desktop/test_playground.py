@@ -1,0 +1,5 @@
+"""Placeholder."""
+
+
+def test_warm(demo_model):
+    assert demo_model
