@@ -1,0 +1,348 @@
+"""The Launch dialog: model, served name, GPU with the live fit check, port, advanced args/env, then progress."""
+
+from __future__ import annotations
+
+import re
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSpinBox, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+
+from desktop import theme
+from desktop.client import ApiError, BackendClient
+from desktop.widgets.calls import Calls
+from desktop.widgets.launch_progress import LaunchProgressView, human_bytes
+
+# The backend's rules (backend/launch_plan.py), repeated so the form can say what is wrong while typing.
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,255}$")
+LOCAL_PATH_RE = re.compile(r"^/[A-Za-z0-9._\-/:@+]{1,4095}$")
+SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,127}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+FIT_STYLE = {"ok": ("okText", "✓"), "warn": ("warnText", "!"), "too_big": ("errorText", "✕"), "unknown": ("", "?")}
+
+
+def model_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid model id or local path, or None when it is."""
+    text = text.strip()
+    if not text:
+        return "Enter a model id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local path."
+    if any(c.isspace() for c in text):
+        return "No spaces in a model id."
+    if ".." in text:
+        return "'..' is not allowed."
+    if (LOCAL_PATH_RE if text.startswith("/") else MODEL_ID_RE).match(text) is None:
+        return "Only letters, digits and . _ - / : @ + are allowed (no shell characters)."
+    return None
+
+
+def served_name_problem(text: str) -> str | None:
+    text = text.strip()
+    if text and not SERVED_NAME_RE.match(text):
+        return "A served name is letters, digits and . _ - / : @ +, starting with a letter or digit."
+    return None
+
+
+def parse_env(text: str) -> tuple[dict[str, str], str | None]:
+    """KEY=VALUE lines to a dict; the second item names the first bad line."""
+    env: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not ENV_NAME_RE.match(key.strip()):
+            return env, f"Environment line {n} is not KEY=VALUE."
+        env[key.strip()] = value
+    return env, None
+
+
+class LaunchDialog(QDialog):
+    """Launches one recipe and then follows its progress in place (non-modal; deletes itself on close).
+
+    Signals:
+        launched(str): the backend accepted the launch; the deployment id.
+        show_deployments(): the person asked to see the Deployments page.
+    """
+
+    launched = Signal(str)
+    show_deployments = Signal()
+
+    def __init__(self, client: BackendClient, recipe: dict, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.client, self.recipe = client, recipe
+        self.deployment_id: str | None = None
+        self._calls = Calls(client, self)
+        self.setWindowTitle(f"Launch {recipe.get('title') or recipe.get('name')}")
+        em = self.fontMetrics().horizontalAdvance("M")
+        self.setMinimumWidth(em * 42)
+
+        self.model = QLineEdit(recipe.get("default_model") or "")
+        self.model.setPlaceholderText("Hub id, Ollama tag, or /path/in/a/model/folder")
+        self.model_error = self._error_label()
+        self.served = QLineEdit()
+        self.served.setPlaceholderText(recipe.get("default_served_name") or "same as the model")
+        self.served_error = self._error_label()
+        self.gpu = QComboBox()
+        self.gpu_reason = QLabel()
+        self.gpu_reason.setProperty("muted", True)
+        self.gpu_reason.setWordWrap(True)
+        self.fit = QLabel("Checking whether the model fits…")
+        self.fit.setWordWrap(True)
+        self.port = QSpinBox()
+        self.port.setRange(1023, 65535)
+        self.port.setSpecialValueText("Automatic")
+        self.port.setValue(1023)
+        self.port.setToolTip("Host port on 127.0.0.1; 'Automatic' picks a free one.")
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.toggled.connect(self._on_advanced_toggled)
+        self.args = QPlainTextEdit()
+        self.args.setPlaceholderText("Extra server arguments, one per line, e.g.\n--max-model-len\n4096")
+        self.env = QPlainTextEdit()
+        self.env.setPlaceholderText("KEY=VALUE, one per line" + (
+            f" (secrets: {', '.join(recipe['secrets'])})" if recipe.get("secrets") else ""))
+        for box in (self.args, self.env):
+            box.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        self.advanced = QWidget()
+        adv = QFormLayout(self.advanced)
+        adv.setContentsMargins(0, 0, 0, 0)
+        adv.addRow("Arguments", self.args)
+        adv.addRow("Environment", self.env)
+        self.advanced.hide()
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Model", self.model)
+        form.addRow("", self.model_error)
+        form.addRow("Served name", self.served)
+        form.addRow("", self.served_error)
+        form.addRow("GPU", self.gpu)
+        form.addRow("", self.gpu_reason)
+        form.addRow("Fit", self.fit)
+        form.addRow("Port", self.port)
+        form.addRow(self.advanced_toggle)
+        form.addRow(self.advanced)
+        self.error = self._error_label()
+        form_page = QWidget()
+        fl = QVBoxLayout(form_page)
+        fl.setContentsMargins(0, 0, 0, 0)
+        fl.addLayout(form)
+        fl.addStretch(1)
+        fl.addWidget(self.error)
+
+        self.progress = LaunchProgressView()
+        self.progress.finished.connect(self._on_progress_finished)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(form_page)
+        self.pages.addWidget(self.progress)
+
+        title = QLabel(recipe.get("title") or recipe.get("name") or "")
+        title.setObjectName("pageTitle")
+        sub = QLabel(recipe.get("description") or "")
+        sub.setProperty("muted", True)
+        sub.setWordWrap(True)
+
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.reject)
+        self.edit_button = QPushButton("Edit and retry")
+        self.edit_button.clicked.connect(self._on_edit_clicked)
+        self.show_button = QPushButton("Show in Deployments")
+        self.show_button.clicked.connect(self._on_show_clicked)
+        self.launch_button = QPushButton(theme.icon("launch", "accent_text"), "Launch")
+        self.launch_button.setProperty("primary", True)
+        self.launch_button.setDefault(True)
+        self.launch_button.clicked.connect(self._on_launch_clicked)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.edit_button, self.show_button, self.cancel_button, self.launch_button):
+            buttons.addWidget(b)
+        self.edit_button.hide()
+        self.show_button.hide()
+
+        box = QVBoxLayout(self)
+        box.addWidget(title)
+        box.addWidget(sub)
+        box.addSpacing(8)
+        box.addWidget(self.pages, 1)
+        box.addLayout(buttons)
+
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(400)
+        self._fit_timer.timeout.connect(self._on_fit_timer_timeout)
+        self.model.textChanged.connect(self._on_form_changed)
+        self.served.textChanged.connect(self._on_form_changed)
+        self.gpu.currentIndexChanged.connect(self._on_form_changed)
+        self._fill_gpus(None)
+        self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed)
+        self._on_form_changed()
+
+    @staticmethod
+    def _error_label() -> QLabel:
+        label = QLabel()
+        label.setObjectName("errorText")
+        label.setWordWrap(True)
+        label.hide()
+        return label
+
+    # -- the form ---------------------------------------------------------------------
+
+    def _fill_gpus(self, engine: dict | None) -> None:
+        need = self.recipe.get("gpu_need", "none")
+        self.gpu.blockSignals(True)
+        self.gpu.clear()
+        gpus = (engine or {}).get("gpus") or []
+        if need == "none":
+            self.gpu.addItem("No GPU: this runtime runs on the CPU", [])
+            reason = ""
+        elif not gpus:
+            self.gpu.addItem("No GPU available", [] if need == "optional" else None)
+            why = "Checking for GPUs…" if engine is None else (engine.get("gpu_reason") or "No NVIDIA GPU found.")
+            reason = (f"{why} It will run on the CPU." if need == "optional"
+                      else f"{why} This runtime needs an NVIDIA GPU.")
+        else:
+            self.gpu.addItem("Automatic (all GPUs)", None)
+            for g in gpus:
+                free = g.get("memory_free_bytes")
+                label = f"GPU {g['index']} · {g.get('name') or 'NVIDIA GPU'}"
+                if free is not None:
+                    label += f" · {human_bytes(free)} free of {human_bytes(g.get('memory_total_bytes'))}"
+                self.gpu.addItem(label, [str(g["index"])])
+            if need == "optional":
+                self.gpu.addItem("None: run on the CPU", [])
+            reason = "" if engine.get("gpu_runtime") else (engine.get("hint") or "")
+        self.gpu.setEnabled(self.gpu.count() > 1)
+        self.gpu_reason.setText(reason)
+        self.gpu_reason.setVisible(bool(reason))
+        self.gpu.blockSignals(False)
+
+    def _on_engine_loaded(self, engine: dict) -> None:
+        self._fill_gpus(engine)
+        self._fit_timer.start()
+
+    def _on_engine_failed(self, error: ApiError) -> None:
+        self.gpu_reason.setText(f"Could not ask the backend about GPUs: {error.message}")
+        self.gpu_reason.show()
+
+    def _on_advanced_toggled(self, on: bool) -> None:
+        self.advanced.setVisible(on)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def _on_form_changed(self, *_args) -> None:
+        problems = {self.model: (self.model_error, model_problem(self.model.text())),
+                    self.served: (self.served_error, served_name_problem(self.served.text()))}
+        for edit, (label, problem) in problems.items():
+            label.setText(problem or "")
+            label.setVisible(bool(problem))
+            if bool(edit.property("invalid")) != bool(problem):
+                edit.setProperty("invalid", bool(problem))
+                edit.style().unpolish(edit)
+                edit.style().polish(edit)
+        self.launch_button.setEnabled(not any(p for _, p in problems.values()))
+        self._fit_timer.start()
+
+    def _on_fit_timer_timeout(self) -> None:
+        if model_problem(self.model.text()):
+            self._show_fit("unknown", "Enter a valid model to check whether it fits.")
+            return
+        gpus = self.gpu.currentData()
+        body = {"recipe": self.recipe["name"], "model": self.model.text().strip(),
+                "gpu": int(gpus[0]) if gpus and gpus[0].isdigit() else None}
+        self._calls.post("/api/fit-check", body, self._on_fit_answer, self._on_fit_failed)
+
+    def _on_fit_answer(self, answer: dict) -> None:
+        self._show_fit(answer.get("level", "unknown"), answer.get("message", ""))
+
+    def _on_fit_failed(self, error: ApiError) -> None:
+        self._show_fit("unknown", f"Fit check unavailable: {error.message}")
+
+    def _show_fit(self, level: str, message: str) -> None:
+        name, mark = FIT_STYLE.get(level, FIT_STYLE["unknown"])
+        self.fit.setObjectName(name)
+        self.fit.setProperty("muted", level == "unknown")
+        self.fit.style().unpolish(self.fit)
+        self.fit.style().polish(self.fit)
+        self.fit.setText(f"{mark}  {message}")
+        self.fit.setProperty("level", level)
+
+    def request_body(self) -> tuple[dict | None, str | None]:
+        """The LaunchRequest the form describes, or None and what is wrong."""
+        problem = model_problem(self.model.text()) or served_name_problem(self.served.text())
+        env, env_problem = parse_env(self.env.toPlainText())
+        if problem or env_problem:
+            return None, problem or env_problem
+        body: dict = {"recipe": self.recipe["name"], "model": self.model.text().strip(), "env": env,
+                      "args": [a.strip() for a in self.args.toPlainText().splitlines() if a.strip()]}
+        if self.served.text().strip():
+            body["served_name"] = self.served.text().strip()
+        gpus = self.gpu.currentData()
+        if gpus is not None:
+            body["gpus"] = gpus
+        if self.port.value() != self.port.minimum():
+            body["port"] = self.port.value()
+        return body, None
+
+    # -- launching --------------------------------------------------------------------
+
+    def _on_launch_clicked(self) -> None:
+        body, problem = self.request_body()
+        if body is None:
+            self._show_error(problem)
+            return
+        self.error.hide()
+        self.launch_button.setEnabled(False)
+        self.launch_button.setText("Launching…")
+        self._calls.post("/api/deployments", body, self._on_launch_accepted, self._on_launch_failed,
+                         timeout_ms=60000)
+
+    def _on_launch_failed(self, error: ApiError) -> None:
+        self.launch_button.setEnabled(True)
+        self.launch_button.setText("Launch")
+        self._show_error(f"{error.message} {error.hint or ''}".strip())
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.show()
+
+    def _on_launch_accepted(self, answer: dict) -> None:
+        self.deployment_id = answer["id"]
+        self.setWindowTitle(f"Launching {answer['deployment'].get('served_name') or answer['id']}")
+        self.pages.setCurrentWidget(self.progress)
+        self.launch_button.hide()
+        self.cancel_button.setText("Close")
+        self.cancel_button.setToolTip("Close this window; the launch goes on.")
+        self.show_button.show()
+        self.progress.follow(self.client, answer["events_url"])
+        self.launched.emit(answer["id"])
+
+    def _on_progress_finished(self, phase: str) -> None:
+        self.edit_button.setVisible(phase == "failed")
+        self.cancel_button.setText("Close")
+
+    def _on_edit_clicked(self) -> None:
+        self.progress.shutdown()
+        self.pages.setCurrentIndex(0)
+        self.edit_button.hide()
+        self.show_button.hide()
+        self.launch_button.show()
+        self.launch_button.setEnabled(True)
+        self.launch_button.setText("Launch")
+        self.cancel_button.setText("Cancel")
+
+    def _on_show_clicked(self) -> None:
+        self.show_deployments.emit()
+        self.accept()
+
+    def done(self, result: int) -> None:
+        self.shutdown()
+        super().done(result)
+
+    def shutdown(self) -> None:
+        """Stop the progress stream and any call in flight (the launch goes on in the backend)."""
+        self._fit_timer.stop()
+        self._calls.abort_all()
+        self.progress.shutdown()
