@@ -56,13 +56,29 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.app import create_app
 
+    class ModelDeckServer(uvicorn.Server):
+        """Ends the live stats streams first: uvicorn waits for open responses before it stops."""
+
+        def __init__(self, config, app):
+            super().__init__(config)
+            self._app = app
+
+        async def shutdown(self, sockets=None):
+            stats = getattr(self._app.state, "stats", None)
+            if stats is not None:
+                stats.close_subscriptions()
+            await super().shutdown(sockets=sockets)
+
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                            loop="auto", http="auto", timeout_graceful_shutdown=5, server_header=False)
+                            loop="auto", http="auto", timeout_graceful_shutdown=3, server_header=False)
     print(f"ModelDeck backend on http://{settings.host}:{settings.port} (API docs: /docs; "
           f"token: {settings.token_path})", file=sys.stderr, flush=True)
-    uvicorn.Server(config).run()
+    try:
+        ModelDeckServer(config, app).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled gracefully
+        return 130
     return 0
 
 

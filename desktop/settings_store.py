@@ -47,6 +47,7 @@ class DesktopSettings:
     home: str = ""
     theme: str = "system"
     keep_running: bool = True
+    docker_host: str = ""
     cache_dirs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -60,6 +61,8 @@ class DesktopSettings:
     def backend_env(self) -> dict[str, str]:
         """Environment for a backend the desktop spawns: its home and the model-cache folders."""
         env = {"MODELDECK_HOME": str(self.home_path)}
+        if self.docker_host:
+            env["MODELDECK_DOCKER_HOST"] = self.docker_host
         for kind, folder in self.cache_dirs.items():
             if folder:
                 env[f"MODELDECK_CACHE_DIR_{kind.upper()}"] = str(Path(folder).expanduser())
@@ -81,6 +84,7 @@ class SettingsStore:
         d.backend_url = str(qs.value("backend/url", d.backend_url) or d.backend_url)
         d.token = str(qs.value("backend/token", "") or "")
         d.home = str(qs.value("backend/home", "") or "")
+        d.docker_host = str(qs.value("backend/docker_host", "") or "")
         d.theme = str(qs.value("ui/theme", d.theme) or d.theme)
         d.keep_running = str(qs.value("ui/keep_running", "true")).lower() in ("true", "1")
         d.cache_dirs = {k: str(qs.value(f"caches/{k}", "") or "") for k in CACHE_KINDS}
@@ -91,6 +95,7 @@ class SettingsStore:
         qs.setValue("backend/url", d.backend_url)
         qs.setValue("backend/token", d.token)
         qs.setValue("backend/home", d.home)
+        qs.setValue("backend/docker_host", d.docker_host)
         qs.setValue("ui/theme", d.theme)
         qs.setValue("ui/keep_running", "true" if d.keep_running else "false")
         for k, v in d.cache_dirs.items():

@@ -340,4 +340,7 @@ class PlaygroundPage(QWidget):
         self.columns[0].load(transcript)
 
     def _on_history_message(self, text: str, is_error: bool) -> None:
-        self.show_error(text) if is_error else self.show_info(text)
+        if is_error:
+            self.show_error(text)
+        else:
+            self.show_info(text)

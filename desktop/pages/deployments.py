@@ -1,0 +1,316 @@
+"""The Deployments page: every deployment with live figures, and start/stop/restart/remove/logs/endpoint/compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QGuiApplication
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMenu,
+                               QMessageBox, QTableView, QToolBar, QVBoxLayout, QWidget)
+
+from desktop import theme
+from desktop.client import ApiError, BackendClient
+from desktop.pages.logs_dialog import LogsDialog
+from desktop.widgets.calls import Calls
+from desktop.widgets.deployment_table import DeploymentRows, DeploymentTableModel
+
+REFRESH_MS = 2000
+ACTIONS = [  # key, label, icon, tooltip
+    ("start", "Start", "start", "Start the stopped container"),
+    ("stop", "Stop", "stop", "Stop the container (it is kept)"),
+    ("restart", "Restart", "restart", "Restart the container"),
+    ("remove", "Remove", "remove", "Remove the container (model caches stay)"),
+    ("logs", "Logs", "logs", "Follow the container's log"),
+    ("copy", "Copy endpoint", "copy", "Copy the OpenAI base URL and model name"),
+    ("export", "Export compose", "export", "Save a docker-compose.yml for this deployment"),
+]
+
+
+class DeploymentsPage(QWidget):
+    """Deployments from ``/api/deployments`` joined with ``/api/stats``, refreshed every 2 s.
+
+    Signals:
+        message(str): a short result to show in the status bar.
+        deployments_changed(list): the latest deployments (for the tray).
+    """
+
+    message = Signal(str)
+    deployments_changed = Signal(list)
+
+    def __init__(self, client: BackendClient, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.client = client
+        self._calls = Calls(client, self)
+        self.rows = DeploymentRows()
+        self.model = DeploymentTableModel(self.rows, self)
+        self.pending: set[str] = set()
+        self._listing = False
+        self._logs: list[LogsDialog] = []
+        self.loaded = False
+
+        title = QLabel("Deployments")
+        title.setObjectName("pageTitle")
+        self.summary = QLabel("Loading…")
+        self.summary.setObjectName("pageSubtitle")
+        self.toolbar = QToolBar()
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.actions_by_key: dict[str, QAction] = {}
+        for key, label, icon_name, tip in ACTIONS:
+            action = QAction(theme.icon(icon_name), label, self)
+            action.setToolTip(tip)
+            action.setData(icon_name)
+            action.triggered.connect(getattr(self, f"_on_{key}_triggered"))
+            self.actions_by_key[key] = action
+            self.toolbar.addAction(action)
+            if key in ("remove",):
+                self.toolbar.addSeparator()
+        self.actions_by_key["remove"].setShortcut("Delete")
+        self.actions_by_key["remove"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.addAction(self.actions_by_key["remove"])
+
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_table_context_menu_requested)
+        self.table.doubleClicked.connect(self._on_logs_triggered)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        header.setHighlightSections(False)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.model.modelReset.connect(self._on_model_reset)
+        self.empty = QLabel("No deployments yet. Launch a model from the Models page (Ctrl+L).")
+        self.empty.setProperty("muted", True)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.hide()
+
+        em = self.fontMetrics().horizontalAdvance("M")
+        head = QHBoxLayout()
+        head.addWidget(title)
+        head.addStretch(1)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(em * 2, em * 2, em * 2, em)
+        box.setSpacing(em // 2)
+        box.addLayout(head)
+        box.addWidget(self.summary)
+        box.addWidget(self.toolbar)
+        box.addWidget(self.table, 1)
+        box.addWidget(self.empty)
+        self._selected_id: str | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+        theme.notifier().changed.connect(self._on_theme_changed)
+        self._update_actions()
+
+    # -- data -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Ask the backend for the deployments and the latest stats (skipped while a refresh is in flight)."""
+        if self._listing:
+            return
+        self._listing = True
+        self._calls.get("/api/deployments", self._on_list_loaded, self._on_list_failed)
+        self._calls.get("/api/stats", self._on_stats_loaded)
+
+    def _on_list_loaded(self, deployments: list) -> None:
+        self._listing = False
+        self.loaded = True
+        self.rows.set_deployments(deployments)
+        self.model.refreshed()
+        ready = sum(1 for d in deployments if d.get("ready"))
+        running = sum(1 for d in deployments if d.get("state") == "running")
+        self.summary.setText(f"{len(deployments)} deployments · {running} running · {ready} ready"
+                             if deployments else "Nothing deployed.")
+        self.empty.setVisible(not deployments)
+        self._update_actions()
+        self.deployments_changed.emit(deployments)
+
+    def _on_list_failed(self, error: ApiError) -> None:
+        self._listing = False
+        self.summary.setText(f"Could not list deployments: {error.message}")
+
+    def _on_stats_loaded(self, snapshot: dict) -> None:
+        self.rows.set_stats(snapshot if isinstance(snapshot, dict) else None)
+        self.model.refreshed()
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        for action in self.actions_by_key.values():
+            action.setIcon(theme.icon(action.data()))
+
+    # -- selection --------------------------------------------------------------------
+
+    def selected(self) -> dict | None:
+        """The selected deployment (API object), or None."""
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        row = self.rows.find(self.model.data(rows[0], Qt.ItemDataRole.UserRole))
+        return row.data if row else None
+
+    def select(self, dep_id: str) -> bool:
+        """Select the row of ``dep_id``; False when it is not in the table."""
+        ids = self.rows.ids()
+        if dep_id not in ids:
+            return False
+        self.table.selectRow(ids.index(dep_id))
+        return True
+
+    def _on_selection_changed(self, *_args) -> None:
+        dep = self.selected()
+        self._selected_id = dep["id"] if dep else None
+        self._update_actions()
+
+    def _on_model_reset(self) -> None:
+        if self._selected_id:
+            self.select(self._selected_id)
+
+    def _update_actions(self) -> None:
+        dep = self.selected()
+        busy = dep is not None and dep["id"] in self.pending
+        running = bool(dep) and dep.get("state") in ("running", "restarting")
+        has_container = bool(dep) and bool(dep.get("container_id"))
+        enabled = {
+            "start": has_container and not running, "stop": running, "restart": has_container,
+            "remove": dep is not None, "logs": has_container, "copy": dep is not None,
+            "export": has_container,
+        }
+        for key, action in self.actions_by_key.items():
+            action.setEnabled(enabled[key] and not (busy and key in ("start", "stop", "restart", "remove")))
+
+    def _on_table_context_menu_requested(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        self.table.selectRow(index.row())
+        menu = QMenu(self)
+        for key, action in self.actions_by_key.items():
+            menu.addAction(action)
+            if key == "remove":
+                menu.addSeparator()
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    # -- actions ----------------------------------------------------------------------
+
+    def _act(self, verb: str, dep: dict) -> None:
+        dep_id = dep["id"]
+        self.pending.add(dep_id)
+        self._update_actions()
+        name = dep.get("served_name") or dep_id
+
+        def ok(_answer):
+            self.pending.discard(dep_id)
+            self.message.emit(f"{verb.capitalize()}: {name} — done.")
+            self.refresh_now()
+
+        def err(error: ApiError):
+            self.pending.discard(dep_id)
+            self.message.emit(f"Could not {verb} {name}: {error}")
+            self._update_actions()
+            QMessageBox.warning(self, f"Could not {verb} {name}", str(error))
+
+        if verb == "remove":
+            self._calls.delete(f"/api/deployments/{dep_id}", ok, err, timeout_ms=60000)
+        else:
+            self._calls.post(f"/api/deployments/{dep_id}/{verb}", None, ok, err, timeout_ms=60000)
+        self.message.emit(f"{verb.capitalize()}ing {name}…".replace("Stoping", "Stopping"))
+
+    def refresh_now(self) -> None:
+        self._listing = False
+        self.refresh()
+
+    def _on_start_triggered(self) -> None:
+        if dep := self.selected():
+            self._act("start", dep)
+
+    def _on_stop_triggered(self) -> None:
+        if dep := self.selected():
+            self._act("stop", dep)
+
+    def _on_restart_triggered(self) -> None:
+        if dep := self.selected():
+            self._act("restart", dep)
+
+    def _on_remove_triggered(self) -> None:
+        dep = self.selected()
+        if dep is None:
+            return
+        name = dep.get("served_name") or dep["id"]
+        answer = QMessageBox.question(
+            self, f"Remove {name}?",
+            f"Remove the deployment “{name}”? Its container is deleted; downloaded models stay in the cache.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Yes:
+            self._act("remove", dep)
+
+    def _on_logs_triggered(self, *_args) -> None:
+        dep = self.selected()
+        if dep is None or not dep.get("container_id"):
+            return
+        dialog = LogsDialog(self.client, dep, self)
+        dialog.destroyed.connect(self._on_logs_destroyed)
+        self._logs.append(dialog)
+        dialog.show()
+
+    def _on_logs_destroyed(self, obj=None) -> None:
+        import shiboken6
+
+        self._logs = [d for d in self._logs if d is not obj and shiboken6.isValid(d)]
+
+    def open_logs(self) -> LogsDialog | None:
+        """Open the logs of the selected deployment; returns the dialog (for tests and shortcuts)."""
+        before = len(self._logs)
+        self._on_logs_triggered()
+        return self._logs[-1] if len(self._logs) > before else None
+
+    def endpoint_text(self, dep: dict) -> str:
+        return f"base_url: {self.client.base_url}/v1\nmodel: {dep.get('served_name')}"
+
+    def _on_copy_triggered(self) -> None:
+        if dep := self.selected():
+            QGuiApplication.clipboard().setText(self.endpoint_text(dep))
+            self.message.emit(f"Copied the OpenAI endpoint {self.client.base_url}/v1 and model "
+                              f"“{dep.get('served_name')}”.")
+
+    def _on_export_triggered(self) -> None:
+        dep = self.selected()
+        if dep is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export compose file",
+                                              str(Path.home() / f"{dep['id']}-docker-compose.yml"),
+                                              "Compose files (*.yml *.yaml)")
+        if not path:
+            return
+
+        def ok(text):
+            try:
+                Path(path).write_text(text if isinstance(text, str) else str(text), encoding="utf-8")
+            except OSError as exc:
+                QMessageBox.warning(self, "Could not save", str(exc))
+                return
+            self.message.emit(f"Saved {path}")
+
+        def err(error: ApiError):
+            QMessageBox.warning(self, "Could not export", str(error))
+
+        self._calls.get(f"/api/deployments/{dep['id']}/compose", ok, err)
+
+    def shutdown(self) -> None:
+        """Stop polling, abort calls, close log windows (their streams stop)."""
+        self._timer.stop()
+        self._calls.abort_all()
+        for dialog in list(self._logs):
+            import shiboken6
+
+            if shiboken6.isValid(dialog):
+                dialog.close()
+        self._logs = []

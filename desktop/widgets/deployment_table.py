@@ -1,0 +1,175 @@
+"""The deployments table: plain rows built from the API (testable without a window) and their Qt model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+
+from desktop import theme
+from desktop.widgets.launch_progress import human_bytes
+
+COLUMNS = ["Name", "Runtime", "Model", "Status", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
+STATUS_ROLE = {"ready": "success", "failed": "danger", "stopped": "text_muted", "created": "text_muted",
+               "paused": "text_muted", "unknown": "text_muted"}
+RUNNING_STATES = {"running", "restarting"}
+
+
+def parse_docker_time(text: str | None) -> float | None:
+    """Seconds since the epoch from Docker's RFC 3339 time with nanoseconds; None for empty/zero times."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        head, _, frac = text.rstrip("Z").partition(".")
+        frac = "".join(c for c in frac if c.isdigit())[:6]
+        stamp = datetime.fromisoformat(head + "+00:00")
+        return stamp.timestamp() + (int(frac.ljust(6, "0")) / 1e6 if frac else 0.0)
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    """One deployment as the table shows it; ``data`` is the API's Deployment object."""
+
+    data: dict
+    stats: dict | None
+    now: float
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def status(self) -> str:
+        return self.data.get("status", "unknown")
+
+    @property
+    def running(self) -> bool:
+        return self.data.get("state") in RUNNING_STATES
+
+    def status_text(self) -> str:
+        text = self.status.capitalize()
+        if self.stats and self.stats.get("running_on_cpu"):
+            text += " · on CPU!"
+        if self.status == "failed" and self.data.get("exit_code") is not None:
+            text += f" (exit {self.data['exit_code']})"
+        return text
+
+    def gpu_text(self) -> str:
+        gpus = self.data.get("gpus") or []
+        vram = (self.stats or {}).get("vram_bytes")
+        where = ("GPU " + ",".join(gpus)) if gpus else "CPU"
+        return f"{where} · {human_bytes(vram)}" if vram else where
+
+    def cpu_text(self) -> str:
+        pct = (self.stats or {}).get("cpu_pct")
+        return f"{pct:.0f} %" if pct is not None and self.running else "—"
+
+    def memory_text(self) -> str:
+        used = (self.stats or {}).get("mem_used_bytes")
+        return human_bytes(used) if used is not None and self.running else "—"
+
+    def uptime_text(self) -> str:
+        started = parse_docker_time(self.data.get("started_at"))
+        return human_duration(self.now - started) if started and self.running else "—"
+
+    def cells(self) -> list[str]:
+        d = self.data
+        return [d.get("served_name") or d.get("name") or self.id, d.get("recipe", ""), d.get("model", ""),
+                self.status_text(), self.gpu_text(), self.cpu_text(), self.memory_text(),
+                str(d["host_port"]) if d.get("host_port") else "—", self.uptime_text()]
+
+
+class DeploymentRows:
+    """The table's content: deployments from ``GET /api/deployments`` joined with the latest stats."""
+
+    def __init__(self) -> None:
+        self.rows: list[DeploymentRow] = []
+        self.stats: dict[str, dict] = {}
+        self._deployments: list[dict] = []
+
+    def set_deployments(self, deployments: list[dict], now: float | None = None) -> None:
+        self._deployments = sorted(deployments, key=lambda d: (d.get("served_name") or d.get("id", "")).lower())
+        self._rebuild(now)
+
+    def set_stats(self, snapshot: dict | None, now: float | None = None) -> None:
+        self.stats = dict((snapshot or {}).get("deployments") or {})
+        self._rebuild(now)
+
+    def _rebuild(self, now: float | None) -> None:
+        now = time.time() if now is None else now
+        self.rows = [DeploymentRow(d, self.stats.get(d["id"]), now) for d in self._deployments]
+
+    def ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    def find(self, dep_id: str) -> DeploymentRow | None:
+        return next((r for r in self.rows if r.id == dep_id), None)
+
+
+class DeploymentTableModel(QAbstractTableModel):
+    """A QAbstractTableModel over DeploymentRows; ``UserRole`` gives the deployment id."""
+
+    def __init__(self, rows: DeploymentRows, parent=None):
+        super().__init__(parent)
+        self.content = rows
+        self._shown_ids: list[str] = []
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.content.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.content.rows):
+            return None
+        row = self.content.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.cells()[col]
+        if role == Qt.ItemDataRole.UserRole:
+            return row.id
+        if role == Qt.ItemDataRole.ForegroundRole and col == 3:
+            on_cpu = row.stats and row.stats.get("running_on_cpu")
+            return theme.color("warning" if on_cpu else STATUS_ROLE.get(row.status, "info"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            d = row.data
+            tip = [f"{d.get('served_name')} — {d.get('status')} ({d.get('state')})"]
+            if d.get("message"):
+                tip.append(d["message"])
+            if d.get("endpoint"):
+                tip.append(f"Container endpoint: {d['endpoint']}")
+            return "\n".join(tip)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (5, 6, 7, 8):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def refreshed(self) -> None:
+        """Tell views that the content changed: a cheap repaint when the rows are the same deployments."""
+        ids = self.content.ids()
+        if ids == self._shown_ids and ids:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(ids) - 1, len(COLUMNS) - 1))
+        elif ids != self._shown_ids:
+            self.beginResetModel()
+            self._shown_ids = ids
+            self.endResetModel()
