@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from backend.engine import Engine  # noqa: E402
+from backend.errors import EngineUnavailable  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 IN_CI = os.environ.get("CI") == "true"
@@ -47,9 +49,27 @@ def engine() -> Engine:
     eng.close()
 
 
+LOCAL_BASE_IMAGE = "modeldeck/demo-base:bookworm"  # what scripts/make-base-image makes
+
+
+@functools.cache
+def _base_image() -> str:
+    if os.environ.get("MODELDECK_DEMO_BASE_IMAGE"):
+        return os.environ["MODELDECK_DEMO_BASE_IMAGE"]
+    default = Settings().demo_base_image
+    try:
+        eng = Engine()
+        if not eng.image_exists(default) and eng.image_exists(LOCAL_BASE_IMAGE):
+            return LOCAL_BASE_IMAGE
+    except EngineUnavailable:
+        pass
+    return default
+
+
 @pytest.fixture(scope="session")
 def demo_base_image() -> str:
-    return os.environ.get("MODELDECK_DEMO_BASE_IMAGE") or Settings().demo_base_image
+    """The demo's base image: the variable's, else the default if present, else the locally made one."""
+    return _base_image()
 
 
 @pytest.fixture()

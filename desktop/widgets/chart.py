@@ -163,7 +163,7 @@ class LineChart(QWidget):
         top = self.y_max
         if top is None:
             finite = [v for _, _, vs in slices for v in vs if math.isfinite(v)]
-            top = _nice_ceiling(max([self.y_floor, *finite]) * 1.1 if finite else max(1.0, self.y_floor))
+            top = max(self.y_floor, _nice_ceiling(max(finite) * 1.1) if finite else 1.0)
 
         p.fillRect(self.rect(), pal.base())
         p.setPen(text_color)

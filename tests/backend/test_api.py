@@ -284,3 +284,13 @@ def test_bad_launch_fields_are_422_with_a_message(api, body, field):
     err = r.json()["error"]
     assert field in err["message"] or field in json.dumps(err), err
     assert err["hint"]
+
+
+def test_fit_check_answers_without_a_gpu(api):
+    r = httpx.post(f"{api}/api/fit-check", headers=AUTH,
+                   json={"recipe": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["level"] == "unknown" and body["message"] and body["gpu"] is None
+    missing = httpx.post(f"{api}/api/fit-check", headers=AUTH, json={"recipe": "vllm", "model": "x/y", "gpu": 3})
+    assert missing.status_code == 404 and "GPU 3" in missing.json()["error"]["message"]

@@ -1,0 +1,158 @@
+"""Finding the backend: attach to one that answers, or start `modeldeck-backend` with QProcess and wait for it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from desktop.client import ApiError, BackendClient
+from desktop.settings_store import DesktopSettings, is_local, port_of
+from desktop.widgets.calls import Calls
+
+HEALTH_TIMEOUT_MS = 2000
+POLL_MS = 300
+START_TIMEOUT_S = 60.0
+
+
+class BackendProcess(QObject):
+    """Attaches to the backend at the configured URL, or spawns one when the URL is local and nothing answers.
+
+    Signals:
+        status(str): what it is doing now, in words for the window ("Starting the ModelDeck backend…").
+        ready(str, str): the backend answers; its base URL and the token to use.
+        failed(str): no backend, and none could be started; what to do.
+    """
+
+    status = Signal(str)
+    ready = Signal(str, str)
+    failed = Signal(str)
+
+    def __init__(self, client: BackendClient, settings: DesktopSettings, *, spawn: bool = True,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.client = client
+        self.settings = settings
+        self.spawn_allowed = spawn
+        self.process: QProcess | None = None
+        self.is_ready = False
+        self._calls = Calls(client, self)
+        self._output = bytearray()
+        self._deadline = 0.0
+        self._poll = QTimer(self)
+        self._poll.setSingleShot(True)
+        self._poll.setInterval(POLL_MS)
+        self._poll.timeout.connect(self._on_poll_timeout)
+
+    @property
+    def owned(self) -> bool:
+        """True when this desktop started the backend (and so stops it on quit)."""
+        return self.process is not None
+
+    def start(self, settings: DesktopSettings | None = None) -> None:
+        """(Re)connect: check health at the configured URL, spawning a backend if needed and allowed."""
+        if settings is not None:
+            self.settings = settings
+        self.is_ready = False
+        self.client.configure(self.settings.backend_url, self.settings.effective_token())
+        self.status.emit(f"Connecting to {self.settings.backend_url}…")
+        self._calls.get("/api/health", self._on_health_ok, self._on_first_health_failed,
+                        timeout_ms=HEALTH_TIMEOUT_MS)
+
+    def _on_health_ok(self, _body) -> None:
+        self._poll.stop()
+        self.is_ready = True
+        token = self.settings.effective_token()
+        self.client.configure(self.settings.backend_url, token)
+        where = "started" if self.owned else "attached to"
+        self.status.emit(f"ModelDeck backend {where} at {self.settings.backend_url}")
+        self.ready.emit(self.settings.backend_url, token)
+
+    def _on_first_health_failed(self, error: ApiError) -> None:
+        url = self.settings.backend_url
+        if self.owned and self.process.state() != QProcess.ProcessState.NotRunning:
+            self._wait_for_spawned()
+            return
+        if not self.spawn_allowed or not is_local(url):
+            why = "" if self.spawn_allowed else " (starting one is turned off: --no-spawn)"
+            self.failed.emit(f"No ModelDeck backend answers at {url}{why}. Start it with 'modeldeck-backend', "
+                             f"or change the URL in Settings. ({error.message})")
+            return
+        self._spawn(port_of(url))
+
+    def _spawn(self, port: int) -> None:
+        env = QProcessEnvironment.systemEnvironment()
+        for key, value in self.settings.backend_env().items():
+            env.insert(key, value)
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc = QProcess(self)
+        proc.setProcessEnvironment(env)
+        proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        proc.readyReadStandardOutput.connect(self._on_process_ready_read)
+        proc.finished.connect(self._on_process_finished)
+        proc.errorOccurred.connect(self._on_process_error_occurred)
+        self.process = proc
+        self._output.clear()
+        self.status.emit("Starting the ModelDeck backend…")
+        proc.start(sys.executable, ["-m", "backend.server", "--port", str(port)])
+        self._wait_for_spawned()
+
+    def _wait_for_spawned(self) -> None:
+        self._deadline = time.monotonic() + START_TIMEOUT_S
+        self._poll.start()
+
+    def _on_poll_timeout(self) -> None:
+        if self.is_ready or self.process is None:
+            return
+        if time.monotonic() > self._deadline:
+            self.failed.emit(f"The backend did not answer within {START_TIMEOUT_S:.0f} s.\n{self.output_tail()}")
+            return
+        self._calls.get("/api/health", self._on_health_ok, self._on_poll_failed, timeout_ms=HEALTH_TIMEOUT_MS)
+
+    def _on_poll_failed(self, _error: ApiError) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            self._poll.start()
+
+    def _on_process_ready_read(self) -> None:
+        if self.process is not None:
+            self._output += bytes(self.process.readAllStandardOutput().data())
+            del self._output[:-20000]
+
+    def output_tail(self, lines: int = 12) -> str:
+        return "\n".join(self._output.decode("utf-8", "replace").splitlines()[-lines:])
+
+    def _on_process_finished(self, code: int, _status) -> None:
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.deleteLater()
+        if not self.is_ready:
+            self._poll.stop()
+            self.failed.emit(f"The ModelDeck backend exited (code {code}) before it answered.\n{self.output_tail()}")
+        else:
+            self.is_ready = False
+            self.status.emit(f"The ModelDeck backend stopped (code {code}).")
+
+    def _on_process_error_occurred(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            proc, self.process = self.process, None
+            if proc is not None:
+                proc.deleteLater()
+            self._poll.stop()
+            self.failed.emit(f"Could not start the ModelDeck backend ({sys.executable} -m backend.server).")
+
+    def stop(self) -> None:
+        """Stop a backend this desktop started (a backend it attached to keeps running)."""
+        self._poll.stop()
+        self._calls.abort_all()
+        self._calls = Calls(self.client, self)
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        proc.finished.disconnect(self._on_process_finished)
+        if proc.state() != QProcess.ProcessState.NotRunning:
+            proc.terminate()
+            if not proc.waitForFinished(8000):  # at quit only: the window is already gone
+                proc.kill()
+                proc.waitForFinished(2000)
+        proc.deleteLater()

@@ -1,0 +1,331 @@
+"""The Monitor page: live charts of GPUs, host and deployments from the backend's stats stream."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+                               QScrollArea, QScrollBar, QVBoxLayout, QWidget)
+
+from desktop.client import ApiError, BackendClient, SseStream
+from desktop.monitor.series import WINDOW_S
+from desktop.monitor.store import HOST_CPU, HOST_MEM, StatsStore, deployment_key, gpu_key
+from desktop.widgets.chart import LineChart, TimeWindow, format_bytes, format_celsius, format_watts
+
+RETRY_MS = 3000
+SPANS = (("Last minute", 60), ("Last 5 minutes", 300), ("Last 15 minutes", WINDOW_S))
+BADGE_STYLE = "background: #e65100; color: white; border-radius: 4px; padding: 2px 8px; font-weight: bold;"
+NOTICE_STYLE = "background: rgba(230, 81, 0, 0.12); border: 1px solid #e65100; border-radius: 4px; padding: 6px;"
+
+
+class DeploymentCard(QFrame):
+    """One deployment's CPU, memory and VRAM charts under its name, with a "running on CPU" badge."""
+
+    def __init__(self, deployment_id: str, store: StatsStore, window: TimeWindow, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.deployment_id = deployment_id
+        self.name_label = QLabel(f"<b>{deployment_id}</b>")
+        self.badge = QLabel("running on CPU")
+        self.badge.setStyleSheet(BADGE_STYLE)
+        self.badge.setToolTip("This deployment asked for a GPU but holds no GPU memory: it runs on the CPU, "
+                              "slowly. Check the GPU runtime (NVIDIA Container Toolkit) and its logs.")
+        self.badge.hide()
+        self.state_label = QLabel()
+        latest = lambda: store.latest_time  # noqa: E731
+        self.charts = [
+            LineChart("CPU (100 % = one core)", window, latest, y_floor=100.0),
+            LineChart("Memory", window, latest, format_bytes),
+            LineChart("VRAM", window, latest, format_bytes),
+        ]
+        for chart, what, label in zip(self.charts, ("cpu", "mem", "vram"), ("cpu", "used", "vram")):
+            chart.add_line(store.get(deployment_key(deployment_id, what)), label)
+        head = QHBoxLayout()
+        head.addWidget(self.name_label)
+        head.addWidget(self.badge)
+        head.addWidget(self.state_label)
+        head.addStretch(1)
+        row = QHBoxLayout()
+        for chart in self.charts:
+            row.addWidget(chart)
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addLayout(row)
+
+    def set_name(self, name: str) -> None:
+        self.name_label.setText(f"<b>{name}</b> <span style='color: gray'>({self.deployment_id})</span>")
+
+    def set_flags(self, running_on_cpu: bool, present: bool) -> None:
+        self.badge.setVisible(running_on_cpu)
+        self.state_label.setText("" if present else "<i>not running</i>")
+
+
+class MonitorPage(QWidget):
+    """Follows ``/api/stats/stream`` (after a 15-minute backfill) and charts it at the stream's pace.
+
+    Signals:
+        updated(): a new snapshot was charted.
+    """
+
+    updated = Signal()
+
+    def __init__(self, client: BackendClient, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._client = client
+        self.store = StatsStore()
+        self.window = TimeWindow(span=300.0, parent=self)
+        self.window.changed.connect(self._on_window_changed)
+        self._stream: SseStream | None = None
+        self._old_streams: list[SseStream] = []
+        self._started = False
+        self._closing = False
+        self._layout_version = -1
+        self._names: dict[str, str] = {}
+        self.gpu_charts: dict[int, list[LineChart]] = {}
+        self.cards: dict[str, DeploymentCard] = {}
+        self._retry = QTimer(self)
+        self._retry.setSingleShot(True)
+        self._retry.setInterval(RETRY_MS)
+        self._retry.timeout.connect(self._on_retry_timeout)
+        self._build()
+
+    def _build(self) -> None:
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("color: #b00020; padding: 4px;")
+        self.banner.hide()
+        self.span_combo = QComboBox()
+        for label, seconds in SPANS:
+            self.span_combo.addItem(label, seconds)
+        self.span_combo.setCurrentIndex(1)
+        self.span_combo.currentIndexChanged.connect(self._on_span_combo_current_index_changed)
+        self.scroll_bar = QScrollBar(Qt.Orientation.Horizontal)
+        self.scroll_bar.setToolTip("Scroll back within the last 15 minutes (or drag a chart; wheel zooms)")
+        self.scroll_bar.valueChanged.connect(self._on_scroll_bar_value_changed)
+        self.live_button = QPushButton("Live")
+        self.live_button.setToolTip("Follow the newest samples (double-click a chart does the same)")
+        self.live_button.clicked.connect(self.window.go_live)
+        controls = QHBoxLayout()
+        controls.addWidget(self.span_combo)
+        controls.addWidget(self.scroll_bar, 1)
+        controls.addWidget(self.live_button)
+
+        latest = lambda: self.store.latest_time  # noqa: E731
+        self.cpu_chart = LineChart("Host CPU", self.window, latest, y_max=100.0)
+        self.cpu_chart.add_line(self.store.get(HOST_CPU), "cpu")
+        self.mem_chart = LineChart("Host memory", self.window, latest, format_bytes)
+        self.mem_chart.add_line(self.store.get(HOST_MEM), "used")
+        host = QGroupBox("Host")
+        host_row = QHBoxLayout(host)
+        host_row.addWidget(self.cpu_chart)
+        host_row.addWidget(self.mem_chart)
+        self.gpu_notice = QLabel()
+        self.gpu_notice.setWordWrap(True)
+        self.gpu_notice.setStyleSheet(NOTICE_STYLE)
+        self.gpu_notice.hide()
+        self.gpu_box = QGroupBox("GPUs")
+        self.gpu_layout = QVBoxLayout(self.gpu_box)
+        self.gpu_layout.addWidget(self.gpu_notice)
+        self.deployments_box = QGroupBox("Deployments")
+        self.deployments_layout = QVBoxLayout(self.deployments_box)
+        self.no_deployments = QLabel("No deployment is running.")
+        self.deployments_layout.addWidget(self.no_deployments)
+        content = QWidget()
+        body = QVBoxLayout(content)
+        body.addWidget(self.gpu_box)
+        body.addWidget(host)
+        body.addWidget(self.deployments_box)
+        body.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(content)
+        self.scroll.verticalScrollBar().valueChanged.connect(self._on_window_changed)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(controls)
+        layout.addWidget(self.scroll, 1)
+        self._sync_scroll_bar()
+
+    # ------------------------------------------------------------------ state
+
+    def charts(self) -> list[LineChart]:
+        out = [self.cpu_chart, self.mem_chart]
+        for charts in self.gpu_charts.values():
+            out += charts
+        for card in self.cards.values():
+            out += card.charts
+        return out
+
+    def threads(self) -> list[SseStream]:
+        return [s for s in [self._stream, *self._old_streams] if s is not None]
+
+    def ingest(self, snapshot: dict) -> bool:
+        """Chart one StatsSnapshot (decoded JSON); False when it is not newer than the last."""
+        if not self.store.ingest(snapshot):
+            return False
+        self._refresh()
+        return True
+
+    # ------------------------------------------------------------------ streaming
+
+    def start(self) -> None:
+        """Backfill the last 15 minutes, then follow the live stream (called on first show)."""
+        self._started = True
+        reply = self._client.get(f"/api/stats/history?seconds={WINDOW_S}", timeout_ms=30000)
+        reply.succeeded.connect(self._on_history_reply_succeeded)
+        reply.failed.connect(self._on_history_reply_failed)
+
+    def shutdown(self) -> None:
+        """Stop the stream and wait for its thread (the window is closing)."""
+        self._closing = True
+        self._retry.stop()
+        for stream in self.threads():
+            stream.stop()
+        for stream in self.threads():
+            stream.wait(5000)
+        self._old_streams = [s for s in self._old_streams if not s.isFinished()]
+
+    def _open_stream(self) -> None:
+        if self._closing:
+            return
+        self._old_streams = [s for s in self._old_streams if not s.isFinished()]
+        stream = self._client.stream("/api/stats/stream")
+        stream.event.connect(self._on_stream_event)
+        stream.failed.connect(self._on_stream_failed)
+        stream.ended.connect(self._on_stream_ended)
+        self._stream = stream
+        stream.start()
+
+    def _schedule_retry(self, why: str) -> None:
+        if self._closing:
+            return
+        self.banner.setText(f"{why} Retrying in {RETRY_MS // 1000} s…")
+        self.banner.show()
+        self._retry.start()
+
+    def _refresh(self) -> None:
+        if self.store.layout_version != self._layout_version:
+            self._layout_version = self.store.layout_version
+            self._rebuild()
+        if self.store.host_mem_total:
+            self.mem_chart.y_max = float(self.store.host_mem_total)
+        for chart in self.charts():
+            if chart.isVisible() and not chart.visibleRegion().isEmpty():
+                chart.update()
+        self.updated.emit()
+
+    def _rebuild(self) -> None:
+        status = self.store.gpu_status
+        if status and not status.get("available"):
+            reason = status.get("reason") or "NVML did not answer."
+            self.gpu_notice.setText(f"<b>No GPU available.</b> {reason} Host and deployment charts still work.")
+            self.gpu_notice.show()
+        else:
+            self.gpu_notice.hide()
+        for index, facts in sorted(self.store.gpus.items()):
+            if index in self.gpu_charts:
+                continue
+            self.gpu_charts[index] = self._add_gpu(index, facts.name)
+        new_ids = False
+        for dep_id, facts in self.store.deployments.items():
+            card = self.cards.get(dep_id)
+            if card is None:
+                card = self.cards[dep_id] = DeploymentCard(dep_id, self.store, self.window)
+                self.deployments_layout.addWidget(card)
+                new_ids = new_ids or dep_id not in self._names
+                if dep_id in self._names:
+                    card.set_name(self._names[dep_id])
+            card.set_flags(facts.running_on_cpu, facts.present)
+        for dep_id in [d for d in self.cards if d not in self.store.deployments]:
+            self.cards.pop(dep_id).deleteLater()
+        self.no_deployments.setVisible(not self.cards)
+        if new_ids:
+            reply = self._client.get("/api/deployments")
+            reply.succeeded.connect(self._on_deployments_reply_succeeded)
+
+    def _add_gpu(self, index: int, name: str) -> list[LineChart]:
+        latest = lambda: self.store.latest_time  # noqa: E731
+        box = QGroupBox(f"GPU {index} · {name}")
+        grid = QGridLayout(box)
+        util = LineChart("Utilisation", self.window, latest, y_max=100.0)
+        util.add_line(self.store.get(gpu_key(index, "util")), "util")
+        vram = LineChart("VRAM", self.window, latest, format_bytes)
+        vram.add_line(self.store.get(gpu_key(index, "mem")), "used")
+        vram.add_line(self.store.get(gpu_key(index, "mem_total")), "total", "#7f7f7f", dashed=True)
+        temp = LineChart("Temperature", self.window, latest, format_celsius, y_floor=90.0)
+        temp.add_line(self.store.get(gpu_key(index, "temp")), "temp", "#d62728")
+        power = LineChart("Power", self.window, latest, format_watts)
+        power.add_line(self.store.get(gpu_key(index, "power")), "power", "#9467bd")
+        limit = self.store.gpus[index].power_limit_w
+        if limit:
+            power.y_floor = float(limit)
+        charts = [util, vram, temp, power]
+        for k, chart in enumerate(charts):
+            grid.addWidget(chart, k // 2, k % 2)
+        self.gpu_layout.addWidget(box)
+        return charts
+
+    def _sync_scroll_bar(self) -> None:
+        self.scroll_bar.blockSignals(True)
+        room = int(self.window.limit - self.window.span)
+        self.scroll_bar.setRange(0, room)
+        self.scroll_bar.setPageStep(int(self.window.span))
+        self.scroll_bar.setValue(room - int(self.window.back))  # right end = live
+        self.scroll_bar.blockSignals(False)
+        self.live_button.setEnabled(not self.window.live)
+
+    # ------------------------------------------------------------------ slots
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's naming)
+        super().showEvent(event)
+        if not self._started:
+            self.start()
+
+    def _on_history_reply_succeeded(self, body: object) -> None:
+        snapshots = body.get("snapshots", []) if isinstance(body, dict) else []
+        self.store.ingest_many(snapshots)
+        self._refresh()
+        self._open_stream()
+
+    def _on_history_reply_failed(self, error: ApiError) -> None:
+        self._schedule_retry(f"Cannot load stats: {error}")
+
+    def _on_retry_timeout(self) -> None:
+        self.start()
+
+    def _on_stream_event(self, name: str, data: object) -> None:
+        if name == "stats" and isinstance(data, dict) and self.sender() is self._stream:
+            if self.banner.isVisible():
+                self.banner.hide()
+            self.ingest(data)
+
+    def _on_stream_failed(self, error: ApiError) -> None:
+        if self.sender() is self._stream:
+            self._schedule_retry(f"Live stats lost: {error}")
+
+    def _on_stream_ended(self) -> None:
+        stream = self.sender()
+        if stream is self._stream:
+            self._old_streams.append(stream)
+            self._stream = None
+            if not self._retry.isActive():
+                self._schedule_retry("The stats stream ended.")
+
+    def _on_deployments_reply_succeeded(self, body: object) -> None:
+        for dep in body if isinstance(body, list) else []:
+            if isinstance(dep, dict) and dep.get("id"):
+                self._names[dep["id"]] = dep.get("served_name") or dep.get("name") or dep["id"]
+        for dep_id, card in self.cards.items():
+            if dep_id in self._names:
+                card.set_name(self._names[dep_id])
+
+    def _on_span_combo_current_index_changed(self, _index: int) -> None:
+        self.window.set_span(float(self.span_combo.currentData()))
+
+    def _on_scroll_bar_value_changed(self, value: int) -> None:
+        self.window.set_back(float(self.scroll_bar.maximum() - value))
+
+    def _on_window_changed(self, *_args) -> None:
+        self._sync_scroll_bar()
+        for chart in self.charts():
+            if chart.isVisible():
+                chart.update()
