@@ -31,6 +31,7 @@ HISTORY_ID_COMMENT = b": modeldeck-history-id "
 BODY_OPTIONS_KEY = "modeldeck"
 # Enough for the final usage chunk (a few hundred bytes) and the [DONE] line behind it.
 TAIL_BYTES = 4096
+USAGE_WINDOW = 2048  # a usage object, token details included, is a few hundred bytes
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody was left to answer
 
@@ -132,8 +133,8 @@ class _Rejected(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
-    def response(self) -> Response:
-        return error_response(self.status, self.message, self.type, self.code, self.param)
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        return error_response(self.status, self.message, self.type, self.code, self.param, headers)
 
 
 @dataclass(slots=True)
@@ -217,7 +218,7 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
         ex.keep_history = ex.keep_history and history is not None
         ex.payload = payload
         ex.stream = payload.get("stream") is True
-        url = f"{upstream.base_url}/{endpoint}"
+        url = _upstream_url(upstream.base_url, endpoint)
         headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
         # The client's Authorization is ModelDeck's own token: it is not passed on.
         upstream_request = http.build_request("POST", url, content=body, headers=headers)
@@ -241,9 +242,15 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
                 await response.aclose()
         return await _relay_body(response, ex, upstream, request_log, history)
     except _Rejected as rejected:
+        headers = None
         if not ex.recorded:
-            _record(request_log, ex, rejected.status, error=rejected.message)
-        return rejected.response()
+            m = _record(request_log, ex, rejected.status, error=rejected.message)
+            # Only set once the model was found: a failed run (502, 504) is history too.
+            if ex.keep_history:
+                history_id = await _save_history(history, ex, m, "", None)
+                if history_id is not None:
+                    headers = {HISTORY_ID_HEADER: str(history_id)}
+        return rejected.response(headers)
     except Exception:
         log.exception("proxying %s for model %s failed", endpoint, ex.model)
         if not ex.recorded:
@@ -287,6 +294,12 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+@functools.lru_cache(maxsize=1024)
+def _upstream_url(base_url: str, endpoint: str) -> httpx.URL:
+    # Parsing a URL is a measurable part of httpx's per-request cost; base URLs are few.
+    return httpx.URL(f"{base_url}/{endpoint}")
+
+
 def _transport_rejection(exc: httpx.TransportError, upstream: Upstream,
                          http: httpx.AsyncClient) -> _Rejected:
     where = f"the model server of '{upstream.served_name}' (deployment {upstream.deployment_id})"
@@ -322,7 +335,7 @@ async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstrea
                        f"{upstream.deployment_id}) failed with HTTP {status}: {snippet}. "
                        "Check its logs in ModelDeck.")
             raise _Rejected(502, message, "upstream_error", 502)
-    usage = _usage_in(content[-TAIL_BYTES:]) if status < 400 else None
+    usage = _usage_in(content) if status < 400 else None
     error = None if status < 400 else content[:500].decode("utf-8", "replace")
     m = _record(request_log, ex, status, usage=usage, error=error)
     headers = None
@@ -351,6 +364,8 @@ async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: Re
         try:
             async for chunk in response.aiter_raw():
                 if first is None:
+                    # The first bytes, not the first text: a chat stream may open with a
+                    # role-only event; most servers send it along with the first token.
                     first = time.perf_counter()
                 # Cheap accounting only: counting and slicing bytes, no JSON per chunk.
                 events += chunk.count(b"data:")
@@ -369,8 +384,9 @@ async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: Re
             yield _error_event(error, status)
         usage = _usage_in(tail[-TAIL_BYTES:])
         if usage is None and events:
-            # Asked without stream_options.include_usage: one event is about one token,
-            # less the closing [DONE]. An estimate, and labelled as one nowhere else.
+            # Asked without stream_options.include_usage: one event is about one token, less
+            # the closing [DONE]. An estimate; adding include_usage upstream instead would
+            # mean cutting the extra usage event out of the client's stream.
             usage = {"completion_tokens": events - (b"[DONE]" in tail)}
         m = _record(request_log, ex, status, first=first, usage=usage, error=error)
         if reply is not None:
@@ -420,15 +436,16 @@ def _error_event(message: str, code: int) -> bytes:
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\ndata: [DONE]\n\n"
 
 
-def _usage_in(tail: bytes) -> dict | None:
-    """The last ``"usage": {...}`` object in ``tail`` (the end of a body or a stream), or None.
+def _usage_in(data: bytes) -> dict | None:
+    """The last ``"usage": {...}`` object in ``data`` (a body, or the end of a stream), or None.
 
-    Only the usage value is decoded, not the whole body or every event.
+    Only a small window after the key is decoded, never the whole body or every event;
+    inside JSON strings the key's quotes are escaped, so generated text cannot match.
     """
-    end = len(tail)
-    while (pos := tail.rfind(b'"usage"', 0, end)) >= 0:
+    end = len(data)
+    while (pos := data.rfind(b'"usage"', 0, end)) >= 0:
         end = pos
-        rest = tail[pos + 7:].lstrip()
+        rest = data[pos + 7:pos + 7 + USAGE_WINDOW].lstrip()
         if not rest.startswith(b":"):
             continue
         try:

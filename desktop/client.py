@@ -63,7 +63,7 @@ class Reply(QObject):
     def _on_reply_finished(self) -> None:
         reply = self._reply
         status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0
-        raw = bytes(reply.readAll().data())
+        raw = bytes(reply.readAll().data()) if reply.isOpen() else b""
         if reply.error() != QNetworkReply.NetworkError.NoError and not status:
             if reply.error() == QNetworkReply.NetworkError.OperationCanceledError:
                 message = "The backend did not answer in time."
@@ -73,7 +73,7 @@ class Reply(QObject):
         elif status >= 400:
             self.failed.emit(_parse_error(status, raw, reply.errorString()))
         else:
-            ctype = bytes(reply.rawHeader(QByteArray(b"Content-Type")).data()).decode()
+            ctype = str(reply.header(QNetworkRequest.KnownHeaders.ContentTypeHeader) or "")
             if status == 204 or not raw:
                 body = None
             elif "json" in ctype:

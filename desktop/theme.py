@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from string import Template
 
@@ -10,6 +11,7 @@ from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QP
 from PySide6.QtSvg import QSvgRenderer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_EM = re.compile(r"(\d*\.?\d+)em\b")
 MODES = ("system", "light", "dark")
 
 PALETTES: dict[str, dict[str, str]] = {
@@ -105,12 +107,25 @@ def apply(mode: str) -> str:
     pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(colors["text_muted"]))
     app.setPalette(pal)
     template = Template((ASSETS / "themes" / "modeldeck.qss").read_text(encoding="utf-8"))
-    app.setStyleSheet(template.safe_substitute(colors))
+    app.setStyleSheet(scale_em(template.safe_substitute(colors), em_px()))
     changed = scheme != note.scheme
     note.scheme = scheme
     if changed:
         note.changed.emit(scheme)
     return scheme
+
+
+def em_px() -> float:
+    """The application font's size in (device-independent) pixels: one 'em' of the style sheet."""
+    from PySide6.QtGui import QFontInfo
+    from PySide6.QtWidgets import QApplication
+
+    return float(QFontInfo(QApplication.font()).pixelSize() or 13)
+
+
+def scale_em(qss: str, em: float) -> str:
+    """Turn the style sheet's 'em' lengths into pixels (Qt's font-size takes only px/pt; padding follows)."""
+    return _EM.sub(lambda m: f"{max(1, round(float(m.group(1)) * em))}px", qss)
 
 
 def icon(name: str, role: str = "text") -> QIcon:

@@ -83,8 +83,16 @@ class RingSeries:
         times = _View(self._t, self._start, self._len, self._cap)
         lo = max(0, bisect_left(times, t0) - margin)
         hi = min(self._len, bisect_right(times, t1) + margin)
-        idx = [self._index(k) for k in range(lo, hi)]
-        return [self._t[i] for i in idx], [self._v[i] for i in idx]
+        return self._slice(self._t, lo, hi), self._slice(self._v, lo, hi)
+
+    def _slice(self, a: array, lo: int, hi: int) -> list[float]:
+        """Logical samples ``lo:hi`` as a list, copied in at most two C-level slices."""
+        if hi <= lo:
+            return []
+        start, end = self._index(lo), self._index(hi - 1) + 1
+        if start < end:
+            return a[start:end].tolist()
+        return a[start:].tolist() + a[:end].tolist()
 
     def value_at(self, t: float) -> tuple[float, float] | None:
         """The sample nearest to ``t`` (for a hover read-out), or None when empty."""

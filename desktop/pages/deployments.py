@@ -13,7 +13,7 @@ from desktop import theme
 from desktop.client import ApiError, BackendClient
 from desktop.pages.logs_dialog import LogsDialog
 from desktop.widgets.calls import Calls
-from desktop.widgets.deployment_table import DeploymentRows, DeploymentTableModel
+from desktop.widgets.deployment_table import MODEL_COLUMN, DeploymentRows, DeploymentTableModel
 
 REFRESH_MS = 2000
 ACTIONS = [  # key, label, icon, tooltip
@@ -82,7 +82,8 @@ class DeploymentsPage(QWidget):
         self.table.doubleClicked.connect(self._on_logs_triggered)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(MODEL_COLUMN, QHeaderView.ResizeMode.Stretch)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setHighlightSections(False)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self.model.modelReset.connect(self._on_model_reset)

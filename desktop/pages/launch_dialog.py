@@ -197,7 +197,7 @@ class LaunchDialog(QDialog):
         self.gpu.clear()
         gpus = (engine or {}).get("gpus") or []
         if need == "none":
-            self.gpu.addItem("No GPU: this runtime runs on the CPU", [])
+            self.gpu.addItem("No GPU: this runtime runs on the CPU", None)
             reason = ""
         elif not gpus:
             self.gpu.addItem("No GPU available", [] if need == "optional" else None)

@@ -120,6 +120,7 @@ class SettingsPage(QWidget):
         ib.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(inner)
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)

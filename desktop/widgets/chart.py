@@ -288,36 +288,44 @@ class LineChart(QWidget):
 
 def _polylines(times: list[float], values: list[float], t0: float, plot: QRectF, sx: float,
                sy: float) -> list[QPolygonF]:
-    """Screen polylines for one slice: NaN splits lines; more than two points a pixel are thinned."""
+    """Screen polylines for one slice: NaN splits lines; more than two points a pixel are thinned first."""
+    columns = int(plot.width())
+    if columns > 0 and len(times) > 2 * columns:
+        times, values = _thin(times, values, columns)
     out: list[QPolygonF] = []
-    poly = QPolygonF()
+    points: list[QPointF] = []
     left, bottom = plot.left(), plot.bottom()
-    thin = len(times) > 2 * plot.width()
-    column, lo, hi = None, None, None
     for t, v in zip(times, values):
-        if not math.isfinite(v):
-            if thin and column is not None:
-                poly.append(QPointF(column, lo))
-                column = None
-            if poly.size() > 0:
-                out.append(poly)
-                poly = QPolygonF()
+        if v != v:  # NaN: a gap
+            if points:
+                out.append(QPolygonF(points))
+                points = []
             continue
-        x, y = left + (t - t0) * sx, bottom - v * sy
-        if thin:
-            c = int(x)
-            if c == column:
-                lo, hi = min(lo, y), max(hi, y)
-                continue
-            if column is not None:
-                poly.append(QPointF(column, lo))
-                if hi != lo:
-                    poly.append(QPointF(column, hi))
-            column, lo, hi = c, y, y
-            continue
-        poly.append(QPointF(x, y))
-    if thin and column is not None:
-        poly.append(QPointF(column, lo))
-    if poly.size() > 0:
-        out.append(poly)
+        points.append(QPointF(left + (t - t0) * sx, bottom - v * sy))
+    if points:
+        out.append(QPolygonF(points))
     return out
+
+
+def _thin(times: list[float], values: list[float], buckets: int) -> tuple[list[float], list[float]]:
+    """The minimum and maximum of each of ``buckets`` equal runs of samples (an all-NaN run stays a gap)."""
+    step = len(times) / buckets
+    out_t: list[float] = []
+    out_v: list[float] = []
+    for b in range(buckets):
+        lo, hi = int(b * step), int((b + 1) * step)
+        if hi <= lo:
+            continue
+        chunk = [v for v in values[lo:hi] if v == v]
+        t = times[lo]
+        if not chunk:
+            out_t.append(t)
+            out_v.append(math.nan)
+            continue
+        low, high = min(chunk), max(chunk)
+        out_t.append(t)
+        out_v.append(low)
+        if high != low:
+            out_t.append(t)
+            out_v.append(high)
+    return out_t, out_v

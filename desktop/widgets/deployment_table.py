@@ -11,7 +11,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from desktop import theme
 from desktop.widgets.launch_progress import human_bytes
 
-COLUMNS = ["Name", "Runtime", "Model", "Status", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
+COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
+STATUS_COLUMN, MODEL_COLUMN = 1, 3
 STATUS_ROLE = {"ready": "success", "failed": "danger", "stopped": "text_muted", "created": "text_muted",
                "paused": "text_muted", "unknown": "text_muted"}
 RUNNING_STATES = {"running", "restarting"}
@@ -89,8 +90,8 @@ class DeploymentRow:
 
     def cells(self) -> list[str]:
         d = self.data
-        return [d.get("served_name") or d.get("name") or self.id, d.get("recipe", ""), d.get("model", ""),
-                self.status_text(), self.gpu_text(), self.cpu_text(), self.memory_text(),
+        return [d.get("served_name") or d.get("name") or self.id, self.status_text(), d.get("recipe", ""),
+                d.get("model", ""), self.gpu_text(), self.cpu_text(), self.memory_text(),
                 str(d["host_port"]) if d.get("host_port") else "—", self.uptime_text()]
 
 
@@ -149,7 +150,7 @@ class DeploymentTableModel(QAbstractTableModel):
             return row.cells()[col]
         if role == Qt.ItemDataRole.UserRole:
             return row.id
-        if role == Qt.ItemDataRole.ForegroundRole and col == 3:
+        if role == Qt.ItemDataRole.ForegroundRole and col == STATUS_COLUMN:
             on_cpu = row.stats and row.stats.get("running_on_cpu")
             return theme.color("warning" if on_cpu else STATUS_ROLE.get(row.status, "info"))
         if role == Qt.ItemDataRole.ToolTipRole:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
-from backend.proxy import StaticDirectory, Upstream, make_http_client
+from backend.proxy import StaticDirectory, Upstream, _usage_in, make_http_client
 from backend.routes.openai import install_openai_error_handlers, router
 from tests.support.live_server import free_port, serve
 from tests.support.upstream import FakeUpstream
@@ -368,6 +368,23 @@ def test_history_of_a_stream_via_body_option_which_is_not_forwarded(
     assert entry.output == "[0][1][2][3]" and entry.finish_reason == "stop"
     assert entry.ttft_s is not None and entry.completion_tokens == 4
     assert "modeldeck" not in entry.params
+
+
+def test_history_keeps_failed_runs_too(client: openai.OpenAI, history: HistoryStore) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="gone", messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"X-ModelDeck-History": "1"})
+    entry = history.get(int(info.value.response.headers["x-modeldeck-history-id"]))
+    assert entry.status == 502 and "could not connect" in entry.error and entry.output == ""
+
+
+def test_usage_is_found_without_decoding_the_body() -> None:
+    body = (b'{"usage": {"prompt_tokens": 2, "completion_tokens": 5}, "choices": [{"message": '
+            b'{"content": "the \\"usage\\": {} field"}}], "x": "' + b"a" * 100_000 + b'"}')
+    assert _usage_in(body) == {"prompt_tokens": 2, "completion_tokens": 5}
+    stream_end = b'data: {"choices": [], "usage": {"completion_tokens": 9}}\n\ndata: [DONE]\n\n'
+    assert _usage_in(b'data: {"usage": null}\n\n' + stream_end) == {"completion_tokens": 9}
+    assert _usage_in(b'data: {"usage": null}\n\ndata: [DONE]\n\n') is None
 
 
 def test_history_failure_never_breaks_the_reply(directory: StaticDirectory) -> None:

@@ -1,0 +1,75 @@
+"""`modeldeck`: open the main window at once, then attach to (or start) the backend in the background."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+
+from desktop import theme
+from desktop.backend_process import BackendProcess
+from desktop.client import BackendClient
+from desktop.main_window import MainWindow
+from desktop.settings_store import DesktopSettings, SettingsStore
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="modeldeck", description="ModelDeck: launch local model servers with a click.")
+    parser.add_argument("--backend-url", help="the backend to use (default: from Settings, http://127.0.0.1:8765)")
+    parser.add_argument("--no-spawn", action="store_true",
+                        help="never start a backend; only attach to one that already runs")
+    parser.add_argument("--settings-file", help="keep the desktop's settings in this INI file (tests, portable use)")
+    return parser.parse_known_args(argv)
+
+
+class Application:
+    """The running desktop: QApplication, settings, client, main window and the backend process."""
+
+    def __init__(self, argv: list[str]):
+        args, qt_args = parse_args(argv[1:])
+        QApplication.setApplicationName("ModelDeck")
+        QApplication.setOrganizationName("ModelDeck")
+        QApplication.setApplicationDisplayName("ModelDeck")
+        QApplication.setDesktopFileName("modeldeck")
+        QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        self.app = QApplication.instance() or QApplication([argv[0], *qt_args])
+        self.store = SettingsStore(args.settings_file)
+        self.settings: DesktopSettings = self.store.load()
+        if args.backend_url:
+            self.settings.backend_url = args.backend_url.rstrip("/")
+        theme.apply(self.settings.theme)
+        self.app.setWindowIcon(theme.app_icon())
+        self.client = BackendClient(self.settings.backend_url, self.settings.effective_token())
+        self.window = MainWindow(self.client, self.store)
+        self.window.reconnect_requested = self._on_window_reconnect_requested
+        self.backend = BackendProcess(self.client, self.settings, spawn=not args.no_spawn)
+        self.backend.status.connect(self.window.on_backend_status)
+        self.backend.ready.connect(self.window.on_backend_ready)
+        self.backend.failed.connect(self.window.on_backend_failed)
+        self.app.aboutToQuit.connect(self._on_app_about_to_quit)
+
+    def run(self) -> int:
+        self.window.show()
+        self.backend.start()  # answers arrive through signals; the window is already up
+        return self.app.exec()
+
+    def _on_window_reconnect_requested(self, settings: DesktopSettings) -> None:
+        url_changed = settings.backend_url != self.backend.settings.backend_url
+        if url_changed or settings.home != self.backend.settings.home:
+            self.backend.stop()
+        self.backend.start(settings)
+
+    def _on_app_about_to_quit(self) -> None:
+        self.window.shutdown()
+        self.backend.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `modeldeck` command; returns the exit code."""
+    return Application(list(sys.argv if argv is None else argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The main window: side navigation, the banner, the pages, the status bar, shortcuts and the tray."""
+
+from __future__ import annotations
+
+import importlib
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
+                               QStackedWidget, QVBoxLayout, QWidget)
+
+from desktop import theme
+from desktop.client import ApiError, BackendClient
+from desktop.pages.deployments import DeploymentsPage
+from desktop.pages.models import ModelsPage
+from desktop.pages.settings import SettingsPage
+from desktop.settings_store import DesktopSettings, SettingsStore
+from desktop.tray import Tray, gpu_summary
+from desktop.widgets.banner import Banner
+from desktop.widgets.calls import Calls
+
+ENGINE_POLL_MS = 3000
+QUIT_STOP_TIMEOUT_S = 30.0
+PAGES = [("models", "Models"), ("deployments", "Deployments"), ("playground", "Playground"),
+         ("monitor", "Monitor"), ("settings", "Settings")]
+
+
+class PlaceholderPage(QWidget):
+    """Stands in for a page whose module is not there (yet)."""
+
+    def __init__(self, title: str, why: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        label = QLabel(f"<h2>{title}</h2><p>{why}</p>")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setWordWrap(True)
+        label.setProperty("muted", True)
+        QVBoxLayout(self).addWidget(label)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def load_page(module: str, cls: str, title: str, client: BackendClient) -> QWidget:
+    """Build ``desktop.pages.<module>.<cls>(client)``, or a placeholder when that module is missing or broken."""
+    try:
+        page_cls = getattr(importlib.import_module(f"desktop.pages.{module}"), cls)
+    except (ImportError, AttributeError) as exc:
+        return PlaceholderPage(title, f"This page is not available in this build ({exc}).")
+    return page_cls(client)
+
+
+class MainWindow(QMainWindow):
+    """ModelDeck's window. The backend may not answer yet: pages fill in once ``on_backend_ready`` runs.
+
+    Signals:
+        engine_changed(object): the latest ``/api/engine`` answer (None when the backend is unreachable).
+    """
+
+    engine_changed = Signal(object)
+
+    def __init__(self, client: BackendClient, store: SettingsStore, *, tray: bool = True,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.client, self.store = client, store
+        self.settings: DesktopSettings = store.load()
+        self.engine: dict | None = None
+        self.backend_ok = False
+        self._quitting = False
+        self._stopping: set[str] = set()
+        self._calls = Calls(client, self)
+        self.setWindowTitle("ModelDeck")
+        self.setWindowIcon(theme.app_icon())
+
+        self.models = ModelsPage(client)
+        self.deployments = DeploymentsPage(client)
+        self.playground = load_page("playground", "PlaygroundPage", "Playground", client)
+        self.monitor = load_page("monitor", "MonitorPage", "Monitor", client)
+        self.settings_page = SettingsPage(client, store=store)
+        self.pages = [self.models, self.deployments, self.playground, self.monitor, self.settings_page]
+
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        em = self.fontMetrics().horizontalAdvance("M")
+        self.nav.setIconSize(QSize(int(em * 1.4), int(em * 1.4)))
+        side_width = em * 15
+        for i, (key, label) in enumerate(PAGES):
+            item = QListWidgetItem(theme.icon(key), label)
+            item.setToolTip(f"{label} (Ctrl+{i + 1})")
+            item.setSizeHint(QSize(0, int(self.fontMetrics().height() * 2.4)))
+            self.nav.addItem(item)
+        self.stack = QStackedWidget()
+        for page in self.pages:
+            self.stack.addWidget(page)
+        self.nav.currentRowChanged.connect(self._on_nav_current_row_changed)
+        logo = QLabel()
+        logo.setPixmap(theme.app_icon().pixmap(int(em * 1.9), int(em * 1.9)))
+        name = QLabel("ModelDeck")
+        name.setObjectName("brand")
+        brand = QWidget()
+        bl = QHBoxLayout(brand)
+        bl.setContentsMargins(em, 0, em, em // 2)
+        bl.addWidget(logo)
+        bl.addWidget(name, 1)
+        side = QFrame()
+        side.setObjectName("side")
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, em, 0, 0)
+        sl.setSpacing(0)
+        sl.addWidget(brand)
+        sl.addWidget(self.nav, 1)
+        side.setFixedWidth(side_width)
+        self.banner = Banner()
+        right = QVBoxLayout()
+        right.setContentsMargins(em, em, em, 0)
+        right.setSpacing(0)
+        right.addWidget(self.banner)
+        right.addWidget(self.stack, 1)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(side)
+        row.addLayout(right, 1)
+        self.setCentralWidget(central)
+
+        self.url_label = QLabel(client.base_url)
+        self.engine_label = QLabel("Engine: unknown")
+        self.statusBar().addPermanentWidget(self.engine_label)
+        self.statusBar().addPermanentWidget(self.url_label)
+
+        self.tray = Tray(self) if tray else None
+        if self.tray is not None:
+            self.tray.open_requested.connect(self._on_tray_open_requested)
+            self.tray.quit_requested.connect(self.close)
+            self.tray.stop_requested.connect(self._on_tray_stop_requested)
+        self.models.show_deployments.connect(self._on_models_show_deployments)
+        self.models.launched.connect(self._on_models_launched)
+        self.deployments.message.connect(self._on_page_message)
+        self.deployments.deployments_changed.connect(self._on_deployments_changed)
+        self.settings_page.connection_changed.connect(self._on_settings_connection_changed)
+        self.settings_page.settings_saved.connect(self._on_settings_saved)
+        theme.notifier().changed.connect(self._on_theme_changed)
+
+        shortcuts = [(f"Ctrl+{i + 1}", lambda i=i: self.show_page(i)) for i in range(len(PAGES))]
+        shortcuts += [("Ctrl+L", self.launch), ("Ctrl+Q", self.close), ("F5", self.refresh)]
+        self._shortcuts = [QShortcut(QKeySequence(k), self, activated=f) for k, f in shortcuts]
+
+        self._engine_timer = QTimer(self)
+        self._engine_timer.setInterval(ENGINE_POLL_MS)
+        self._engine_timer.timeout.connect(self._poll_engine)
+        self._quit_timer = QTimer(self)
+        self._quit_timer.setSingleShot(True)
+        self._quit_timer.timeout.connect(self._on_quit_timer_timeout)
+
+        geometry, page = store.window_state()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(em * 95, em * 58)
+        self.show_page(page if 0 <= page < len(PAGES) else 0)
+
+    # -- navigation -------------------------------------------------------------------
+
+    def show_page(self, index: int) -> None:
+        self.nav.setCurrentRow(index)
+
+    def _on_nav_current_row_changed(self, row: int) -> None:
+        if row >= 0:
+            self.stack.setCurrentIndex(row)
+
+    def current_page(self) -> QWidget:
+        return self.stack.currentWidget()
+
+    def launch(self) -> None:
+        """Ctrl+L: the Models page and the Launch dialog for the first runtime."""
+        self.show_page(0)
+        self.models.open_launch_dialog()
+
+    def refresh(self) -> None:
+        """F5: reload the current page and the engine state."""
+        page = self.current_page()
+        if hasattr(page, "refresh"):
+            page.refresh()
+        self._poll_engine()
+
+    # -- backend and engine -----------------------------------------------------------
+
+    def on_backend_status(self, text: str) -> None:
+        """Progress of finding or starting the backend (from BackendProcess.status)."""
+        if not self.backend_ok:
+            self.banner.show_message("info", text)
+        self.statusBar().showMessage(text, 5000)
+
+    def on_backend_failed(self, text: str) -> None:
+        self.backend_ok = False
+        title, _, rest = text.partition("\n")
+        self.banner.show_message("error", title, rest or None)
+        self.engine_label.setText("Backend: not connected")
+
+    def on_backend_ready(self, base_url: str, token: str) -> None:
+        """The backend answers: fill every page and start watching the engine."""
+        self.client.configure(base_url, token)
+        self.backend_ok = True
+        self.url_label.setText(base_url)
+        self.banner.clear()
+        for page in self.pages:
+            if hasattr(page, "refresh"):
+                page.refresh()
+        self._poll_engine()
+        self._engine_timer.start()
+
+    def _poll_engine(self) -> None:
+        if self.backend_ok:
+            self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed, timeout_ms=10000)
+
+    def _on_engine_loaded(self, engine: dict) -> None:
+        self.engine = engine
+        if not engine.get("reachable"):
+            reason = (engine.get("reason") or "").strip()
+            title = "Docker is not reachable" + (f": {reason}" if reason else ".")
+            hint = engine.get("hint") or "Start Docker; ModelDeck notices on its own when it is back."
+            self.banner.show_message("error", title, hint + "  Everything else keeps working.")
+            self.engine_label.setText("Engine: not reachable")
+        elif not engine.get("gpu_runtime") or not engine.get("gpu_available"):
+            why = engine.get("gpu_reason") or "Docker has no NVIDIA runtime."
+            self.banner.show_message("info", "No GPU available to containers: models run on the CPU.",
+                                     f"{why.rstrip('.')}. {engine.get('hint') or ''}".strip())
+            self.engine_label.setText(f"Engine: Docker {engine.get('version') or ''} · no GPU")
+        else:
+            self.banner.clear()
+            n = len(engine.get("gpus") or [])
+            self.engine_label.setText(f"Engine: Docker {engine.get('version') or ''} · {n} GPU{'s' * (n != 1)}")
+        if self.tray is not None:
+            self.tray.update_engine(engine)
+        self.engine_label.setToolTip(gpu_summary(engine))
+        self.engine_changed.emit(engine)
+
+    def _on_engine_failed(self, error: ApiError) -> None:
+        self.engine = None
+        if error.status == 0:
+            self.banner.show_message("error", "The ModelDeck backend does not answer.", error.hint)
+        else:
+            self.banner.show_message("warning", f"Could not read the engine state: {error.message}", error.hint)
+        self.engine_label.setText("Engine: unknown")
+        self.engine_changed.emit(None)
+
+    # -- page and tray events ---------------------------------------------------------
+
+    def _on_models_show_deployments(self) -> None:
+        self.show_page(1)
+
+    def _on_models_launched(self, dep_id: str) -> None:
+        self.deployments.refresh_now()
+        self.statusBar().showMessage(f"Launching {dep_id}…", 5000)
+
+    def _on_page_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
+
+    def _on_deployments_changed(self, deployments: list) -> None:
+        if self.tray is not None:
+            self.tray.update_deployments(deployments)
+
+    def _on_tray_open_requested(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def _on_tray_stop_requested(self, dep_id: str) -> None:
+        self._calls.post(f"/api/deployments/{dep_id}/stop", None, lambda _d: self.deployments.refresh_now(),
+                         self._on_stop_failed, timeout_ms=60000)
+
+    def _on_stop_failed(self, error: ApiError) -> None:
+        self.statusBar().showMessage(f"Could not stop: {error}", 8000)
+
+    def _on_settings_connection_changed(self, settings: DesktopSettings) -> None:
+        self.settings = settings
+        self.backend_ok = False
+        self._engine_timer.stop()
+        self.reconnect_requested(settings)
+
+    def reconnect_requested(self, settings: DesktopSettings) -> None:
+        """Overridden by the app (it owns the BackendProcess); without one, reconnect directly."""
+        self.on_backend_ready(settings.backend_url, settings.effective_token())
+
+    def _on_settings_saved(self, settings: DesktopSettings) -> None:
+        self.settings = settings
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        for i, (key, _label) in enumerate(PAGES):
+            self.nav.item(i).setIcon(theme.icon(key))
+
+    # -- closing ----------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if not self._quitting and not self.settings.keep_running and self.backend_ok:
+            running = [r.id for r in self.deployments.rows.rows if r.running]
+            if running:
+                event.ignore()
+                self._stop_all_then_close(running)
+                return
+        self.store.save_window_state(self.saveGeometry(), self.stack.currentIndex())
+        self.shutdown()
+        event.accept()
+
+    def _stop_all_then_close(self, dep_ids: list[str]) -> None:
+        self._quitting = True
+        self._stopping = set(dep_ids)
+        self.banner.show_message("info", f"Stopping {len(dep_ids)} running models before quitting…",
+                                 "Settings → 'Keep models running after ModelDeck quits' skips this.")
+        for dep_id in dep_ids:
+            self._calls.post(f"/api/deployments/{dep_id}/stop", None,
+                             lambda _d, dep_id=dep_id: self._on_quit_stop_done(dep_id),
+                             lambda _e, dep_id=dep_id: self._on_quit_stop_done(dep_id), timeout_ms=60000)
+        self._quit_timer.start(int(QUIT_STOP_TIMEOUT_S * 1000))
+
+    def _on_quit_stop_done(self, dep_id: str) -> None:
+        self._stopping.discard(dep_id)
+        if not self._stopping:
+            self._quit_timer.stop()
+            QTimer.singleShot(0, self.close)
+
+    def _on_quit_timer_timeout(self) -> None:
+        self.close()
+
+    def shutdown(self) -> None:
+        """Stop timers, streams and calls of every page (idempotent)."""
+        self._engine_timer.stop()
+        self._quit_timer.stop()
+        self._calls.abort_all()
+        for page in self.pages:
+            if hasattr(page, "shutdown"):
+                page.shutdown()
+        if self.tray is not None:
+            self.tray.shutdown()
+

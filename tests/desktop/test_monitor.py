@@ -1,0 +1,130 @@
+"""The Monitor page against a real backend: backfill, live points, no-GPU notice, badges, time window."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from PySide6.QtCore import Qt
+
+from desktop.client import BackendClient
+from desktop.monitor.store import deployment_key
+from desktop.pages.monitor import MonitorPage
+from desktop.widgets.chart import LineChart
+
+pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
+
+SCREENSHOT = "/tmp/modeldeck-monitor.png"
+
+
+@pytest.fixture()
+def monitor(qtbot, live_backend):
+    url, token = live_backend
+    client = BackendClient(url, token)
+    page = MonitorPage(client)
+    qtbot.addWidget(page)
+    page.resize(1200, 1000)
+    page.show()
+    yield page
+    page.shutdown()
+    assert not [t for t in page.threads() if t.isRunning()]
+    client.deleteLater()
+
+
+def test_chart_gains_points_from_the_live_stream(qtbot, monitor):
+    qtbot.waitUntil(lambda: monitor.cpu_chart.point_count() > 0, timeout=10000)
+    start = monitor.cpu_chart.point_count()
+    qtbot.waitUntil(lambda: monitor.cpu_chart.point_count() >= start + 2, timeout=5000)
+    assert monitor.threads() and monitor.threads()[0].isRunning()
+    assert monitor.mem_chart.point_count() >= start + 2
+
+
+def test_without_a_gpu_the_page_says_so_and_shows_the_rest(qtbot, monitor):
+    qtbot.waitUntil(lambda: monitor.store.gpu_status != {}, timeout=10000)
+    if monitor.store.gpu_status.get("available"):
+        pytest.skip("this machine has a GPU")
+    qtbot.waitUntil(monitor.gpu_notice.isVisible, timeout=5000)
+    text = monitor.gpu_notice.text()
+    assert "No GPU" in text and (monitor.store.gpu_status.get("reason") or "NVML") in text
+    assert monitor.gpu_charts == {}
+    assert monitor.cpu_chart.isVisible() and monitor.mem_chart.isVisible()
+
+
+def test_deployments_are_charted_and_running_on_cpu_is_marked(qtbot, monitor, demo_model):
+    qtbot.waitUntil(lambda: any(c.name_label.text().find(demo_model) >= 0 for c in monitor.cards.values()),
+                    timeout=10000)
+    card = next(c for c in monitor.cards.values() if demo_model in c.name_label.text())
+    assert not card.badge.isVisible()  # the demo wants no GPU
+    qtbot.waitUntil(lambda: card.charts[0].point_count() >= 2, timeout=5000)
+    # A deployment that wants a GPU yet holds none, as the backend flags it:
+    flagged = {"deployment_id": "fake-gpu", "container_id": "c", "cpu_pct": 150.0, "mem_used_bytes": 1 << 30,
+               "mem_limit_bytes": None, "vram_bytes": 0, "gpu_indices": [], "wants_gpu": True,
+               "running_on_cpu": True}
+    base = {"time": monitor.store.latest_time + 0.01, "seq": 0,
+            "host": {"cpu_pct": 5.0, "mem_used_bytes": 1, "mem_total_bytes": 2},
+            "gpus": [], "gpu_status": monitor.store.gpu_status,
+            "deployments": {card.deployment_id: {"cpu_pct": 1.0, "mem_used_bytes": 1, "vram_bytes": None,
+                                                 "running_on_cpu": False, "wants_gpu": False},
+                            "fake-gpu": flagged}}
+    assert monitor.ingest(base)
+    fake = monitor.cards["fake-gpu"]
+    qtbot.waitUntil(fake.badge.isVisible, timeout=2000)  # a new card shows on the next event loop pass
+    assert "running on CPU" in fake.badge.text() and not card.badge.isVisible()
+    assert monitor.store.get(deployment_key("fake-gpu", "cpu")).last()[1] == 150.0
+    monitor.grab().save(SCREENSHOT)
+
+
+def test_time_window_scrolls_and_zooms_within_fifteen_minutes(qtbot, monitor):
+    qtbot.waitUntil(lambda: monitor.cpu_chart.point_count() > 0, timeout=10000)
+    window = monitor.window
+    monitor.span_combo.setCurrentIndex(0)
+    assert window.span == 60
+    monitor.scroll_bar.setValue(monitor.scroll_bar.maximum() - 120)
+    assert window.back == 120 and not window.live and monitor.live_button.isEnabled()
+    qtbot.mouseClick(monitor.live_button, Qt.MouseButton.LeftButton)
+    assert window.live and monitor.scroll_bar.value() == monitor.scroll_bar.maximum()
+    window.zoom(100)
+    assert window.span == 900 and window.back == 0
+    window.zoom(0.0001)
+    assert window.span == 30
+    monitor.cpu_chart.grab()  # paints at every zoom level without error
+
+
+def test_chart_paints_many_points_quickly(qtbot):
+    from desktop.monitor.series import RingSeries
+    from desktop.widgets.chart import TimeWindow
+    import time as _time
+
+    window = TimeWindow(span=900)
+    series = [RingSeries(str(k)) for k in range(3)]
+    now = 1_000_000.0
+    for k, s in enumerate(series):
+        for i in range(1800):
+            s.append(now - 900 + i * 0.5, (i * (k + 1)) % 100)
+    chart = LineChart("load", window, lambda: now)
+    for s in series:
+        chart.add_line(s, s.name)
+    qtbot.addWidget(chart)
+    chart.resize(600, 200)
+    chart.grab()
+    t0 = _time.perf_counter()
+    for _ in range(10):
+        chart.grab()
+    per_paint_ms = (_time.perf_counter() - t0) * 100
+    print(f"\n3 series x 1800 points: {per_paint_ms:.1f} ms per paint")
+    assert per_paint_ms < 50
+
+
+def test_backend_down_shows_a_message_and_retries(qtbot):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = BackendClient(f"http://127.0.0.1:{port}", "x")
+    page = MonitorPage(client)
+    qtbot.addWidget(page)
+    page.show()
+    qtbot.waitUntil(page.banner.isVisible, timeout=10000)
+    assert "Cannot load stats" in page.banner.text() and "Retrying" in page.banner.text()
+    assert page._retry.isActive()
+    page.shutdown()
+    assert not page._retry.isActive()

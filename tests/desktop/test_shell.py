@@ -1,0 +1,230 @@
+"""The desktop shell against a real backend: window, pages, shortcuts, banner, settings, start-up, no leaks."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import pytest
+from PySide6.QtCore import QEvent, QThread
+from PySide6.QtWidgets import QApplication
+
+from backend.app import create_app
+from backend.settings import Settings
+from desktop import theme
+from desktop.backend_process import BackendProcess
+from desktop.client import BackendClient
+from desktop.main_window import PAGES, MainWindow
+from desktop.settings_store import DesktopSettings, SettingsStore, is_local
+from desktop.tray import Tray, gpu_summary
+from tests.support.live_server import free_port, serve
+
+# The offscreen platform warns when a shown window's size limits change; harmless there, so not a failure.
+pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
+SHOTS = "/tmp/modeldeck-shots"
+
+
+def _running_threads() -> list[QThread]:
+    return [o for o in gc.get_objects() if isinstance(o, QThread) and _alive(o) and o.isRunning()]
+
+
+def _alive(obj) -> bool:
+    import shiboken6
+
+    return shiboken6.isValid(obj)
+
+
+def _flush_deletes() -> None:
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    QApplication.processEvents()
+
+
+@pytest.fixture
+def make_main_window(qtbot, live_backend, tmp_path):
+    """Factory: a shown MainWindow attached to ``live_backend`` (or another URL/token).
+
+    Teardown closes every window made, then checks that no top-level widget leaked and that
+    every QThread stopped.
+    """
+    before = set(QApplication.topLevelWidgets())
+    made: list[tuple[MainWindow, BackendClient]] = []
+
+    def make(url: str | None = None, token: str | None = None, **settings) -> MainWindow:
+        base, tok = live_backend
+        store = SettingsStore(tmp_path / f"desktop-{len(made)}.ini")
+        s = DesktopSettings(backend_url=url or base, token=token or tok, home=str(tmp_path / "home"),
+                            theme=settings.pop("theme", "light"), **settings)
+        store.save(s)
+        theme.apply(s.theme)
+        client = BackendClient(s.backend_url, s.token)
+        window = MainWindow(client, store, tray=False)
+        made.append((window, client))
+        window.show()
+        qtbot.waitExposed(window)
+        window.on_backend_ready(s.backend_url, s.token)
+        return window
+
+    yield make
+    for window, client in made:
+        window._quitting = True  # tests that turned keep_running off do not stop the shared demo model
+        window.close()
+        window.deleteLater()
+        client.deleteLater()
+    qtbot.waitUntil(lambda: (_flush_deletes() or True) and not (set(QApplication.topLevelWidgets()) - before),
+                    timeout=10000)
+    leaked = set(QApplication.topLevelWidgets()) - before
+    assert not leaked, f"top-level widgets leaked: {leaked}"
+    assert not _running_threads(), f"threads still running: {_running_threads()}"
+
+
+def test_window_has_pages_with_icons_and_shortcuts(make_main_window, qtbot):
+    window = make_main_window()
+    assert [window.nav.item(i).text() for i in range(window.nav.count())] == [label for _, label in PAGES]
+    assert all(not window.nav.item(i).icon().isNull() for i in range(window.nav.count()))
+    keys = {s.key().toString() for s in window._shortcuts}
+    assert {"Ctrl+1", "Ctrl+5", "Ctrl+L", "Ctrl+Q", "F5"} <= keys
+    for i in range(len(PAGES)):
+        window.show_page(i)
+        assert window.stack.currentIndex() == i
+    qtbot.waitUntil(lambda: len(window.models.cards) >= 1, timeout=10000)
+    assert "demo" in [c.recipe["name"] for c in window.models.cards]
+
+
+def test_healthy_engine_hides_error_banner_and_status_bar_says_docker(make_main_window, qtbot):
+    window = make_main_window()
+    qtbot.waitUntil(lambda: window.engine is not None, timeout=10000)
+    assert window.engine["reachable"]
+    assert window.banner.level != "error" or window.banner.isHidden()
+    assert window.engine_label.text().startswith("Engine: Docker")
+    if not window.engine["gpu_available"]:  # no GPU here: the quieter info banner says so
+        assert window.banner.isVisible() and window.banner.level == "info"
+        assert "No GPU" in window.banner.title.text()
+
+
+@pytest.fixture
+def dead_engine_backend(tmp_path, demo_base_image):
+    """A second backend whose Docker host does not exist."""
+    settings = Settings(home=tmp_path / "dead-home", token="dead-token", docker_host="unix:///nonexistent.sock",
+                        demo_base_image=demo_base_image)
+    with serve(create_app(settings)) as url:
+        yield url, "dead-token"
+
+
+def test_unreachable_engine_shows_banner_and_app_keeps_working(make_main_window, dead_engine_backend, qtbot):
+    url, token = dead_engine_backend
+    window = make_main_window(url, token)
+    qtbot.waitUntil(lambda: window.banner.isVisible() and window.banner.level == "error", timeout=15000)
+    assert "Docker is not reachable" in window.banner.title.text()
+    assert window.banner.hint.text()
+    assert window.engine_label.text() == "Engine: not reachable"
+    qtbot.waitUntil(lambda: len(window.models.cards) >= 1, timeout=10000)  # the rest still works
+    window.show_page(0)
+    window.grab().save(f"{SHOTS}/banner-engine-down.png")
+
+
+def test_settings_page_theme_and_masked_token(make_main_window, qtbot):
+    window = make_main_window()
+    page = window.settings_page
+    window.show_page(4)
+    assert page.token.echoMode() == page.token.EchoMode.Password
+    page.reveal.setChecked(True)
+    assert page.token.echoMode() == page.token.EchoMode.Normal
+    qtbot.waitUntil(lambda: "unix://" in page.engine_endpoint.text(), timeout=10000)
+    with qtbot.waitSignal(theme.notifier().changed, timeout=2000):
+        page.theme.setCurrentIndex(page.theme.findData("dark"))
+    assert theme.notifier().scheme == "dark"
+    assert window.store.load().theme == "dark"
+    page.keep_running.setChecked(False)
+    assert window.store.load().keep_running is False
+    page.caches["huggingface"].setText("/tmp/hf-cache")
+    page.caches["huggingface"].editingFinished.emit()
+    assert page.store.load().backend_env()["MODELDECK_CACHE_DIR_HUGGINGFACE"] == "/tmp/hf-cache"
+    theme.apply("light")
+
+
+def test_window_remembers_size_and_page(make_main_window, qtbot):
+    window = make_main_window()
+    window.resize(900, 640)
+    window.show_page(3)
+    window.close()
+    geometry, page = window.store.window_state()
+    assert page == 3 and geometry is not None
+
+
+def test_screenshots_of_each_page(make_main_window, qtbot, demo_model):
+    import os
+
+    os.makedirs(SHOTS, exist_ok=True)
+    for scheme in ("light", "dark"):
+        window = make_main_window(theme=scheme)
+        window.resize(1280, 800)
+        qtbot.waitUntil(lambda: len(window.models.cards) >= 1 and window.deployments.loaded, timeout=15000)
+        qtbot.waitUntil(lambda: window.engine is not None, timeout=10000)
+        for i, (key, _label) in enumerate(PAGES):
+            window.show_page(i)
+            QApplication.processEvents()  # let the page lay itself out before grabbing
+            assert window.grab().save(f"{SHOTS}/{scheme}-{i + 1}-{key}.png")
+        window.close()
+    theme.apply("light")
+
+
+def test_backend_process_attaches_to_running_backend(qtbot, live_backend):
+    url, token = live_backend
+    client = BackendClient(url, token)
+    proc = BackendProcess(client, DesktopSettings(backend_url=url, token=token), spawn=False)
+    with qtbot.waitSignal(proc.ready, timeout=10000) as ready:
+        proc.start()
+    assert ready.args == [url, token]
+    assert not proc.owned
+    proc.stop()
+    client.deleteLater()
+
+
+def test_backend_process_reports_when_nothing_answers_and_spawn_is_off(qtbot):
+    url = f"http://127.0.0.1:{free_port()}"
+    client = BackendClient(url, "")
+    proc = BackendProcess(client, DesktopSettings(backend_url=url), spawn=False)
+    with qtbot.waitSignal(proc.failed, timeout=10000) as failed:
+        proc.start()
+    assert "No ModelDeck backend answers" in failed.args[0] and "--no-spawn" in failed.args[0]
+    client.deleteLater()
+
+
+@pytest.mark.slow
+def test_backend_process_spawns_and_stops_a_backend(qtbot, tmp_path, demo_base_image, monkeypatch):
+    monkeypatch.setenv("MODELDECK_DEMO_BASE_IMAGE", demo_base_image)
+    url = f"http://127.0.0.1:{free_port()}"
+    client = BackendClient(url, "")
+    settings = DesktopSettings(backend_url=url, home=str(tmp_path / "spawned-home"))
+    proc = BackendProcess(client, settings)
+    statuses: list[str] = []
+    proc.status.connect(statuses.append)
+    with qtbot.waitSignal(proc.ready, timeout=60000) as ready:
+        proc.start()
+    assert proc.owned and "Starting the ModelDeck backend…" in statuses
+    assert ready.args[1] and ready.args[1] == (tmp_path / "spawned-home" / "token").read_text().strip()
+    process = proc.process
+    proc.stop()
+    assert process is not None and process.state() == process.ProcessState.NotRunning
+    client.deleteLater()
+
+
+def test_settings_helpers_and_tray_summary():
+    assert is_local("http://127.0.0.1:8765") and is_local("http://localhost:9") and not is_local("http://10.0.0.2:1")
+    s = DesktopSettings(home="/tmp/x", docker_host="ssh://gpu", cache_dirs={"ollama": "/data/ollama"})
+    assert s.backend_env() == {"MODELDECK_HOME": "/tmp/x", "MODELDECK_DOCKER_HOST": "ssh://gpu",
+                               "MODELDECK_CACHE_DIR_OLLAMA": "/data/ollama"}
+    engine = {"reachable": True, "gpus": [{"index": 0, "name": "H100", "memory_total_bytes": 80 * 2**30,
+                                           "memory_free_bytes": 60 * 2**30}]}
+    assert gpu_summary(engine) == "GPU 0 H100: 20.0 GB of 80.0 GB used"
+    assert gpu_summary({"reachable": False, "reason": "no socket"}) == "Docker: no socket"
+
+
+def test_tray_without_system_tray_is_harmless(qtbot):
+    tray = Tray()
+    assert tray.available is False or sys.platform != "linux"
+    tray.update_engine({"reachable": True, "gpus": []})
+    tray.update_deployments([{"id": "a", "state": "running", "served_name": "a"}])
+    assert "No GPU" in tray.tooltip
+    tray.shutdown()
+    tray.deleteLater()
