@@ -107,7 +107,8 @@ def apply(mode: str) -> str:
     pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(colors["text_muted"]))
     app.setPalette(pal)
     template = Template((ASSETS / "themes" / "modeldeck.qss").read_text(encoding="utf-8"))
-    app.setStyleSheet(scale_em(template.safe_substitute(colors), em_px()))
+    values = {**colors, "scheme": scheme, "icons": (ASSETS / "icons").as_posix()}
+    app.setStyleSheet(scale_em(template.safe_substitute(values), em_px()))
     changed = scheme != note.scheme
     note.scheme = scheme
     if changed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
 from desktop import theme
@@ -75,7 +75,7 @@ class LaunchDialog(QDialog):
         self._calls = Calls(client, self)
         self.setWindowTitle(f"Launch {recipe.get('title') or recipe.get('name')}")
         em = self.fontMetrics().horizontalAdvance("M")
-        self.setMinimumWidth(em * 42)
+        self.setMinimumWidth(em * 52)
 
         self.model = QLineEdit(recipe.get("default_model") or "")
         self.model.setPlaceholderText("Hub id, Ollama tag, or /path/in/a/model/folder")
@@ -89,11 +89,19 @@ class LaunchDialog(QDialog):
         self.gpu_reason.setWordWrap(True)
         self.fit = QLabel("Checking whether the model fits…")
         self.fit.setWordWrap(True)
+        self.port_auto = QCheckBox("Automatic")
+        self.port_auto.setChecked(True)
+        self.port_auto.setToolTip("Pick a free port on 127.0.0.1")
         self.port = QSpinBox()
-        self.port.setRange(1023, 65535)
-        self.port.setSpecialValueText("Automatic")
-        self.port.setValue(1023)
-        self.port.setToolTip("Host port on 127.0.0.1; 'Automatic' picks a free one.")
+        self.port.setRange(1024, 65535)
+        self.port.setValue(8000)
+        self.port.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)
+        self.port.setToolTip("Host port on 127.0.0.1 that the model server is published on")
+        self.port.setEnabled(False)
+        self.port_auto.toggled.connect(self._on_port_auto_toggled)
+        port_row = QHBoxLayout()
+        port_row.addWidget(self.port_auto)
+        port_row.addWidget(self.port, 1)
         self.advanced_toggle = QToolButton()
         self.advanced_toggle.setText("Advanced")
         self.advanced_toggle.setCheckable(True)
@@ -123,7 +131,7 @@ class LaunchDialog(QDialog):
         form.addRow("GPU", self.gpu)
         form.addRow("", self.gpu_reason)
         form.addRow("Fit", self.fit)
-        form.addRow("Port", self.port)
+        form.addRow("Port", port_row)
         form.addRow(self.advanced_toggle)
         form.addRow(self.advanced)
         self.error = self._error_label()
@@ -231,6 +239,12 @@ class LaunchDialog(QDialog):
     def _on_advanced_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.adjustSize()
+
+    def _on_port_auto_toggled(self, automatic: bool) -> None:
+        self.port.setEnabled(not automatic)
+        if not automatic:
+            self.port.setFocus()
 
     def _on_form_changed(self, *_args) -> None:
         problems = {self.model: (self.model_error, model_problem(self.model.text())),
@@ -282,7 +296,7 @@ class LaunchDialog(QDialog):
         gpus = self.gpu.currentData()
         if gpus is not None:
             body["gpus"] = gpus
-        if self.port.value() != self.port.minimum():
+        if not self.port_auto.isChecked():
             body["port"] = self.port.value()
         return body, None
 

@@ -39,6 +39,7 @@ class DeploymentCard(QFrame):
         ]
         for chart, what, label in zip(self.charts, ("cpu", "mem", "vram"), ("cpu", "used", "vram")):
             chart.add_line(store.get(deployment_key(deployment_id, what)), label)
+        self.charts[2].y_floor = float(1 << 30)
         head = QHBoxLayout()
         head.addWidget(self.name_label)
         head.addWidget(self.badge)
@@ -54,8 +55,9 @@ class DeploymentCard(QFrame):
     def set_name(self, name: str) -> None:
         self.name_label.setText(f"<b>{name}</b> <span style='color: gray'>({self.deployment_id})</span>")
 
-    def set_flags(self, running_on_cpu: bool, present: bool) -> None:
+    def set_flags(self, running_on_cpu: bool, present: bool, wants_gpu: bool) -> None:
         self.badge.setVisible(running_on_cpu)
+        self.charts[2].empty_text = "waiting for data…" if wants_gpu else "CPU-only: no VRAM"
         self.state_label.setText("" if present else "<i>not running</i>")
 
 
@@ -216,7 +218,7 @@ class MonitorPage(QWidget):
     def _rebuild(self) -> None:
         status = self.store.gpu_status
         if status and not status.get("available"):
-            reason = status.get("reason") or "NVML did not answer."
+            reason = (status.get("reason") or "NVML did not answer").rstrip(".") + "."
             self.gpu_notice.setText(f"<b>No GPU available.</b> {reason} Host and deployment charts still work.")
             self.gpu_notice.show()
         else:
@@ -234,7 +236,7 @@ class MonitorPage(QWidget):
                 new_ids = new_ids or dep_id not in self._names
                 if dep_id in self._names:
                     card.set_name(self._names[dep_id])
-            card.set_flags(facts.running_on_cpu, facts.present)
+            card.set_flags(facts.running_on_cpu, facts.present, facts.wants_gpu)
         for dep_id in [d for d in self.cards if d not in self.store.deployments]:
             self.cards.pop(dep_id).deleteLater()
         self.no_deployments.setVisible(not self.cards)

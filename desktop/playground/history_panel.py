@@ -25,7 +25,9 @@ def summary_text(summary: dict) -> str:
         facts.append(f"{summary['completion_tokens']} tok")
     if summary.get("tokens_per_s"):
         facts.append(f"{summary['tokens_per_s']:.0f} tok/s")
-    if summary.get("error"):
+    if summary.get("status") == 499:
+        facts.append("stopped")
+    elif summary.get("error"):
         facts.append("error")
     preview = " ".join((summary.get("preview") or "(no prompt)").split())
     return f"{preview}\n{' · '.join(facts)}"
@@ -59,6 +61,7 @@ class HistoryPanel(QWidget):
         self.list = QListWidget()
         self.list.setWordWrap(True)
         self.list.setAlternatingRowColors(True)
+        self.list.setStyleSheet("QListWidget::item { padding: 4px 2px; }")
         self.list.itemDoubleClicked.connect(self._on_list_item_double_clicked)
         self.list.currentRowChanged.connect(self._on_list_current_row_changed)
         self.status_label = QLabel()

@@ -87,6 +87,14 @@ class ChartLine:
     dashed: bool = False
 
 
+def _nice_bytes(v: float) -> float:
+    """A round top for a byte axis, in binary units (so the ticks read 2 GiB, not 1.86 GiB)."""
+    unit = 1.0
+    while v / unit >= 1024 and unit < 1 << 40:
+        unit *= 1024
+    return _nice_ceiling(v / unit) * unit
+
+
 def _nice_ceiling(v: float) -> float:
     if v <= 0 or not math.isfinite(v):
         return 1.0
@@ -115,6 +123,8 @@ class LineChart(QWidget):
         self._fmt = fmt
         self.y_max = y_max  # a fixed top (100 %), or None to fit the data, never below y_floor
         self.y_floor = y_floor
+        self._nice = _nice_bytes if fmt is format_bytes else _nice_ceiling
+        self.empty_text = "waiting for data…"
         self._lines: list[ChartLine] = []
         self._hover_x: float | None = None
         self._drag_x: float | None = None
@@ -163,7 +173,7 @@ class LineChart(QWidget):
         top = self.y_max
         if top is None:
             finite = [v for _, _, vs in slices for v in vs if math.isfinite(v)]
-            top = max(self.y_floor, _nice_ceiling(max(finite) * 1.1) if finite else 1.0)
+            top = max(self.y_floor, self._nice(max(finite) * 1.05) if finite and max(finite) > 0 else 1.0)
 
         p.fillRect(self.rect(), pal.base())
         p.setPen(text_color)
@@ -186,17 +196,19 @@ class LineChart(QWidget):
         sx = plot.width() / (t1 - t0)
         sy = plot.height() / top
         for line, times, values in slices:
-            pen = QPen(QColor(line.color), 1.6 if not line.dashed else 1.2,
-                       Qt.PenStyle.DashLine if line.dashed else Qt.PenStyle.SolidLine)
-            p.setPen(pen)
+            # Qt strokes pens wider than one pixel through its slow path: a dense (thinned) line,
+            # whose points are a pixel apart anyway, gets the fast one-pixel pen.
+            dense = len(times) > plot.width()
+            width = 1.0 if dense or line.dashed else 1.6
+            p.setPen(QPen(QColor(line.color), width, Qt.PenStyle.DashLine if line.dashed else Qt.PenStyle.SolidLine))
             for poly in _polylines(times, values, t0, plot, sx, sy):
                 p.drawPolyline(poly)
         p.restore()
         if self._hover_x is not None and plot.left() <= self._hover_x <= plot.right():
             self._draw_hover(p, fm, plot, t0, sx, text_color)
-        if not any(vs for _, _, vs in slices):
+        if not any(v == v for _, _, vs in slices for v in vs):
             p.setPen(text_color)
-            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "waiting for data…")
+            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.empty_text)
         p.end()
 
     def _draw_legend(self, p: QPainter, fm: QFontMetricsF, slices) -> None:

@@ -212,6 +212,7 @@ class LaunchProgressView(QWidget):
             self.bar.setRange(0, 0)
             self.bar.setFormat("")
         failed = t.failure is not None
+        self.message.setVisible(not failed)
         for w in (self.failure_title, self.failure_hint, self.log_tail):
             w.setVisible(failed)
         if failed:

@@ -294,3 +294,15 @@ def test_fit_check_answers_without_a_gpu(api):
     assert body["level"] == "unknown" and body["message"] and body["gpu"] is None
     missing = httpx.post(f"{api}/api/fit-check", headers=AUTH, json={"recipe": "vllm", "model": "x/y", "gpu": 3})
     assert missing.status_code == 404 and "GPU 3" in missing.json()["error"]["message"]
+
+
+def test_docs_work_offline(api):
+    page = httpx.get(f"{api}/docs", params={"token": TOKEN}, timeout=30)
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    import re
+    external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page.text)
+    assert not external, f"/docs must not load anything from the network: {external}"
+    spec = httpx.get(f"{api}/openapi.json", headers=AUTH).json()
+    ops = [op for path in spec["paths"].values() for op in path.values()]
+    assert all(op.get("operationId") and op.get("summary") for op in ops), \
+        [op.get("operationId") for op in ops if not op.get("summary")]

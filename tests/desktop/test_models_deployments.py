@@ -85,13 +85,14 @@ def test_launch_dialog_validates_as_you_type_and_checks_fit(make_main_window, qt
     window = make_main_window()
     dialog = _open_demo_dialog(window, qtbot)
     assert dialog.model.text() == "demo-tiny" and dialog.served.placeholderText() == "demo"
-    assert dialog.port.text() == "Automatic"
+    assert dialog.port_auto.isChecked() and not dialog.port.isEnabled()
     assert not dialog.gpu.isEnabled()  # the demo runs on the CPU
     qtbot.waitUntil(lambda: dialog.fit.property("level") == "ok", timeout=10000)
     dialog.model.setText("demo tiny")
     assert dialog.model_error.isVisible() and not dialog.launch_button.isEnabled()
     dialog.model.setText("demo-tiny")
     assert not dialog.model_error.isVisible() and dialog.launch_button.isEnabled()
+    dialog.port_auto.setChecked(False)
     dialog.port.setValue(40123)
     dialog.advanced_toggle.setChecked(True)
     dialog.args.setPlainText("--token-delay\n0.01\n")
