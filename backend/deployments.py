@@ -122,8 +122,24 @@ class DeploymentService:
             elif self._ready.get(c.id) != c.started_at and dep_id not in launching:
                 if self._answers(c):
                     self._ready[c.id] = c.started_at or ""
+                    self._finish_interrupted_launch(c)
                 else:
                     self._ready.pop(c.id, None)
+
+    def _finish_interrupted_launch(self, c: ContainerInfo) -> None:
+        """Turn on restarts for a server that became ready after its launch thread died.
+
+        A launch switches the restart policy from "no" to on-failure once the server is
+        ready; a backend killed in between leaves "no", so the next backend that finds the
+        server ready does that last step.
+        """
+        if c.restart_policy not in ("", "no"):
+            return
+        try:
+            self.engine.enable_restarts(c.id, ContainerSpec.restart_max)
+            log.info("completed the interrupted launch of %s: restarts on failure enabled", c.name)
+        except ModelDeckError as exc:
+            log.warning("could not enable restarts for %s: %s", c.name, exc)
 
     def _answers(self, c: ContainerInfo) -> bool:
         if not c.host_port:
@@ -166,8 +182,16 @@ class DeploymentService:
                 status, message = "failed", f"exited with code {c.exit_code}"
             if lp is not None and lp.last and lp.last.phase == "failed":
                 status, message = "failed", lp.last.message
-        elif c.state in ("created", "paused"):
-            status, message = c.state, c.state
+        elif c.state == "created":
+            # No launch of this process is creating it (that case is handled above): the
+            # launch that created it failed or was interrupted (the backend was killed)
+            # before the container started. It never ran, so it has no logs to keep.
+            status, message = "failed", "the launch was interrupted before the server started; remove it " \
+                                        "and launch again"
+            if lp is not None and lp.last and lp.last.phase == "failed":
+                message = lp.last.message
+        elif c.state == "paused":
+            status, message = "paused", "paused"
         else:
             status, message = "unknown", c.state
         labels = c.labels

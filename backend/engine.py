@@ -68,6 +68,7 @@ class ContainerInfo:
     host_ip: str | None
     host_port: int | None
     pid: int | None
+    restart_policy: str = ""  # "no" until a launch reached ready, then "on-failure"
 
 
 @dataclass
@@ -471,7 +472,8 @@ def _info(attrs: dict) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")), error=state.get("Error") or None,
         restart_count=int(attrs.get("RestartCount") or 0), created=attrs.get("Created", ""),
         started_at=_docker_time(state.get("StartedAt")), finished_at=_docker_time(state.get("FinishedAt")),
-        host_ip=host_ip, host_port=host_port, pid=state.get("Pid") or None)
+        host_ip=host_ip, host_port=host_port, pid=state.get("Pid") or None,
+        restart_policy=((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "")
 
 
 def _docker_time(value: str | None) -> str | None:

@@ -47,7 +47,8 @@ class Settings(BaseModel):
     readiness_timeout_s: float | None = None  # overrides the recipes' own when set
     max_body_bytes: int = 8 * 1024 * 1024
     token: str | None = None  # fixed token (tests, headless use); else the token file
-    # Labels added to every container ModelDeck creates (tests mark their run with one).
+    # Labels added to every container ModelDeck creates (tests mark their run with one);
+    # from the environment as MODELDECK_EXTRA_LABELS="key=value,key2=value2".
     extra_labels: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -65,9 +66,11 @@ class Settings(BaseModel):
         values: dict = {}
         for name in cls.model_fields:
             raw = env.get(f"MODELDECK_{name.upper()}")
-            if raw is None or name in ("cache_dirs", "extra_labels"):
+            if raw is None or name == "cache_dirs":
                 continue
-            if name == "model_dirs":
+            if name == "extra_labels":
+                values[name] = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+            elif name == "model_dirs":
                 values[name] = [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
             elif name in {"home", "catalog_dir"}:
                 values[name] = Path(raw).expanduser()

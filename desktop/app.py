@@ -16,7 +16,8 @@ from desktop.settings_store import DesktopSettings, SettingsStore
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="modeldeck", description="ModelDeck: launch local model servers with a click.")
+    parser = argparse.ArgumentParser(prog="modeldeck",
+                                     description="ModelDeck: launch local model servers with a click.")
     parser.add_argument("--backend-url", help="the backend to use (default: from Settings, http://127.0.0.1:8765)")
     parser.add_argument("--no-spawn", action="store_true",
                         help="never start a backend; only attach to one that already runs")

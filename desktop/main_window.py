@@ -154,7 +154,7 @@ class MainWindow(QMainWindow):
 
         geometry, page = store.window_state()
         if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(em * 95, em * 58)
+            self.resize(em * 112, em * 70)
         self.show_page(page if 0 <= page < len(PAGES) else 0)
 
     # -- navigation -------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from backend import __version__
 from backend.catalog import Recipe
-from backend.deps import CatalogDep, DeploymentsDep, EngineDep, StatsDep
+from backend.deps import CatalogDep, DeploymentsDep, EngineDep, HistoryDep, StatsDep
 
 router = APIRouter(prefix="/api", tags=["system"])
 
@@ -45,6 +45,9 @@ class EngineStatusOut(BaseModel):
     gpus: list[GpuInfo]
     gpu_available: bool
     gpu_reason: str | None
+    # Set when the history database was unreadable at start: where it was moved aside
+    # (a fresh, empty one took its place).
+    history_recovered_from: str | None = None
 
 
 class RecipeOut(BaseModel):
@@ -86,7 +89,8 @@ async def health() -> Health:
 
 @router.get("/engine", operation_id="engineStatus",
             summary="Docker engine status (reachable, version, GPU runtime) and the GPUs present")
-def engine_status(engine: EngineDep, stats: StatsDep, deployments: DeploymentsDep) -> EngineStatusOut:
+def engine_status(engine: EngineDep, stats: StatsDep, deployments: DeploymentsDep,
+                  history: HistoryDep) -> EngineStatusOut:
     st = engine.status()
     deployments.engine_up = st.reachable
     snap = stats.latest() if stats is not None else None
@@ -100,7 +104,8 @@ def engine_status(engine: EngineDep, stats: StatsDep, deployments: DeploymentsDe
         os=st.os, runtimes=list(st.runtimes), gpu_runtime=st.gpu_runtime, cdi_devices=list(st.cdi_devices),
         cpus=st.cpus, memory_bytes=st.memory_bytes, reason=st.reason, hint=st.hint, gpus=gpus,
         gpu_available=bool(snap and snap.gpu_status.available),
-        gpu_reason=snap.gpu_status.reason if snap else "stats not sampled yet")
+        gpu_reason=snap.gpu_status.reason if snap else "stats not sampled yet",
+        history_recovered_from=str(history.recovered_from) if getattr(history, "recovered_from", None) else None)
 
 
 @router.get("/catalog", operation_id="listRecipes", summary="The runtime catalog, and recipe files that were refused")

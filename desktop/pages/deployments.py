@@ -16,6 +16,7 @@ from desktop.widgets.calls import Calls
 from desktop.widgets.deployment_table import MODEL_COLUMN, DeploymentRows, DeploymentTableModel
 
 REFRESH_MS = 2000
+PROGRESSIVE = {"start": "Starting", "stop": "Stopping", "restart": "Restarting", "remove": "Removing"}
 ACTIONS = [  # key, label, icon, tooltip
     ("start", "Start", "start", "Start the stopped container"),
     ("stop", "Stop", "stop", "Stop the container (it is kept)"),
@@ -223,7 +224,7 @@ class DeploymentsPage(QWidget):
             self._calls.delete(f"/api/deployments/{dep_id}", ok, err, timeout_ms=60000)
         else:
             self._calls.post(f"/api/deployments/{dep_id}/{verb}", None, ok, err, timeout_ms=60000)
-        self.message.emit(f"{verb.capitalize()}ing {name}…".replace("Stoping", "Stopping"))
+        self.message.emit(f"{PROGRESSIVE[verb]} {name}…")
 
     def refresh_now(self) -> None:
         self._listing = False

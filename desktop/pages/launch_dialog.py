@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
-                               QPushButton, QSpinBox, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QIntValidator
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.client import ApiError, BackendClient
@@ -92,10 +93,9 @@ class LaunchDialog(QDialog):
         self.port_auto = QCheckBox("Automatic")
         self.port_auto.setChecked(True)
         self.port_auto.setToolTip("Pick a free port on 127.0.0.1")
-        self.port = QSpinBox()
-        self.port.setRange(1024, 65535)
-        self.port.setValue(8000)
-        self.port.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)
+        self.port = QLineEdit()
+        self.port.setValidator(QIntValidator(1, 65535, self.port))
+        self.port.setPlaceholderText("1024–65535, e.g. 8080")
         self.port.setToolTip("Host port on 127.0.0.1 that the model server is published on")
         self.port.setEnabled(False)
         self.port_auto.toggled.connect(self._on_port_auto_toggled)
@@ -287,6 +287,9 @@ class LaunchDialog(QDialog):
         """The LaunchRequest the form describes, or None and what is wrong."""
         problem = model_problem(self.model.text()) or served_name_problem(self.served.text())
         env, env_problem = parse_env(self.env.toPlainText())
+        port = self.port.text()
+        if not self.port_auto.isChecked() and not (port.isdigit() and 1024 <= int(port) <= 65535):
+            problem = problem or "Give a port from 1024 to 65535, or tick Automatic."
         if problem or env_problem:
             return None, problem or env_problem
         body: dict = {"recipe": self.recipe["name"], "model": self.model.text().strip(), "env": env,
@@ -297,7 +300,7 @@ class LaunchDialog(QDialog):
         if gpus is not None:
             body["gpus"] = gpus
         if not self.port_auto.isChecked():
-            body["port"] = self.port.value()
+            body["port"] = int(self.port.text())
         return body, None
 
     # -- launching --------------------------------------------------------------------

@@ -47,6 +47,7 @@ class LogsDialog(QDialog):
         self.search.returnPressed.connect(self._on_search_return_pressed)
         self.matches = QLabel()
         self.matches.setProperty("muted", True)
+        self.matches.setMinimumWidth(self.fontMetrics().horizontalAdvance("0000 matches"))
         self.pause = QCheckBox("Pause")
         self.pause.setToolTip("Hold new lines back (they are kept and shown on resume)")
         self.pause.toggled.connect(self._on_pause_toggled)

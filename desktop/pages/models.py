@@ -108,6 +108,7 @@ class ModelsPage(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self._host)
         box = QVBoxLayout(self)
         box.setContentsMargins(em * 2, em * 2, em * 2, em)
@@ -117,12 +118,19 @@ class ModelsPage(QWidget):
         box.addWidget(self.state)
         box.addWidget(scroll, 1)
         self._columns = 0
+        self._catalog: dict | None = None
+        theme.notifier().changed.connect(self._on_theme_changed)
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        if self._catalog is not None:
+            self._on_catalog_loaded(self._catalog)  # the cards' icons are drawn in the theme's colours
 
     def refresh(self) -> None:
         """Reload the catalog from the backend."""
         self._calls.get("/api/catalog", self._on_catalog_loaded, self._on_catalog_failed)
 
     def _on_catalog_loaded(self, catalog: dict) -> None:
+        self._catalog = catalog
         self.recipes = list(catalog.get("recipes") or [])
         errors = catalog.get("errors") or {}
         self.state.setText("" if not errors else "Some recipes were refused: " +
@@ -145,7 +153,7 @@ class ModelsPage(QWidget):
 
     def _layout_cards(self) -> None:
         em = self.fontMetrics().horizontalAdvance("M")
-        columns = max(1, min(3, self.width() // (em * 26)))
+        columns = max(1, min(3, self.width() // (em * 32)))
         if columns == self._columns:
             return
         self._columns = columns
@@ -153,6 +161,7 @@ class ModelsPage(QWidget):
             self._grid.removeWidget(card)
         for i, card in enumerate(self.cards):
             self._grid.addWidget(card, i // columns, i % columns)
+            card.show()
         for c in range(3):
             self._grid.setColumnStretch(c, 1 if c < columns else 0)
         self._grid.setRowStretch(self._grid.rowCount(), 1)

@@ -53,7 +53,8 @@ class DeploymentCard(QFrame):
         layout.addLayout(row)
 
     def set_name(self, name: str) -> None:
-        self.name_label.setText(f"<b>{name}</b> <span style='color: gray'>({self.deployment_id})</span>")
+        suffix = "" if name == self.deployment_id else f" <span style='color: gray'>({self.deployment_id})</span>"
+        self.name_label.setText(f"<b>{name}</b>{suffix}")
 
     def set_flags(self, running_on_cpu: bool, present: bool, wants_gpu: bool) -> None:
         self.badge.setVisible(running_on_cpu)
@@ -239,6 +240,11 @@ class MonitorPage(QWidget):
             card.set_flags(facts.running_on_cpu, facts.present, facts.wants_gpu)
         for dep_id in [d for d in self.cards if d not in self.store.deployments]:
             self.cards.pop(dep_id).deleteLater()
+        running_first = sorted(self.cards.values(), key=lambda c: (
+            not self.store.deployments[c.deployment_id].present, self._names.get(c.deployment_id, c.deployment_id)))
+        for card in running_first:  # re-adding moves a card to the end of the layout
+            self.deployments_layout.removeWidget(card)
+            self.deployments_layout.addWidget(card)
         self.no_deployments.setVisible(not self.cards)
         if new_ids:
             reply = self._client.get("/api/deployments")

@@ -57,7 +57,6 @@ class PlaygroundPage(QWidget):
         self._pending: set[ReplyColumn] = set()
         self._sent_prompt = ""
         self._all_failed_empty = True
-        self._started = False
 
         self.columns = [ReplyColumn(client) for _ in range(MAX_COLUMNS)]
         for column in self.columns:
@@ -275,10 +274,8 @@ class PlaygroundPage(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's naming)
         super().showEvent(event)
-        if not self._started:
-            self._started = True
-            self.refresh_models()
-            self.history.refresh()
+        self.refresh_models()  # deployments may have come and gone while another page was shown
+        self.history.refresh()
 
     def _on_compare_check_toggled(self, on: bool) -> None:
         self._set_compare(on)

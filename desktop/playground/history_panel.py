@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -194,8 +195,7 @@ class HistoryPanel(QWidget):
         self.message.emit(f"Exported {count} runs to {path}.", False)
 
     def _on_request_failed(self, error: ApiError) -> None:
-        self.status_label.setText(f"History: {error}")
-        self.message.emit(f"History: {error}", True)
+        self.status_label.setText(f"<span style='color: #b00020'>{html.escape(str(error))}</span>")
 
     def _update_buttons(self) -> None:
         selected = self.selected_id() is not None

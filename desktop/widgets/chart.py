@@ -179,14 +179,16 @@ class LineChart(QWidget):
         p.setPen(text_color)
         p.drawText(QPointF(6, fm.ascent() + 3), self.title)
         self._draw_legend(p, fm, slices)
+        has_data = any(v == v for _, _, vs in slices for v in vs)
         p.setPen(QPen(grid, 1, Qt.PenStyle.DotLine))
         for k in range(5):
             y = plot.bottom() - plot.height() * k / 4
             p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
-            label = self._fmt(top * k / 4)
-            p.setPen(text_color)
-            p.drawText(QPointF(plot.left() - fm.horizontalAdvance(label) - 5, y + fm.ascent() / 2 - 1), label)
-            p.setPen(QPen(grid, 1, Qt.PenStyle.DotLine))
+            if has_data or self.y_max is not None:
+                label = self._fmt(top * k / 4)
+                p.setPen(text_color)
+                p.drawText(QPointF(plot.left() - fm.horizontalAdvance(label) - 5, y + fm.ascent() / 2 - 1), label)
+                p.setPen(QPen(grid, 1, Qt.PenStyle.DotLine))
         self._draw_time_axis(p, fm, plot, t0, t1, text_color, grid)
         p.setPen(QPen(grid, 1))
         p.drawRect(plot)
@@ -206,7 +208,7 @@ class LineChart(QWidget):
         p.restore()
         if self._hover_x is not None and plot.left() <= self._hover_x <= plot.right():
             self._draw_hover(p, fm, plot, t0, sx, text_color)
-        if not any(v == v for _, _, vs in slices for v in vs):
+        if not has_data:
             p.setPen(text_color)
             p.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.empty_text)
         p.end()
@@ -235,16 +237,18 @@ class LineChart(QWidget):
             p.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
             label = time.strftime("%H:%M:%S" if step < 60 else "%H:%M", time.localtime(t))
             p.setPen(text_color)
-            p.drawText(QPointF(x - fm.horizontalAdvance(label) / 2, plot.bottom() + fm.ascent() + 3), label)
+            width = fm.horizontalAdvance(label)
+            p.drawText(QPointF(min(x - width / 2, self.width() - width - 2), plot.bottom() + fm.ascent() + 3), label)
             t += step
 
     def _draw_hover(self, p: QPainter, fm: QFontMetricsF, plot: QRectF, t0: float, sx: float,
                     text_color: QColor) -> None:
         t = t0 + (self._hover_x - plot.left()) / sx
+        near = max(2.5, 4 / sx)  # seconds: a sample farther than this is not "at" the pointer
         rows = []
         for line in self._lines:
             hit = line.series.value_at(t)
-            if hit is not None and math.isfinite(hit[1]):
+            if hit is not None and math.isfinite(hit[1]) and abs(hit[0] - t) <= near:
                 rows.append((line.color, f"{line.label}: {self._fmt(hit[1])}"))
         p.setPen(QPen(text_color, 1, Qt.PenStyle.DashLine))
         p.drawLine(QPointF(self._hover_x, plot.top()), QPointF(self._hover_x, plot.bottom()))

@@ -131,7 +131,8 @@ class LaunchProgressView(QWidget):
         box.addWidget(self.bar)
         box.addWidget(self.failure_title)
         box.addWidget(self.failure_hint)
-        box.addWidget(self.log_tail, 1)
+        box.addWidget(self.log_tail, 100)
+        box.addStretch(1)
         for w in (self.failure_title, self.failure_hint, self.log_tail):
             w.hide()
         self._render()
@@ -204,9 +205,8 @@ class LaunchProgressView(QWidget):
             self.bar.setVisible(t.phase == "ready")
         elif t.progress:
             done, total = t.progress
-            scale = max(1, total // 1_000_000)  # keep within int32 for multi-GB pulls
-            self.bar.setRange(0, total // scale)
-            self.bar.setValue(min(done, total) // scale)
+            self.bar.setRange(0, 1000)  # per mille: multi-GB byte counts do not fit the bar's int32
+            self.bar.setValue(round(1000 * min(done, total) / max(1, total)))
             self.bar.setFormat(f"%p%  ·  {t.progress_text}")
         else:
             self.bar.setRange(0, 0)

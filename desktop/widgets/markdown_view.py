@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QFontDatabase, QTextDocument
+from PySide6.QtGui import QColor, QTextBlockFormat, QTextCursor, QTextDocument, QTextFormat
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 MAX_RENDER_HZ = 20
@@ -32,12 +32,10 @@ class MarkdownView(QTextBrowser):
         self._timer.setSingleShot(True)
         self._timer.setInterval(1000 // MAX_RENDER_HZ)
         self._timer.timeout.connect(self._on_timer_timeout)
-        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
-        self.document().setDefaultStyleSheet(
-            f"pre, code {{ font-family: '{mono}', monospace; }}"
-            "pre { background-color: rgba(127,127,127,0.12); }"
-        )
         self.document().setDocumentMargin(10)
+        self._code_format = QTextBlockFormat()
+        self._code_format.setBackground(QColor(127, 127, 127, 36))
+        self._code_format.setLeftMargin(6)
 
     def markdown_text(self) -> str:
         """The latest text given, rendered or not yet."""
@@ -65,5 +63,17 @@ class MarkdownView(QTextBrowser):
         follow = bar.value() >= bar.maximum() - 4
         keep = bar.value()
         self.document().setMarkdown(text, QTextDocument.MarkdownFeature.MarkdownDialectGitHub)
+        self._shade_code_blocks()
         bar.setValue(bar.maximum() if follow else keep)
         self.rendered.emit()
+
+    def _shade_code_blocks(self) -> None:
+        """Give fenced code blocks a background (Qt's Markdown import sets only their monospace font)."""
+        block = self.document().begin()
+        cursor = None
+        while block.isValid():
+            if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
+                cursor = cursor or QTextCursor(self.document())
+                cursor.setPosition(block.position())
+                cursor.mergeBlockFormat(self._code_format)
+            block = block.next()

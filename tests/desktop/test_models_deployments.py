@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from desktop.pages.launch_dialog import LaunchDialog, model_problem, parse_env, served_name_problem
 from desktop.widgets.deployment_table import DeploymentRows, human_duration, parse_docker_time
-from desktop.widgets.launch_progress import LaunchTimeline
+from desktop.widgets.launch_progress import LaunchProgressView, LaunchTimeline
 from tests.conftest import RUN_ID
 from tests.desktop.test_shell import SHOTS, make_main_window  # noqa: F401 - the window factory fixture
 
@@ -69,6 +69,24 @@ def test_launch_timeline_folds_events():
     assert t.phases_seen == ["queued", "pulling", "building", "loading", "failed"]
 
 
+def test_progress_view_renders_pull_progress_and_failure(qtbot):
+    view = LaunchProgressView()
+    qtbot.addWidget(view)
+    view.resize(640, 360)
+    view._on_stream_event("progress", {"phase": "queued", "message": "Launching"})
+    assert view.bar.maximum() == 0  # busy until there is something to count
+    view._on_stream_event("progress", {"phase": "pulling", "message": "Downloading 3f2a", "layer": "3f2a",
+                                       "overall_current": 3 * 2**30, "overall_total": 4 * 2**30})
+    assert view.bar.maximum() > 0 and 0.74 < view.bar.value() / view.bar.maximum() < 0.76
+    assert "3.0 GB of 4.0 GB" in view.bar.format() and view.step_labels[0].text() == "● Pull image"
+    view.grab().save(f"{SHOTS}/progress-pulling.png")
+    with qtbot.waitSignal(view.finished) as finished:
+        view._on_stream_event("progress", {"phase": "failed", "message": "No space left on device",
+                                           "details": {"hint": "Free some disk.", "log_tail": []}})
+    assert finished.args == ["failed"] and view.step_labels[0].property("step") == "failed"
+    assert view.failure_hint.text() == "Free some disk."
+
+
 def test_form_validation_rules():
     assert model_problem("Qwen/Qwen2.5-0.5B-Instruct") is None and model_problem("llama3.2:1b") is None
     assert model_problem("/models/my.gguf") is None
@@ -93,7 +111,9 @@ def test_launch_dialog_validates_as_you_type_and_checks_fit(make_main_window, qt
     dialog.model.setText("demo-tiny")
     assert not dialog.model_error.isVisible() and dialog.launch_button.isEnabled()
     dialog.port_auto.setChecked(False)
-    dialog.port.setValue(40123)
+    dialog.port.setText("80")
+    assert dialog.request_body() == (None, "Give a port from 1024 to 65535, or tick Automatic.")
+    dialog.port.setText("40123")
     dialog.advanced_toggle.setChecked(True)
     dialog.args.setPlainText("--token-delay\n0.01\n")
     dialog.env.setPlainText("DEMO_TOKEN_DELAY=0.01")

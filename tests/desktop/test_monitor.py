@@ -90,6 +90,10 @@ def test_time_window_scrolls_and_zooms_within_fifteen_minutes(qtbot, monitor):
     window.zoom(0.0001)
     assert window.span == 30
     monitor.cpu_chart.grab()  # paints at every zoom level without error
+    chart = monitor.cpu_chart
+    qtbot.mouseMove(chart, chart.rect().center())
+    qtbot.waitUntil(lambda: chart._hover_x is not None, timeout=2000)
+    chart.grab().save("/tmp/modeldeck-chart-hover.png")  # the hover read-out paints too
 
 
 def test_chart_paints_many_points_quickly(qtbot):

@@ -138,7 +138,6 @@ def test_escape_stops_generation(qtbot, page):
 
 
 def test_compare_streams_into_two_columns(qtbot, page, demo_model, second_model):
-    qtbot.waitUntil(lambda: second_model in page._models, timeout=10000) if second_model in page._models else None
     page.refresh_models()
     qtbot.waitUntil(lambda: second_model in page._models, timeout=10000)
     page.compare_check.setChecked(True)
@@ -261,3 +260,54 @@ def test_gui_stays_responsive_while_streaming_and_monitoring(qtbot, client, page
           f"({page.columns[0].transcript.turns[-1].metrics.completion_tokens} tokens, {len(updates)} stats updates)")
     assert worst[0] < 250
     assert not [t for t in monitor.threads() if t.isRunning()]
+
+
+def test_markdown_view_renders_at_most_twenty_times_a_second(qtbot):
+    from PySide6.QtGui import QFontInfo, QTextFormat
+
+    from desktop.widgets.markdown_view import MarkdownView
+
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    renders = []
+    view.rendered.connect(lambda: renders.append(1))
+    text = ""
+    for k in range(200):  # a burst of tokens faster than any screen needs
+        text += f"word{k} "
+        view.set_markdown(text)
+    assert renders == [] and view.markdown_text() == text
+    qtbot.waitUntil(lambda: bool(renders), timeout=1000)
+    assert len(renders) == 1 and "word199" in view.toPlainText()
+    view.set_markdown("Code:\n\n```python\nprint('hi')\n```\n")
+    view.flush()
+    block = view.document().findBlock(view.toPlainText().index("print"))
+    assert block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
+    assert QFontInfo(block.begin().fragment().charFormat().font()).fixedPitch()  # monospace code
+
+
+def test_shutdown_mid_reply_leaves_no_running_thread(qtbot, page):
+    page.max_tokens_spin.setValue(2000)
+    page.prompt_edit.setPlainText("Keep going")
+    page.send()
+    qtbot.waitUntil(lambda: len(page.columns[0].transcript.turns[-1].content) > 10, timeout=15000)
+    assert [t for t in page.threads() if t.isRunning()]
+    page.shutdown()
+    assert not [t for t in page.threads() if t.isRunning()]
+
+
+def test_backend_down_says_so_and_retries(qtbot):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = PlaygroundPage(BackendClient(f"http://127.0.0.1:{port}", "x"))
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitUntil(p.banner.isVisible, timeout=10000)
+    assert "Cannot load models" in p.banner.text() and "Retrying" in p.banner.text()
+    assert p._models_timer.isActive()
+    p.prompt_edit.setPlainText("hello")
+    p.send()  # no model: says so, keeps the prompt
+    assert "No ready model" in p.banner.text() and p.prompt_edit.toPlainText() == "hello"
+    p.shutdown()

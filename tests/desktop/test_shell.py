@@ -6,7 +6,7 @@ import gc
 import sys
 
 import pytest
-from PySide6.QtCore import QEvent, QThread
+from PySide6.QtCore import QEvent, Qt, QThread
 from PySide6.QtWidgets import QApplication
 
 from backend.app import create_app
@@ -17,6 +17,7 @@ from desktop.client import BackendClient
 from desktop.main_window import PAGES, MainWindow
 from desktop.settings_store import DesktopSettings, SettingsStore, is_local
 from desktop.tray import Tray, gpu_summary
+from tests.conftest import RUN_ID
 from tests.support.live_server import free_port, serve
 
 # The offscreen platform warns when a shown window's size limits change; harmless there, so not a failure.
@@ -88,6 +89,13 @@ def test_window_has_pages_with_icons_and_shortcuts(make_main_window, qtbot):
         assert window.stack.currentIndex() == i
     qtbot.waitUntil(lambda: len(window.models.cards) >= 1, timeout=10000)
     assert "demo" in [c.recipe["name"] for c in window.models.cards]
+    window.activateWindow()
+    qtbot.waitActive(window)
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is window.deployments
+    qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is window.models and window.models._dialogs
+    assert window.models._dialogs[-1].recipe["name"] == window.models.recipes[0]["name"]
 
 
 def test_healthy_engine_hides_error_banner_and_status_bar_says_docker(make_main_window, qtbot):
@@ -119,7 +127,12 @@ def test_unreachable_engine_shows_banner_and_app_keeps_working(make_main_window,
     assert window.engine_label.text() == "Engine: not reachable"
     qtbot.waitUntil(lambda: len(window.models.cards) >= 1, timeout=10000)  # the rest still works
     window.show_page(0)
+    QApplication.processEvents()
     window.grab().save(f"{SHOTS}/banner-engine-down.png")
+    # when the engine answers again, the next poll takes the banner away on its own
+    window._on_engine_loaded({"reachable": True, "version": "27", "gpu_runtime": True, "gpu_available": True,
+                              "gpus": [{"index": 0, "name": "H100", "memory_total_bytes": 1, "memory_free_bytes": 1}]})
+    assert window.banner.isHidden() and window.engine_label.text() == "Engine: Docker 27 · 1 GPU"
 
 
 def test_settings_page_theme_and_masked_token(make_main_window, qtbot):
@@ -149,6 +162,26 @@ def test_window_remembers_size_and_page(make_main_window, qtbot):
     window.close()
     geometry, page = window.store.window_state()
     assert page == 3 and geometry is not None
+
+
+def test_quit_stops_running_models_when_told_not_to_keep_them(make_main_window, qtbot):
+    window = make_main_window(keep_running=False)
+    qtbot.waitUntil(lambda: window.deployments.loaded, timeout=10000)
+    ghost = {"id": f"ghost-{RUN_ID}", "served_name": "ghost", "state": "running", "status": "ready"}
+    window.deployments.rows.set_deployments([ghost])  # a running model the backend does not know: stop fails fast
+    stopped: list[str] = []
+    window._calls.client.post = _spy(window._calls.client.post, stopped)
+    window.close()
+    assert window.isVisible() and "Stopping 1 running models" in window.banner.title.text()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
+    assert stopped == [f"/api/deployments/ghost-{RUN_ID}/stop"]
+
+
+def _spy(post, calls: list[str]):
+    def spy(path, *args, **kwargs):
+        calls.append(path)
+        return post(path, *args, **kwargs)
+    return spy
 
 
 def test_screenshots_of_each_page(make_main_window, qtbot, demo_model):

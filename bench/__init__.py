@@ -1,0 +1,1 @@
+"""ModelDeck benchmarks: `python -m bench` (see docs/benchmarks.md)."""

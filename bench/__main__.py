@@ -1,0 +1,192 @@
+"""`python -m bench [--quick] [--out docs/benchmarks.md]`: measure ModelDeck against direct, nginx and LiteLLM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import report, scenarios, targets
+from bench.machine import describe
+from bench.scenarios import FULL, QUICK, Profile
+
+PREAMBLE = """\
+# Benchmarks
+
+`python -m bench` measures what ModelDeck adds between an OpenAI client and a model server,
+side by side with the physical limit (**direct**: client → model server) and reference
+proxies (**nginx** with `proxy_buffering off`; **LiteLLM**'s proxy, where installed), all
+against the same upstream, in one run on one machine. See "How it measures" below.
+"""
+
+
+async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> dict:
+    out: dict = {}
+    steps = [
+        ("latency", lambda: scenarios.latency_one_client(t, p)),
+        ("throughput", lambda: scenarios.throughput(t, p, 32, use_wrk)),
+        ("ttft_1", lambda: scenarios.ttft(t, p, 1)),
+        ("ttft_64", lambda: scenarios.ttft(t, p, 64)),
+        ("interchunk", lambda: scenarios.interchunk(t, p)),
+        ("many_streams", lambda: scenarios.many_streams(t, p)),
+        ("rps_models", lambda: scenarios.requests_per_s(t, "/v1/models", p, use_wrk)),
+    ]
+    if t.name == "ModelDeck":
+        steps.append(("rps_stats", lambda: scenarios.requests_per_s(t, "/api/stats", p, use_wrk)))
+    for name, step in steps:
+        t0 = time.monotonic()
+        try:
+            out[name] = await step()
+        except Exception as exc:  # noqa: BLE001 - one failed figure must not lose the others
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"  {t.name} {name}: FAILED {exc!r}")
+            continue
+        log(f"  {t.name} {name}: {json.dumps(out[name], default=str)} ({time.monotonic() - t0:.1f} s)")
+    return out
+
+
+async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
+              with_sampler: bool = True, with_desktop: bool = True, log=print) -> tuple[dict, list[str]]:
+    """Run every measurement; returns (results by target and figure, notes for the report)."""
+    p = QUICK if quick else FULL
+    results: dict = {}
+    notes: list[str] = []
+    started: list[targets.Target] = []
+    try:
+        upstream = targets.start_upstream()
+        started.append(upstream)
+        modeldeck = targets.start_modeldeck(upstream)
+        started.append(modeldeck)
+        await asyncio.sleep(2.0)  # lifespan done, first sampler ticks and refreshes behind it
+        rss = {"idle_mb": scenarios.rss_mb(modeldeck.pid), "requests": p.rss_requests}
+        log(f"ModelDeck idle RSS {rss['idle_mb']:.1f} MB; sending {p.rss_requests} proxied requests")
+        load = await scenarios.proxied_requests(modeldeck, p.rss_requests)
+        await asyncio.sleep(1.0)
+        rss["after_mb"] = scenarios.rss_mb(modeldeck.pid)
+        rss["errors"] = load["errors"]
+        results["rss"] = rss
+
+        proxies = [modeldeck]
+        if with_nginx:
+            try:
+                nginx = targets.start_nginx(upstream)
+            except Exception as exc:  # noqa: BLE001
+                nginx = None
+                notes.append(f"nginx failed to start: {exc}")
+            if nginx is None:
+                notes.append("nginx column: nginx is not installed (apt-get install nginx-light).")
+            else:
+                started.append(nginx)
+                proxies.append(nginx)
+        if with_litellm:
+            try:
+                litellm = targets.start_litellm(upstream)
+            except Exception as exc:  # noqa: BLE001
+                litellm = None
+                notes.append(f"LiteLLM failed to start: {exc}")
+            if litellm is None:
+                notes.append("LiteLLM column: not installed (pip install 'litellm[proxy]'; or point "
+                             "MODELDECK_BENCH_LITELLM at a `litellm` command in another venv).")
+            else:
+                started.append(litellm)
+                proxies.append(litellm)
+        elif quick:
+            notes.append("LiteLLM column: skipped in quick mode (its start-up alone takes longer).")
+
+        for t in [upstream, *proxies]:
+            log(f"measuring {t.name} at {t.base}")
+            results[t.name] = await _measure_target(t, p, use_wrk, log)
+        for t in (upstream, *proxies[1:]):
+            rss[f"{t.name}_mb"] = scenarios.rss_mb(t.pid)
+        rss["ModelDeck_end_mb"] = scenarios.rss_mb(modeldeck.pid)
+    finally:
+        for t in reversed(started):
+            t.stop()
+
+    if with_sampler:
+        log("measuring the stats sampler over 10 running containers")
+        try:
+            from bench import sampler_cost
+            results["sampler"] = await asyncio.to_thread(sampler_cost.measure, p.sampler_s, p.sampler_baseline_s)
+            log(f"  sampler: {json.dumps(results['sampler'])}")
+        except Exception as exc:  # noqa: BLE001
+            results["sampler"] = {"error": f"{type(exc).__name__}: {exc}"}
+            notes.append(f"stats sampler cost not measured: {exc}")
+            log(traceback.format_exc())
+    if with_desktop:
+        try:
+            from bench import desktop
+            results["desktop"] = await asyncio.to_thread(desktop.measure, quick)
+        except Exception as exc:  # noqa: BLE001
+            results["desktop"] = {"why": f"not measured ({type(exc).__name__}: {exc})"}
+        log(f"  desktop: {json.dumps(results['desktop'], default=str)}")
+    else:
+        results["desktop"] = {"why": "not measured (--no-desktop)"}
+    notes += _method_notes(p, results, use_wrk)
+    return results, notes
+
+
+def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
+    tool = r.get("ModelDeck", {}).get("throughput", {}).get("tool", "?")
+    return [
+        f"Mode: {'quick (tiny counts: figures prove the harness, not the speed)' if p is QUICK else 'full'}.",
+        "Every server is its own process: the upstream (`bench/upstream.py`, raw asyncio + uvloop), ModelDeck "
+        "(`modeldeck-backend`'s own `main`, real `create_app`, SecurityMiddleware, Docker engine, stats sampler; "
+        "only `app.state.upstreams` pinned to the upstream), nginx (1 worker) and LiteLLM (1 worker). The client "
+        "is this process (raw HTTP/1.1 on asyncio) or wrk.",
+        f"Latency: {p.latency_requests} sequential non-streamed requests (16 tokens) on one keep-alive "
+        f"connection after {p.latency_warmup} warm-up. Throughput: 32 connections for {p.throughput_s:g} s "
+        f"({tool}, 1 thread).",
+        f"TTFT: {p.ttft_streams_1} streams one after another, and {p.ttft_rounds_64} rounds of 64 concurrent "
+        f"streams, {p.stream_events} unpaced events each; time from writing the request to parsing the first event.",
+        f"Event delay: the upstream stamps each event with CLOCK_MONOTONIC when it writes it; the client "
+        f"subtracts it on arrival ({p.interchunk_events} events {p.interchunk_delay_ms:g} ms apart on one stream; "
+        f"256 streams × {p.many_events} events {p.many_delay_ms:g} ms apart for the 256-stream row: "
+        f"{256 * 1000 / p.many_delay_ms:,.0f} events/s through one process). Events are numbered: a merged "
+        "event fails to parse as one chunk, a lost one leaves a gap.",
+        "RSS: ModelDeck's backend process right after start-up (2 s idle) and after "
+        f"{p.rss_requests:,} proxied requests (9 in 10 non-streamed, 1 in 10 streamed, 16 connections).",
+        "Stats sampler: the real `StatsSampler` (1 Hz, host + cgroups + NVML where present) in its own process, "
+        "given 10 running `sleep` containers through a fixed ContainerRef source; its CPU time over "
+        f"{p.sampler_s:g} s, and dockerd's CPU over the same window minus a {p.sampler_baseline_s:g} s baseline "
+        "just before (other Docker users on the machine add noise to that delta).",
+        "The client, the proxy under test and the upstream share the same cores: on a 2-core machine a proxy "
+        "that needs a core of its own competes with the client and the upstream for it.",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a few seconds): proves the harness")
+    parser.add_argument("--out", type=Path, help="write the results into this Markdown file (e.g. docs/benchmarks.md)")
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python client for requests/s figures")
+    parser.add_argument("--no-sampler", action="store_true", help="skip the stats sampler figure (needs Docker)")
+    parser.add_argument("--no-desktop", action="store_true", help="skip the desktop figures")
+    args = parser.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    results, notes = asyncio.run(run(
+        quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
+        use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop, log=log))
+    machine = describe({"LiteLLM": targets.litellm_version()})
+    section = report.markdown(results, machine, notes)
+    print(section)
+    if args.out:
+        report.write(args.out, section, PREAMBLE)
+        log(f"wrote {args.out}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The Docker engine going away and coming back while the backend runs: "down" at once, nothing crashes, recovery.
+
+The engine is reached through a Unix-socket forwarder that the test cuts (see
+socket_cut.py and docs/reliability.md for why not a second dockerd).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import RUN_ID
+from tests.reliability.socket_cut import SocketCut
+from tests.reliability.support import figure, launch, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def test_engine_down_and_back(backends, engine, demo_image, tmp_path):
+    prefix = f"t{RUN_ID}-outage"
+    gate = SocketCut(tmp_path / "docker.sock")
+    try:
+        backend = backends(prefix=prefix, docker_host=gate.url)
+        backend.start()
+        dep_id, events = launch(backend.url, prefix)
+        assert events[-1]["phase"] == "ready", events[-3:]
+        wait_until(lambda: prefix in [m["id"] for m in backend.get("/v1/models").json()["data"]], 5, what="routed")
+
+        gate.cut()
+        t_cut = time.monotonic()
+        down = wait_until(lambda: (e := backend.get("/api/engine", timeout=2).json()) and not e["reachable"] and e,
+                          2, interval=0.02, what='engine state "down"')
+        figure("engine cut: /api/engine reads down after (s)", f"{time.monotonic() - t_cut:.2f}")
+        assert down["reason"] and down["hint"]
+        r = backend.get("/api/deployments", timeout=5)
+        assert r.status_code == 503 and r.json()["error"]["hint"], r.text
+        assert backend.get("/api/health").status_code == 200
+        assert backend.get("/api/stats").status_code == 200
+        assert backend.get("/api/history").status_code == 200
+        # Inference does not need the engine: the last known routes keep answering.
+        chat = backend.post("/v1/chat/completions", json={"model": prefix, "max_tokens": 3,
+                                                          "messages": [{"role": "user", "content": "still there?"}]})
+        assert chat.status_code == 200, chat.text
+        refused = backend.post("/api/deployments", json={"recipe": "demo", "model": "demo-tiny",
+                                                         "served_name": f"{prefix}-2"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"], refused.text
+        time.sleep(2)  # a few refresh rounds against the dead engine
+        assert backend.proc.poll() is None, "the backend must survive the engine's absence"
+
+        gate.restore()
+        t_back = time.monotonic()
+        wait_until(lambda: backend.get("/api/engine", timeout=5).json()["reachable"], 5, interval=0.05,
+                   what="engine reachable again")
+        wait_until(lambda: (r := backend.get("/api/deployments", timeout=5)).status_code == 200
+                   and [d for d in r.json() if d["id"] == dep_id and d["ready"]], 5, interval=0.05,
+                   what="deployments listed and ready again")
+        figure("engine back: API fully recovered after (s)", f"{time.monotonic() - t_back:.2f}")
+        assert backend.get(f"/api/deployments/{dep_id}/logs").status_code == 200
+        assert len(engine.client.containers.list(all=True, filters={"label": f"modeldeck.id={dep_id}"})) == 1
+        assert "Traceback" not in backend.log(), backend.log()[-3000:]
+    finally:
+        gate.close()
