@@ -177,7 +177,8 @@ class DeploymentService:
             if c.oom_killed:
                 status, message = "failed", "killed: out of memory"
             elif c.exit_code in STOP_EXIT_CODES:
-                status, message = "stopped", "stopped"
+                # 137 is also what `docker kill` leaves: say the code, so a kill is not hidden.
+                status, message = "stopped", "stopped" if not c.exit_code else f"stopped (exit code {c.exit_code})"
             else:
                 status, message = "failed", f"exited with code {c.exit_code}"
             if lp is not None and lp.last and lp.last.phase == "failed":

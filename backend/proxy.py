@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from backend.metrics import RequestLog, RequestMetrics
+from backend.upstream_pool import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,11 @@ def make_http_client(
     Returns:
         An ``httpx.AsyncClient``; the caller closes it (``await client.aclose()``).
     """
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_keepalive_connections, keepalive_expiry=30.0)
     return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_keepalive_connections,
-                            keepalive_expiry=30.0),
+        # An O(1) keep-alive pool: httpcore's own costs more per request the more are in flight.
+        transport=UpstreamTransport(limits),
         timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout,
                               write=write_timeout, pool=pool_timeout),
         # Model servers are on loopback: a user's HTTP(S)_PROXY must not capture them.

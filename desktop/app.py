@@ -43,24 +43,14 @@ class Application:
         theme.apply(self.settings.theme)
         self.app.setWindowIcon(theme.app_icon())
         self.client = BackendClient(self.settings.backend_url, self.settings.effective_token())
-        self.window = MainWindow(self.client, self.store)
-        self.window.reconnect_requested = self._on_window_reconnect_requested
         self.backend = BackendProcess(self.client, self.settings, spawn=not args.no_spawn)
-        self.backend.status.connect(self.window.on_backend_status)
-        self.backend.ready.connect(self.window.on_backend_ready)
-        self.backend.failed.connect(self.window.on_backend_failed)
+        self.window = MainWindow(self.client, self.store, backend=self.backend)
         self.app.aboutToQuit.connect(self._on_app_about_to_quit)
 
     def run(self) -> int:
         self.window.show()
         self.backend.start()  # answers arrive through signals; the window is already up
         return self.app.exec()
-
-    def _on_window_reconnect_requested(self, settings: DesktopSettings) -> None:
-        url_changed = settings.backend_url != self.backend.settings.backend_url
-        if url_changed or settings.home != self.backend.settings.home:
-            self.backend.stop()
-        self.backend.start(settings)
 
     def _on_app_about_to_quit(self) -> None:
         self.window.shutdown()

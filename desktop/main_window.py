@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWi
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from desktop import theme
+from desktop.backend_process import BackendProcess
 from desktop.client import ApiError, BackendClient
 from desktop.pages.deployments import DeploymentsPage
 from desktop.pages.models import ModelsPage
@@ -59,9 +60,9 @@ class MainWindow(QMainWindow):
     engine_changed = Signal(object)
 
     def __init__(self, client: BackendClient, store: SettingsStore, *, tray: bool = True,
-                 parent: QWidget | None = None):
+                 backend: BackendProcess | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.client, self.store = client, store
+        self.client, self.store, self.backend = client, store, backend
         self.settings: DesktopSettings = store.load()
         self.engine: dict | None = None
         self.backend_ok = False
@@ -140,6 +141,10 @@ class MainWindow(QMainWindow):
         self.settings_page.connection_changed.connect(self._on_settings_connection_changed)
         self.settings_page.settings_saved.connect(self._on_settings_saved)
         theme.notifier().changed.connect(self._on_theme_changed)
+        if backend is not None:
+            backend.status.connect(self.on_backend_status)
+            backend.ready.connect(self.on_backend_ready)
+            backend.failed.connect(self.on_backend_failed)
 
         shortcuts = [(f"Ctrl+{i + 1}", lambda i=i: self.show_page(i)) for i in range(len(PAGES))]
         shortcuts += [("Ctrl+L", self.launch), ("Ctrl+Q", self.close), ("F5", self.refresh)]
@@ -274,11 +279,13 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.backend_ok = False
         self._engine_timer.stop()
-        self.reconnect_requested(settings)
-
-    def reconnect_requested(self, settings: DesktopSettings) -> None:
-        """Overridden by the app (it owns the BackendProcess); without one, reconnect directly."""
-        self.on_backend_ready(settings.backend_url, settings.effective_token())
+        if self.backend is None:
+            self.on_backend_ready(settings.backend_url, settings.effective_token())
+            return
+        old = self.backend.settings
+        if settings.backend_url != old.backend_url or settings.home != old.home:
+            self.backend.stop()  # a backend this desktop started for the old URL is not needed any more
+        self.backend.start(settings)
 
     def _on_settings_saved(self, settings: DesktopSettings) -> None:
         self.settings = settings

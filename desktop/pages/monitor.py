@@ -75,7 +75,7 @@ class MonitorPage(QWidget):
         super().__init__(parent)
         self._client = client
         self.store = StatsStore()
-        self.window = TimeWindow(span=300.0, parent=self)
+        self.window = TimeWindow(span=60.0, parent=self)  # like a task manager: the last minute first
         self.window.changed.connect(self._on_window_changed)
         self._stream: SseStream | None = None
         self._old_streams: list[SseStream] = []
@@ -99,7 +99,7 @@ class MonitorPage(QWidget):
         self.span_combo = QComboBox()
         for label, seconds in SPANS:
             self.span_combo.addItem(label, seconds)
-        self.span_combo.setCurrentIndex(1)
+        self.span_combo.setCurrentIndex(0)
         self.span_combo.currentIndexChanged.connect(self._on_span_combo_current_index_changed)
         self.scroll_bar = QScrollBar(Qt.Orientation.Horizontal)
         self.scroll_bar.setToolTip("Scroll back within the last 15 minutes (or drag a chart; wheel zooms)")

@@ -49,6 +49,7 @@ class SettingsPage(QWidget):
         self.home.setPlaceholderText(str(default_home()))
         home_row = self._with_browse(self.home)
         apply = QPushButton("Apply and reconnect")
+        apply.setObjectName("applyButton")
         apply.setProperty("primary", True)
         apply.clicked.connect(self._on_apply_clicked)
         self.connection_state = QLabel()

@@ -229,7 +229,10 @@ class LineChart(QWidget):
     def _draw_time_axis(self, p: QPainter, fm: QFontMetricsF, plot: QRectF, t0: float, t1: float,
                         text_color: QColor, grid: QColor) -> None:
         span = t1 - t0
-        step = next((s for s in (10, 15, 30, 60, 120, 300, 600) if span / s <= 6), 900)
+        # As many ticks as fit: each label needs its own width plus a gap, so narrow
+        # charts get fewer, wider-spaced ticks instead of labels running into each other.
+        room = max(1.0, plot.width() / (fm.horizontalAdvance("00:00:00") * 1.6))
+        step = next((s for s in (10, 15, 30, 60, 120, 300, 600) if span / s <= min(6.0, room)), 900)
         t = math.ceil(t0 / step) * step
         while t <= t1:
             x = plot.left() + (t - t0) / span * plot.width()

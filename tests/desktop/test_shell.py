@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from PySide6.QtCore import QEvent, Qt, QThread
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from backend.app import create_app
 from backend.settings import Settings
@@ -50,7 +50,8 @@ def make_main_window(qtbot, live_backend, tmp_path):
     before = set(QApplication.topLevelWidgets())
     made: list[tuple[MainWindow, BackendClient]] = []
 
-    def make(url: str | None = None, token: str | None = None, **settings) -> MainWindow:
+    def make(url: str | None = None, token: str | None = None, with_backend: bool = False,
+             **settings) -> MainWindow:
         base, tok = live_backend
         store = SettingsStore(tmp_path / f"desktop-{len(made)}.ini")
         s = DesktopSettings(backend_url=url or base, token=token or tok, home=str(tmp_path / "home"),
@@ -58,11 +59,15 @@ def make_main_window(qtbot, live_backend, tmp_path):
         store.save(s)
         theme.apply(s.theme)
         client = BackendClient(s.backend_url, s.token)
-        window = MainWindow(client, store, tray=False)
+        backend = BackendProcess(client, s, spawn=False) if with_backend else None
+        window = MainWindow(client, store, tray=False, backend=backend)
         made.append((window, client))
         window.show()
         qtbot.waitExposed(window)
-        window.on_backend_ready(s.backend_url, s.token)
+        if backend is not None:
+            backend.start()
+        else:
+            window.on_backend_ready(s.backend_url, s.token)
         return window
 
     yield make
@@ -153,6 +158,17 @@ def test_settings_page_theme_and_masked_token(make_main_window, qtbot):
     page.caches["huggingface"].editingFinished.emit()
     assert page.store.load().backend_env()["MODELDECK_CACHE_DIR_HUGGINGFACE"] == "/tmp/hf-cache"
     theme.apply("light")
+
+
+def test_settings_apply_reconnects_through_the_backend_process(make_main_window, qtbot, live_backend):
+    window = make_main_window(with_backend=True)
+    qtbot.waitUntil(lambda: window.backend_ok, timeout=10000)
+    page = window.settings_page
+    window.show_page(4)
+    with qtbot.waitSignal(window.backend.ready, timeout=10000) as ready:
+        qtbot.mouseClick(page.findChild(QPushButton, "applyButton"), Qt.MouseButton.LeftButton)
+    assert ready.args == list(live_backend)
+    assert window.backend_ok and not window.backend.owned
 
 
 def test_window_remembers_size_and_page(make_main_window, qtbot):

@@ -1,0 +1,157 @@
+"""Start the app against the demo model and save a screenshot of each page into assets/screenshots/.
+
+Run through scripts/screenshots (which sets up the venv, Docker and the demo base image).
+It starts a real backend process on a free port with a throwaway home folder, launches two
+demo deployments, has the playground compare them, lets the monitor gather a few seconds of
+data, and grabs every page of the real main window (offscreen), in the light theme and one
+dark view.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "assets" / "screenshots"
+TOKEN = "screenshots-token"
+MODELS = ("demo", "demo-creative")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_backend(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "MODELDECK_HOME": str(home), "MODELDECK_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "backend.server", "--port", str(port), "--log-level", "warning"],
+                            cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the backend did not start")
+
+
+def launch_demos(url: str) -> None:
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    for name, temp in zip(MODELS, ("0.02", "0.03")):
+        r = httpx.post(f"{url}/api/deployments", headers=h, timeout=60,
+                       json={"recipe": "demo", "model": "demo-tiny", "served_name": name,
+                             "env": {"DEMO_TOKEN_DELAY": temp}})
+        r.raise_for_status()
+    deadline = time.monotonic() + 180
+    while True:
+        ready = {m["id"] for m in httpx.get(f"{url}/v1/models", headers=h).json()["data"]}
+        if set(MODELS) <= ready:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo deployments did not become ready: {ready}")
+        time.sleep(0.5)
+
+
+def main() -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    sys.path.insert(0, str(ROOT))
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from desktop import theme
+    from desktop.client import BackendClient
+    from desktop.main_window import MainWindow
+    from desktop.settings_store import DesktopSettings, SettingsStore
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="modeldeck-shots-") as tmp:
+        home = Path(tmp) / "home"
+        proc, url = start_backend(home)
+        window = None
+        try:
+            launch_demos(url)
+            app = QApplication.instance() or QApplication(sys.argv[:1])
+
+            def wait(ms: int) -> None:
+                loop = QEventLoop()
+                QTimer.singleShot(ms, loop.quit)
+                loop.exec()
+
+            def wait_until(predicate, ms: int = 30000) -> None:
+                deadline = time.monotonic() + ms / 1000
+                while not predicate() and time.monotonic() < deadline:
+                    wait(50)
+
+            store = SettingsStore(Path(tmp) / "desktop.ini")
+            settings = DesktopSettings(backend_url=url, token=TOKEN, home=str(home), theme="light")
+            store.save(settings)
+            theme.apply("light")
+            client = BackendClient(url, TOKEN)
+            window = MainWindow(client, store, tray=False)
+            window.resize(1360, 860)
+            window.show()
+            window.on_backend_ready(url, TOKEN)
+            wait(1500)
+
+            shots = []
+            for index, name in enumerate(["models", "deployments", "playground", "monitor", "settings"]):
+                window.show_page(index)
+                if name == "playground":
+                    page = window.playground
+                    page.refresh_models()
+                    wait_until(lambda: page.columns[0].model_combo.count() >= 2)
+                    page.compare_check.setChecked(True)
+                    page.columns[0].select_model(MODELS[0])
+                    page.columns[1].select_model(MODELS[1])
+                    page.max_tokens_spin.setValue(60)
+                    page.prompt_edit.setPlainText("Tell me a fable about a fox and a crow.")
+                    page.send()
+                    wait_until(lambda: not page._pending, 60000)
+                    wait(500)
+                elif name == "monitor":
+                    wait(6000)
+                else:
+                    wait(1200)
+                path = OUT / f"{index + 1}-{name}.png"
+                window.grab().save(str(path))
+                shots.append(path)
+            theme.apply("dark")
+            window.show_page(1)
+            wait(1500)
+            window.grab().save(str(OUT / "dark-deployments.png"))
+            shots.append(OUT / "dark-deployments.png")
+            for p in shots:
+                print(f"saved {p.relative_to(ROOT)}")
+        finally:
+            if window is not None:
+                window._quitting = True
+                window.shutdown()
+                window.close()
+            h = {"Authorization": f"Bearer {TOKEN}"}
+            for name in MODELS:
+                try:
+                    httpx.delete(f"{url}/api/deployments/{name}", headers=h, timeout=30)
+                except httpx.HTTPError:
+                    pass
+            proc.terminate()
+            proc.wait(timeout=15)
+    sys.stdout.flush()
+    # PySide6 can crash while the interpreter finalizes Qt objects after this kind of
+    # scripted session; everything is saved and stopped by now, so leave at once.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
