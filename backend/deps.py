@@ -14,7 +14,8 @@ from fastapi import Depends, Request
 
 
 def _state(name: str):
-    def get(request: Request) -> Any:
+    # async: a plain attribute read; a sync dependency would cost a thread-pool hop per request.
+    async def get(request: Request) -> Any:
         return getattr(request.app.state, name)
     get.__name__ = f"get_{name}"
     return get

@@ -35,7 +35,7 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> 
         ("many_streams", lambda: scenarios.many_streams(t, p)),
         ("rps_models", lambda: scenarios.requests_per_s(t, "/v1/models", p, use_wrk)),
     ]
-    if t.name == "ModelDeck":
+    if t.name.startswith("ModelDeck"):
         steps.append(("rps_stats", lambda: scenarios.requests_per_s(t, "/api/stats", p, use_wrk)))
     for name, step in steps:
         t0 = time.monotonic()
@@ -50,7 +50,8 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> 
 
 
 async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
-              with_sampler: bool = True, with_desktop: bool = True, log=print) -> tuple[dict, list[str]]:
+              with_sampler: bool = True, with_desktop: bool = True, compare_stock_pool: bool = False, sleep_image: str | None = None,
+              log=print) -> tuple[dict, list[str]]:
     """Run every measurement; returns (results by target and figure, notes for the report)."""
     p = QUICK if quick else FULL
     results: dict = {}
@@ -71,6 +72,10 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
         results["rss"] = rss
 
         proxies = [modeldeck]
+        if compare_stock_pool:
+            stock = targets.start_modeldeck(upstream, stock_pool=True)
+            started.append(stock)
+            proxies.append(stock)
         if with_nginx:
             try:
                 nginx = targets.start_nginx(upstream)
@@ -111,7 +116,8 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
         log("measuring the stats sampler over 10 running containers")
         try:
             from bench import sampler_cost
-            results["sampler"] = await asyncio.to_thread(sampler_cost.measure, p.sampler_s, p.sampler_baseline_s)
+            results["sampler"] = await asyncio.to_thread(sampler_cost.measure, p.sampler_s, p.sampler_baseline_s,
+                                                          image=sleep_image)
             log(f"  sampler: {json.dumps(results['sampler'])}")
         except Exception as exc:  # noqa: BLE001
             results["sampler"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for requests/s figures")
     parser.add_argument("--no-sampler", action="store_true", help="skip the stats sampler figure (needs Docker)")
     parser.add_argument("--no-desktop", action="store_true", help="skip the desktop figures")
+    parser.add_argument("--compare-stock-pool", action="store_true",
+                        help="also measure ModelDeck with httpcore's own connection pool (before/after)")
     args = parser.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -176,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results, notes = asyncio.run(run(
         quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
-        use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop, log=log))
+        use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop,
+        compare_stock_pool=args.compare_stock_pool, log=log))
     machine = describe({"LiteLLM": targets.litellm_version()})
     section = report.markdown(results, machine, notes)
     print(section)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside these markers) -->"
 END = "<!-- bench:results:end -->"
-PROXIES = ("ModelDeck", "nginx", "LiteLLM")
-COLUMNS = ("direct", "ModelDeck", "nginx", "LiteLLM")
+STOCK = "ModelDeck (httpcore pool)"  # the state before backend/upstream_pool.py, with --compare-stock-pool
+PROXIES = ("ModelDeck", STOCK, "nginx", "LiteLLM")
+COLUMNS = ("direct", "ModelDeck", STOCK, "nginx", "LiteLLM")
 
 
 def _f(v: float | None, digits: int = 2) -> str:

@@ -39,19 +39,19 @@ def _pick_image(client) -> str:
 class SleepingContainers:
     """``count`` tiny containers running ``sleep 600``, labelled for this run, removed on exit pass or fail."""
 
-    def __init__(self, count: int = 10):
+    def __init__(self, count: int = 10, image: str | None = None):
         self.count = count
         self.run_label = f"bench-{uuid.uuid4().hex[:12]}"
         self.client = None
         self.ids: list[str] = []
-        self.image: str | None = None
+        self.image = image
 
     def __enter__(self) -> "SleepingContainers":
         import docker
 
         self.client = docker.from_env()
         try:
-            self.image = _pick_image(self.client)
+            self.image = self.image or _pick_image(self.client)
             for i in range(self.count):
                 c = self.client.containers.run(self.image, ["sleep", "600"], detach=True,
                                                labels={LABEL: self.run_label}, network_mode="none",
@@ -86,9 +86,9 @@ def _cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def measure(seconds: float, baseline_s: float, count: int = 10) -> dict:
+def measure(seconds: float, baseline_s: float, count: int = 10, image: str | None = None) -> dict:
     """Run the sampler probe over ``count`` containers; its CPU and dockerd's extra CPU, in % of one core."""
-    with SleepingContainers(count) as containers:
+    with SleepingContainers(count, image) as containers:
         dockerd = dockerd_process()
         time.sleep(1.0)  # let the engine settle after the starts
         dockerd_base = None

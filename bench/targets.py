@@ -40,7 +40,7 @@ class Target:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT if self.name != "nginx" else signal.SIGQUIT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -76,26 +76,28 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
         out.close()
 
 
-def start_upstream() -> Target:
+def start_upstream(delay_ms: float = 0.0) -> Target:
     tmp = tempfile.TemporaryDirectory(prefix="modeldeck-bench-upstream-")
     port = free_port()
     log = Path(tmp.name) / "upstream.log"
-    proc = _spawn([sys.executable, "-m", "bench.upstream", "--port", str(port)], log)
+    proc = _spawn([sys.executable, "-m", "bench.upstream", "--port", str(port), "--delay-ms", str(delay_ms)], log)
     target = Target("direct", f"http://127.0.0.1:{port}", process=proc, pid=proc.pid, tmp=tmp, log=log)
     _wait_until_up(f"{target.base}/v1/models", proc, 20, log=log)
     return target
 
 
-def start_modeldeck(upstream: Target) -> Target:
+def start_modeldeck(upstream: Target, stock_pool: bool = False) -> Target:
     tmp = tempfile.TemporaryDirectory(prefix="modeldeck-bench-home-")
     port = free_port()
     log = Path(tmp.name) / "backend.log"
     env = {**os.environ, "MODELDECK_HOME": tmp.name, "MODELDECK_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     proc = _spawn([sys.executable, "-m", "bench.backend_static", "--upstream", f"{upstream.base}/v1",
-                   "--port", str(port)], log, env)
+                   "--port", str(port), *(["--stock-pool"] if stock_pool else [])], log, env)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     target = Target("ModelDeck", f"http://127.0.0.1:{port}", headers=headers, process=proc, pid=proc.pid,
                     tmp=tmp, log=log, note="real modeldeck-backend entry point (log level info)")
+    if stock_pool:
+        target.name = "ModelDeck (httpcore pool)"
     _wait_until_up(f"{target.base}/v1/models", proc, 60, headers, log=log)
     return target
 
@@ -169,7 +171,10 @@ model_list:
 litellm_settings:
   drop_params: true
   telemetry: false
+general_settings:
+  master_key: {master_key}
 """
+LITELLM_KEY = "sk-" + "5eb1" * 16  # LiteLLM refuses to start without a strong-looking master key
 
 
 def litellm_binary() -> str | None:
@@ -189,7 +194,7 @@ def start_litellm(upstream: Target) -> Target | None:
     tmp = tempfile.TemporaryDirectory(prefix="modeldeck-bench-litellm-")
     port = free_port()
     conf = Path(tmp.name) / "config.yaml"
-    conf.write_text(LITELLM_CONF.format(api_base=f"{upstream.base}/v1"))
+    conf.write_text(LITELLM_CONF.format(api_base=f"{upstream.base}/v1", master_key=LITELLM_KEY))
     log = Path(tmp.name) / "litellm.log"
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_PROXY": "*",
            "DISABLE_SCHEMA_UPDATE": "True"}
@@ -197,10 +202,11 @@ def start_litellm(upstream: Target) -> Target | None:
         env.pop(var, None)
     proc = _spawn([binary, "--config", str(conf), "--host", "127.0.0.1", "--port", str(port),
                    "--num_workers", "1"], log, env)
-    target = Target("LiteLLM", f"http://127.0.0.1:{port}", process=proc, pid=proc.pid, tmp=tmp, log=log,
-                    note="litellm proxy, 1 worker")
+    headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+    target = Target("LiteLLM", f"http://127.0.0.1:{port}", headers=headers, process=proc, pid=proc.pid, tmp=tmp,
+                    log=log, note="litellm proxy, 1 worker")
     try:
-        _wait_until_up(f"{target.base}/v1/models", proc, 120, log=log)
+        _wait_until_up(f"{target.base}/v1/models", proc, 120, headers, log=log)
     except Exception:
         target.stop()
         raise

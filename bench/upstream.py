@@ -20,6 +20,7 @@ import json
 import time
 
 MODEL = "bench-model"
+DEFAULT_DELAY_MS = 0.0  # for requests without x_delay_ms (the desktop's); set by --delay-ms
 _MODELS = json.dumps({"object": "list", "data": [
     {"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}).encode()
 
@@ -100,7 +101,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 return
             t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                     b"transfer-encoding: chunked\r\n\r\n")
-            delay = float(payload.get("x_delay_ms") or 0) / 1000.0
+            delay = float(payload.get("x_delay_ms") or DEFAULT_DELAY_MS) / 1000.0
             if delay <= 0:
                 for i in range(n):
                     t.write(_chunk(_event(i, i == n - 1)))
@@ -139,7 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0,
+                        help="pause before each streamed event when the request names none")
     args = parser.parse_args(argv)
+    global DEFAULT_DELAY_MS
+    DEFAULT_DELAY_MS = args.delay_ms
     try:
         import uvloop
         run = uvloop.run

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication
 from desktop import theme
 from desktop.backend_process import BackendProcess
 from desktop.client import BackendClient
+from desktop.gc_guard import GuiThreadGarbageCollector
 from desktop.main_window import MainWindow
 from desktop.settings_store import DesktopSettings, SettingsStore
 
@@ -36,6 +37,7 @@ class Application:
         QApplication.setDesktopFileName("modeldeck")
         QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
         self.app = QApplication.instance() or QApplication([argv[0], *qt_args])
+        self.gc_guard = GuiThreadGarbageCollector(self.app)
         self.store = SettingsStore(args.settings_file)
         self.settings: DesktopSettings = self.store.load()
         if args.backend_url:

@@ -83,6 +83,8 @@ def main() -> int:
         try:
             launch_demos(url)
             app = QApplication.instance() or QApplication(sys.argv[:1])
+            from desktop.gc_guard import GuiThreadGarbageCollector
+            gc_guard = GuiThreadGarbageCollector(app)  # noqa: F841 - lives as long as the app
 
             def wait(ms: int) -> None:
                 loop = QEventLoop()

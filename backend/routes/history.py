@@ -41,7 +41,7 @@ _NOT_FOUND = {404: {"description": "No history entry has this id."}}
             response_model=list[HistorySummary])
 def list_history(history: HistoryDep,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0,
+                 offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite integers are 64-bit
                  q: SearchQuery = None,
                  model: ModelFilter = None) -> list[HistorySummary]:
     """One page of run summaries, optionally filtered by text and model."""

@@ -6,7 +6,7 @@ import math
 from collections.abc import AsyncIterator, Iterable
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from backend.deps import StatsDep
 from backend.stats.models import StatsHistory, StatsSnapshot
@@ -32,10 +32,23 @@ def _not_ready() -> JSONResponse:
 
 @router.get("/api/stats", operation_id="get_stats", summary="The latest stats snapshot",
             response_model=StatsSnapshot, responses=_NOT_READY_RESPONSE)
-def get_stats(stats: StatsDep):
+async def get_stats(stats: StatsDep):
     """Host, GPUs, deployments and request totals as of the sampler's last tick."""
     snapshot = stats.latest()
-    return _not_ready() if snapshot is None else snapshot
+    if snapshot is None:
+        return _not_ready()
+    return Response(_snapshot_json(snapshot), media_type="application/json")
+
+
+_serialized: list = [None, b""]  # (snapshot, its JSON): a snapshot is immutable and served many times
+
+
+def _snapshot_json(snapshot: StatsSnapshot) -> bytes:
+    # Async and pre-serialized: polling clients ask many times per tick, and a thread-pool hop
+    # plus response-model validation per request cost more than reading the snapshot.
+    if _serialized[0] is not snapshot:
+        _serialized[:] = [snapshot, snapshot.model_dump_json().encode()]
+    return _serialized[1]
 
 
 @router.get("/api/stats/history", operation_id="get_stats_history",

@@ -17,6 +17,19 @@ pytestmark = pytest.mark.gui
 TOKEN = "desktop-test-token"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gui_thread_gc(qapp):
+    """As in the app: Python's cycle collector runs on the GUI thread only (see desktop.gc_guard).
+
+    Without it, a collection triggered in the in-process backend's thread or a stream's
+    thread can free Qt objects off the GUI thread and crash the test run.
+    """
+    from desktop.gc_guard import GuiThreadGarbageCollector
+    guard = GuiThreadGarbageCollector()
+    yield guard
+    guard.stop()
+
+
 @pytest.fixture(scope="session")
 def live_backend(engine, demo_image, demo_base_image, tmp_path_factory):
     """(base_url, token) of a real backend on a free loopback port, shared by the desktop tests."""

@@ -1,0 +1,213 @@
+"""Desktop figures, offscreen: launch to first paint (attach / spawn), worst GUI stall while 4 columns stream, RSS.
+
+Each figure runs the real desktop (``desktop.app.Application``) in its own process
+(``python -m bench.desktop --probe ...``, ``QT_QPA_PLATFORM=offscreen``); this module
+starts the backend it talks to and reads what the probe prints (JSON on its last line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import targets
+
+STREAM_DELAY_MS = 20.0  # 50 tokens/s per column
+COLUMNS = 4
+
+
+def _settings_file(folder: str, url: str, token: str, home: str) -> str:
+    path = Path(folder) / "desktop.ini"
+    path.write_text(f"[backend]\nurl={url}\ntoken={token}\nhome={home}\n\n[ui]\nkeep_running=false\n")
+    return str(path)
+
+
+def _run_probe(args: list[str], timeout: float) -> tuple[dict, int]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
+    t0 = time.monotonic_ns()
+    out = subprocess.run([sys.executable, "-m", "bench.desktop", *args], cwd=targets.REPO, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"desktop probe failed ({out.returncode}): {(out.stdout + out.stderr)[-1500:]}")
+    return json.loads(lines[-1]), t0
+
+
+def measure(quick: bool = False, stall_seconds: float | None = None) -> dict:
+    """All desktop figures; raises when the desktop cannot be started."""
+    import importlib.util
+    if importlib.util.find_spec("desktop.app") is None or importlib.util.find_spec("desktop.pages.playground") is None:
+        return {"why": "not measured yet (desktop/app.py or desktop/pages/playground.py missing)"}
+    seconds = stall_seconds or (4.0 if quick else 60.0)
+    result: dict = {}
+    upstream = targets.start_upstream(delay_ms=STREAM_DELAY_MS)
+    try:
+        modeldeck = targets.start_modeldeck(upstream)
+        try:
+            with tempfile.TemporaryDirectory(prefix="modeldeck-bench-desktop-") as tmp:
+                ini = _settings_file(tmp, modeldeck.base, targets.TOKEN, modeldeck.tmp.name)
+                # Attach: the backend is already running.
+                attach = [_run_probe(["--probe", "paint", "--settings-file", ini], 60) for _ in range(1 if quick else 3)]
+                result["first_paint_attach_s"] = sorted((p["painted_ns"] - t0) / 1e9 for p, t0 in attach)[len(attach) // 2]
+                result["first_paint_attach_s_note"] = "median of %d launches" % len(attach)
+                # Stall and RSS, four columns streaming through the real backend.
+                probe, _ = _run_probe(["--probe", "stall", "--settings-file", ini, "--seconds", str(seconds)],
+                                      seconds + 90)
+                result.update(worst_stall_ms=probe["worst_stall_ms"], rss_mb=probe["rss_mb"],
+                              tokens=probe["tokens"], stall_p99_ms=probe["stall_p99_ms"])
+                result["worst_stall_ms_note"] = (f"{COLUMNS} columns × {1000 / STREAM_DELAY_MS:.0f} tok/s for "
+                                                 f"{seconds:g} s, Monitor following /api/stats/stream; "
+                                                 f"{probe['tokens']:,} tokens shown; p99 tick lateness "
+                                                 f"{probe['stall_p99_ms']:.1f} ms")
+                result["rss_mb_note"] = f"after {seconds:g} s of that (the goal says 10 minutes)"
+        finally:
+            modeldeck.stop()
+    finally:
+        upstream.stop()
+    # Spawn: nothing answers at the URL, the desktop starts `python -m backend.server` itself.
+    with tempfile.TemporaryDirectory(prefix="modeldeck-bench-desktop-spawn-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        url = f"http://127.0.0.1:{targets.free_port()}"
+        ini = _settings_file(tmp, url, "", str(home))
+        probe, t0 = _run_probe(["--probe", "paint", "--settings-file", ini, "--wait-ready"], 120)
+        result["first_paint_spawn_s"] = (probe["painted_ns"] - t0) / 1e9
+        if probe.get("ready_ns"):
+            result["first_paint_spawn_s_note"] = f"backend answered after {(probe['ready_ns'] - t0) / 1e9:.2f} s"
+        else:
+            result["first_paint_spawn_s_note"] = f"backend did not answer: {probe.get('failed')}"
+    return result
+
+
+# -- the probe (runs inside the desktop process) -------------------------------------------
+
+
+def _probe_paint(settings_file: str, wait_ready: bool) -> dict:
+    from PySide6.QtCore import QEvent, QObject, QTimer
+
+    from desktop.app import Application
+
+    app = Application(["modeldeck", "--settings-file", settings_file])
+    out: dict = {}
+
+    class FirstPaint(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's naming)
+            if event.type() == QEvent.Type.Paint and "painted_ns" not in out:
+                out["painted_ns"] = time.monotonic_ns()
+                QTimer.singleShot(0, maybe_quit)
+            return False
+
+    def maybe_quit() -> None:
+        if "painted_ns" in out and (not wait_ready or "ready_ns" in out or "failed" in out):
+            app.app.quit()
+
+    def on_ready(*_):
+        out.setdefault("ready_ns", time.monotonic_ns())
+        maybe_quit()
+
+    def on_failed(text):
+        out.setdefault("failed", text)
+        maybe_quit()
+
+    watcher = FirstPaint()
+    app.window.installEventFilter(watcher)
+    app.backend.ready.connect(on_ready)
+    app.backend.failed.connect(on_failed)
+    QTimer.singleShot(60000, app.app.quit)
+    app.run()
+    return out
+
+
+def _probe_stall(settings_file: str, seconds: float) -> dict:
+    import psutil
+    from PySide6.QtCore import Qt, QTimer
+
+    from desktop.app import Application
+
+    app = Application(["modeldeck", "--settings-file", settings_file])
+    window = app.window
+    gaps: list[float] = []
+    state = {"last": None, "measuring": False, "tokens": 0, "done": 0}
+    tick = QTimer()
+    tick.setTimerType(Qt.TimerType.PreciseTimer)
+    tick.setInterval(5)
+
+    def on_tick() -> None:
+        now = time.monotonic()
+        if state["measuring"] and state["last"] is not None:
+            gaps.append((now - state["last"]) * 1000 - 5)
+        state["last"] = now
+
+    tick.timeout.connect(on_tick)
+    playground = window.playground
+    monitor = window.monitor
+
+    def on_ready(*_):
+        window.show_page(window.pages.index(monitor))  # the Monitor starts following the stats stream
+        QTimer.singleShot(1500, open_playground)
+
+    def open_playground():
+        window.show_page(window.pages.index(playground))
+        playground.refresh_models()
+
+    def on_models(models):
+        if state["measuring"] or not models:
+            return
+        playground.compare_check.setChecked(True)
+        playground.compare_count_spin.setValue(COLUMNS)
+        playground.max_tokens_spin.setValue(int(seconds * 1000 / STREAM_DELAY_MS))
+        for column in playground.visible_columns():
+            picker = getattr(column, "model_combo", None)
+            if picker is not None and picker.findText("bench-model") >= 0:
+                picker.setCurrentIndex(picker.findText("bench-model"))
+        playground.prompt_edit.setPlainText("Count for me.")
+        state["measuring"] = True
+        state["started"] = time.monotonic()
+        playground.send()
+        QTimer.singleShot(int(seconds * 1000 + 15000), app.app.quit)  # a stuck stream must not hang the bench
+
+    def on_column_finished(column, ok, _failed_empty):
+        state["done"] += 1
+        state["ok"] = state.get("ok", True) and ok
+        if state["done"] >= COLUMNS:
+            QTimer.singleShot(200, app.app.quit)
+
+    app.backend.ready.connect(on_ready)
+    playground.models_changed.connect(on_models)
+    for column in playground.columns:
+        column.finished.connect(on_column_finished)
+    tick.start()
+    app.run()
+    tokens = 0
+    for column in playground.visible_columns():
+        turn_text = column.transcript.to_markdown() if hasattr(column.transcript, "to_markdown") else ""
+        tokens += turn_text.count("[")
+    ordered = sorted(gaps)
+    return {"worst_stall_ms": ordered[-1] if ordered else None,
+            "stall_p99_ms": ordered[int(len(ordered) * 0.99)] if ordered else None,
+            "rss_mb": psutil.Process().memory_info().rss / 2**20, "tokens": tokens,
+            "columns_finished": state["done"], "ok": state.get("ok", False)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.desktop")
+    parser.add_argument("--probe", choices=["paint", "stall"], required=True)
+    parser.add_argument("--settings-file", required=True)
+    parser.add_argument("--wait-ready", action="store_true")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if args.probe == "paint":
+        out = _probe_paint(args.settings_file, args.wait_ready)
+    else:
+        out = _probe_stall(args.settings_file, args.seconds)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""`python -m bench --quick` as a test: every figure of the issue is produced and no streamed event is merged or lost.
+
+Never timings: speed is measured by the benchmark itself (docs/benchmarks.md), not here.
+nginx and wrk are optional: without nginx its column is absent; without wrk the
+requests/s figures come from the Python client (the test says which it used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from bench import report
+from bench.__main__ import run
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.gui]
+
+STREAMED = ("ttft_1", "ttft_64", "interchunk", "many_streams")
+
+
+@pytest.fixture(scope="module")
+def quick(engine, demo_base_image) -> tuple[dict, list[str]]:
+    """One quick run (LiteLLM left out: its start-up alone takes longer than the run)."""
+    return asyncio.run(run(quick=True, with_litellm=False, sleep_image=demo_base_image, log=lambda _m: None))
+
+
+def test_every_figure_is_produced(quick) -> None:
+    results, _notes = quick
+    missing = [row["figure"] for row in report.figures(results) if row["value"] is None]
+    assert not missing, f"figures not produced: {missing}; results: {results}"
+
+
+@pytest.mark.parametrize("target", ["direct", "ModelDeck"])
+def test_streamed_events_are_neither_merged_nor_lost(quick, target) -> None:
+    results, _notes = quick
+    for figure in STREAMED:
+        r = results[target][figure]
+        assert "error" not in r, r
+        assert r["events"] > 0, (figure, r)
+        assert (r["merged"], r["lost"], r["failed"]) == (0, 0, 0), (figure, r)
+        assert r["completed"] == r["streams"], (figure, r)
+
+
+def test_nginx_column_when_installed(quick) -> None:
+    from bench.targets import nginx_binary
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light): its column is left out")
+    results, _notes = quick
+    for figure in STREAMED:
+        assert results["nginx"][figure]["merged"] == results["nginx"][figure]["lost"] == 0
+
+
+def test_requests_per_s_tool(quick) -> None:
+    results, _notes = quick
+    tool = results["ModelDeck"]["rps_models"]["tool"]
+    assert tool == ("wrk" if shutil.which("wrk") else "python client")
+    assert results["ModelDeck"]["rps_stats"]["errors"] == 0
+    assert results["ModelDeck"]["throughput"]["errors"] == 0
+
+
+def test_markdown_has_a_row_per_figure(quick) -> None:
+    results, notes = quick
+    text = report.markdown(results, {"CPU": "test"}, notes)
+    assert text.count("\n| ") >= len(report.figures(results)) + 1
