@@ -320,6 +320,10 @@ class DeploymentService:
             self.engine.enable_restarts(lp.container_id, spec.restart_max)
             info = self.engine.inspect(lp.container_id)
             self._ready[info.id] = info.started_at or ""
+            # Put the container into the cache /v1 routes from before anyone hears "ready":
+            # a client that sends its first request the moment it reads the event must find it.
+            with self._lock:
+                self._containers[lp.deployment_id] = info
             lp.emit("ready", f"Ready at http://127.0.0.1:{spec.host_port}{recipe.server.openai_base}",
                     details={"endpoint": f"http://127.0.0.1:{spec.host_port}{recipe.server.openai_base}"})
         except ModelDeckError as exc:

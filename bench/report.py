@@ -98,15 +98,15 @@ def figures(r: dict) -> list[dict]:
     def fidelity(t: str) -> tuple[int, int] | None:
         if t not in r:
             return None
-        runs = [r[t][f] for f in ("ttft_1", "ttft_64", "interchunk", "many_streams") if f in r[t]]
-        if not runs:
+        runs = [r[t].get(f) for f in ("ttft_1", "ttft_64", "interchunk", "many_streams")]
+        if not runs or any(x is None or "error" in x for x in runs):
             return None
         return sum(x["merged"] for x in runs), sum(x["lost"] for x in runs)
 
     fid = {t: fidelity(t) for t in COLUMNS}
     cells = {t: "—" if v is None else f"{v[0]} / {v[1]}" for t, v in fid.items()}
-    total = {t: sum(r[t][f]["events"] for f in ("ttft_1", "ttft_64", "interchunk", "many_streams") if f in r[t])
-             for t in COLUMNS if t in r}
+    total = {t: sum(r[t][f].get("events", 0) for f in ("ttft_1", "ttft_64", "interchunk", "many_streams")
+                    if f in r[t]) for t in COLUMNS if t in r}
     row("streamed: events merged / lost (all streamed runs)", "zero", cells,
         "events checked: " + ", ".join(f"{t} {n:,}" for t, n in total.items()), fid["ModelDeck"],
         None if fid["ModelDeck"] is None else fid["ModelDeck"] == (0, 0), "fidelity")

@@ -20,7 +20,7 @@ from desktop.tray import Tray, gpu_summary
 from desktop.widgets.banner import Banner
 from desktop.widgets.calls import Calls
 
-ENGINE_POLL_MS = 3000
+ENGINE_POLL_MS = 1500  # the banner must say "engine down" within 2 s (docs/reliability.md)
 QUIT_STOP_TIMEOUT_S = 30.0
 PAGES = [("models", "Models"), ("deployments", "Deployments"), ("playground", "Playground"),
          ("monitor", "Monitor"), ("settings", "Settings")]

@@ -149,11 +149,8 @@ def main() -> int:
                     pass
             proc.terminate()
             proc.wait(timeout=15)
-    sys.stdout.flush()
-    # PySide6 can crash while the interpreter finalizes Qt objects after this kind of
-    # scripted session; everything is saved and stopped by now, so leave at once.
-    os._exit(0)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
