@@ -504,4 +504,4 @@ class DeploymentService:
         return [u for u in (self._upstream(d, c) for d, c in containers) if u.ready]
 
 
-__all__ = ["Deployment", "DeploymentService", "LaunchRequest", "deployment_id_for"]
+__all__ = ["Deployment", "DeploymentService", "LaunchRequest"]

@@ -92,8 +92,9 @@ def make_http_client(
             can take minutes before its first token.
         write_timeout: seconds to send a request body.
         pool_timeout: seconds to wait for a free connection when all are busy.
-        max_connections: connections open at once, over all model servers.
-        max_keepalive_connections: idle connections kept for reuse.
+        max_connections: requests in flight at once, over all model servers (more wait up
+            to ``pool_timeout`` for a slot).
+        max_keepalive_connections: idle connections kept for reuse, per model server.
 
     Returns:
         An ``httpx.AsyncClient``; the caller closes it (``await client.aclose()``).

@@ -128,7 +128,9 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
             from bench import desktop
             results["desktop"] = await asyncio.to_thread(desktop.measure, quick)
         except Exception as exc:  # noqa: BLE001
-            results["desktop"] = {"why": f"not measured ({type(exc).__name__}: {exc})"}
+            why = getattr(exc, "headline", None) or f"{type(exc).__name__}: {str(exc)[:300]}"
+            results["desktop"] = {"why": f"not measured ({why})"}
+            log(traceback.format_exc())
         log(f"  desktop: {json.dumps(results['desktop'], default=str)}")
     else:
         results["desktop"] = {"why": "not measured (--no-desktop)"}

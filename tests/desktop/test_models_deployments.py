@@ -11,7 +11,7 @@ from desktop.pages.launch_dialog import LaunchDialog, model_problem, parse_env, 
 from desktop.widgets.deployment_table import DeploymentRows, human_duration, parse_docker_time
 from desktop.widgets.launch_progress import LaunchProgressView, LaunchTimeline
 from tests.conftest import RUN_ID
-from tests.desktop.test_shell import SHOTS, make_main_window  # noqa: F401 - the window factory fixture
+from tests.desktop.conftest import SHOTS
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
 

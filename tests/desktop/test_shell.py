@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 
 import pytest
-from PySide6.QtCore import QEvent, Qt, QThread
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from backend.app import create_app
@@ -14,73 +13,17 @@ from backend.settings import Settings
 from desktop import theme
 from desktop.backend_process import BackendProcess
 from desktop.client import BackendClient
-from desktop.main_window import PAGES, MainWindow
-from desktop.settings_store import DesktopSettings, SettingsStore, is_local
+from desktop.main_window import PAGES
+from desktop.settings_store import DesktopSettings, is_local
 from desktop.tray import Tray, gpu_summary
 from tests.conftest import RUN_ID
+from tests.desktop.conftest import SHOTS
 from tests.support.live_server import free_port, serve
 
 # The offscreen platform warns when a shown window's size limits change; harmless there, so not a failure.
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
-SHOTS = "/tmp/modeldeck-shots"
 
 
-def _running_threads() -> list[QThread]:
-    return [o for o in gc.get_objects() if isinstance(o, QThread) and _alive(o) and o.isRunning()]
-
-
-def _alive(obj) -> bool:
-    import shiboken6
-
-    return shiboken6.isValid(obj)
-
-
-def _flush_deletes() -> None:
-    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    QApplication.processEvents()
-
-
-@pytest.fixture
-def make_main_window(qtbot, live_backend, tmp_path):
-    """Factory: a shown MainWindow attached to ``live_backend`` (or another URL/token).
-
-    Teardown closes every window made, then checks that no top-level widget leaked and that
-    every QThread stopped.
-    """
-    before = set(QApplication.topLevelWidgets())
-    made: list[tuple[MainWindow, BackendClient]] = []
-
-    def make(url: str | None = None, token: str | None = None, with_backend: bool = False,
-             **settings) -> MainWindow:
-        base, tok = live_backend
-        store = SettingsStore(tmp_path / f"desktop-{len(made)}.ini")
-        s = DesktopSettings(backend_url=url or base, token=token or tok, home=str(tmp_path / "home"),
-                            theme=settings.pop("theme", "light"), **settings)
-        store.save(s)
-        theme.apply(s.theme)
-        client = BackendClient(s.backend_url, s.token)
-        backend = BackendProcess(client, s, spawn=False) if with_backend else None
-        window = MainWindow(client, store, tray=False, backend=backend)
-        made.append((window, client))
-        window.show()
-        qtbot.waitExposed(window)
-        if backend is not None:
-            backend.start()
-        else:
-            window.on_backend_ready(s.backend_url, s.token)
-        return window
-
-    yield make
-    for window, client in made:
-        window._quitting = True  # tests that turned keep_running off do not stop the shared demo model
-        window.close()
-        window.deleteLater()
-        client.deleteLater()
-    qtbot.waitUntil(lambda: (_flush_deletes() or True) and not (set(QApplication.topLevelWidgets()) - before),
-                    timeout=10000)
-    leaked = set(QApplication.topLevelWidgets()) - before
-    assert not leaked, f"top-level widgets leaked: {leaked}"
-    assert not _running_threads(), f"threads still running: {_running_threads()}"
 
 
 def test_window_has_pages_with_icons_and_shortcuts(make_main_window, qtbot):
