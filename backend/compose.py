@@ -12,6 +12,18 @@ _SERVICE_BAD = re.compile(r"[^a-zA-Z0-9._-]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _entry(indent: str, key: str, value: str) -> str:
+    """One ``key: value`` mapping line; ``value`` is already rendered.
+
+    YAML limits implicit keys to 1024 characters, so a longer (escaped) key is written
+    with the explicit ``? key`` form, which has no limit.
+    """
+    quoted = _quote(key)
+    if len(quoted) < 1000:
+        return f"{indent}{quoted}: {value}"
+    return f"{indent}? {quoted}\n{indent}: {value}"
+
+
 def _quote(text: str) -> str:
     """One YAML double-quoted scalar that reads back as exactly ``text`` (compose escapes included).
 
@@ -119,10 +131,10 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
     env.update({name: '"${%s}"' % name for name in spec.secret_env})
     if env:
         lines.append("    environment:")
-        lines += [f"      {_quote(k)}: {v}" for k, v in env.items()]
+        lines += [_entry("      ", k, v) for k, v in env.items()]
     if spec.labels:
         lines.append("    labels:")
-        lines += [f"      {_quote(k)}: {_quote(v)}" for k, v in spec.labels.items()]
+        lines += [_entry("      ", k, _quote(v)) for k, v in spec.labels.items()]
     if spec.mounts:
         lines.append("    volumes:")
         for mount in spec.mounts:

@@ -51,7 +51,7 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> 
 
 async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
               with_sampler: bool = True, with_desktop: bool = True, compare_stock_pool: bool = False, sleep_image: str | None = None,
-              log=print) -> tuple[dict, list[str]]:
+              desktop_seconds: float | None = None, log=print) -> tuple[dict, list[str]]:
     """Run every measurement; returns (results by target and figure, notes for the report)."""
     p = QUICK if quick else FULL
     results: dict = {}
@@ -126,7 +126,7 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
     if with_desktop:
         try:
             from bench import desktop
-            results["desktop"] = await asyncio.to_thread(desktop.measure, quick)
+            results["desktop"] = await asyncio.to_thread(desktop.measure, quick, desktop_seconds)
         except Exception as exc:  # noqa: BLE001
             why = getattr(exc, "headline", None) or f"{type(exc).__name__}: {str(exc)[:300]}"
             results["desktop"] = {"why": f"not measured ({why})"}
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for requests/s figures")
     parser.add_argument("--no-sampler", action="store_true", help="skip the stats sampler figure (needs Docker)")
     parser.add_argument("--no-desktop", action="store_true", help="skip the desktop figures")
+    parser.add_argument("--desktop-seconds", type=float,
+                        help="how long the four desktop columns stream (default 60; the goal's RSS figure names 600)")
     parser.add_argument("--compare-stock-pool", action="store_true",
                         help="also measure ModelDeck with httpcore's own connection pool (before/after)")
     args = parser.parse_args(argv)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     results, notes = asyncio.run(run(
         quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
         use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop,
-        compare_stock_pool=args.compare_stock_pool, log=log))
+        compare_stock_pool=args.compare_stock_pool, desktop_seconds=args.desktop_seconds, log=log))
     machine = describe({"LiteLLM": targets.litellm_version()})
     section = report.markdown(results, machine, notes)
     print(section)

@@ -165,3 +165,12 @@ def test_any_string_round_trips(text, labels):
     assert [unescape(c) for c in svc["command"]] == [text]
     assert unescape(svc["environment"]["V"]) == text
     assert {unescape(k): unescape(v) for k, v in svc.get("labels", {}).items()} == labels
+
+
+def test_keys_longer_than_yamls_implicit_key_limit_round_trip():
+    """YAML implicit keys end at 1024 characters; escaped Unicode gets there fast."""
+    long_key = "ş" * 300 + "k" * 900
+    spec = make_spec(labels={long_key: "v"}, environment={"V": "x", long_key: "y"})
+    svc = service(yaml.safe_load(render_compose(spec)))
+    assert svc["labels"][long_key] == "v"
+    assert svc["environment"][long_key] == "y"

@@ -311,3 +311,22 @@ def test_backend_down_says_so_and_retries(qtbot):
     p.send()  # no model: says so, keeps the prompt
     assert "No ready model" in p.banner.text() and p.prompt_edit.toPlainText() == "hello"
     p.shutdown()
+
+
+def test_markdown_view_shows_tokens_at_once_and_bounds_render_cost(qtbot):
+    """Appends are immediate and cheap; full renders of a long text come less often."""
+    from desktop.widgets.markdown_view import MAX_RENDER_HZ, MarkdownView
+
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    renders = []
+    view.rendered.connect(lambda: renders.append(1))
+    view.set_markdown("Hello")
+    view.set_markdown("Hello **world**")
+    assert "**world**" in view.toPlainText() and renders == [], "a token shows before the next Markdown render"
+    view.flush()
+    assert view.toPlainText().endswith("Hello world"), "the render turns the raw tail into Markdown"
+    long_text = "\n\n".join(f"Paragraph {i} with *emphasis*, `code` and a [link](http://x/{i})." for i in range(3000))
+    view.set_markdown(long_text)
+    view.flush()
+    assert view._interval_ms > 1000 // MAX_RENDER_HZ, "a costly render spaces out the next ones"

@@ -1,0 +1,114 @@
+"""The proxy's keep-alive pool against a real TCP server: reuse, reconnects, limits, timeouts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from backend.upstream_pool import UpstreamTransport
+from tests.support.live_server import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"  # the pool is written for asyncio (the backend runs on uvloop/asyncio)
+
+
+class CountingServer:
+    """A minimal HTTP/1.1 server that counts TCP connections and requests in flight."""
+
+    def __init__(self, delay: float = 0.0, close_after_response: bool = False):
+        self.delay, self.close_after = delay, close_after_response
+        self.connections = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.port = free_port()
+
+    async def __aenter__(self):
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc):
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if length:
+                    await reader.readexactly(length)
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                await asyncio.sleep(self.delay)
+                self.in_flight -= 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+                             b'{"ok":true}')
+                await writer.drain()
+                if self.close_after:
+                    break  # closes without saying so, as a server whose keep-alive ran out does
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def client(max_connections: int = 16, pool_timeout: float = 5.0) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=8)
+    return httpx.AsyncClient(transport=UpstreamTransport(limits), timeout=httpx.Timeout(5.0, pool=pool_timeout))
+
+
+async def test_sequential_requests_reuse_one_connection():
+    async with CountingServer() as server, client() as http:
+        for _ in range(20):
+            r = await http.post(f"http://127.0.0.1:{server.port}/v1/x", json={"a": 1})
+            assert r.json() == {"ok": True}
+    assert server.connections == 1
+
+
+async def test_a_connection_the_server_closed_is_replaced():
+    async with CountingServer(close_after_response=True) as server, client() as http:
+        for _ in range(5):
+            await asyncio.sleep(0.05)  # let the server's close arrive before the next request
+            r = await http.get(f"http://127.0.0.1:{server.port}/")
+            assert r.status_code == 200
+    assert server.connections == 5
+
+
+async def test_requests_in_flight_are_bounded_and_all_complete():
+    async with CountingServer(delay=0.1) as server, client(max_connections=2) as http:
+        results = await asyncio.gather(*(http.get(f"http://127.0.0.1:{server.port}/") for _ in range(6)))
+    assert [r.status_code for r in results] == [200] * 6
+    assert server.max_in_flight == 2
+
+
+async def test_waiting_for_a_slot_times_out_as_a_pool_timeout():
+    async with CountingServer(delay=1.0) as server, client(max_connections=1, pool_timeout=0.1) as http:
+        slow = asyncio.create_task(http.get(f"http://127.0.0.1:{server.port}/"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):
+            await http.get(f"http://127.0.0.1:{server.port}/")
+        assert (await slow).status_code == 200
+
+
+async def test_streamed_bodies_return_their_connection_when_closed():
+    async with CountingServer() as server, client() as http:
+        for _ in range(3):
+            async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as r:
+                assert await r.aread() == b'{"ok":true}'
+    assert server.connections == 1
+
+
+async def test_nothing_listening_is_a_connect_error():
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{free_port()}/")
