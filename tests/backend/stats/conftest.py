@@ -1,4 +1,4 @@
-"""Fixtures for the stats tests: real containers from the local demo base image, removed pass or fail."""
+"""Fixtures for the stats tests: real containers from the demo's base image, removed pass or fail."""
 
 from __future__ import annotations
 
@@ -7,28 +7,31 @@ import uuid
 
 import pytest
 
-STATS_IMAGE = os.environ.get("MODELDECK_STATS_TEST_IMAGE", "modeldeck/demo-base:test")
 TEST_LABEL = "modeldeck.test-run"
 RUN_UUID = uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
-def docker_client():
-    """A Docker SDK client to the real engine; a skip without one, a failure when CI=true."""
+def stats_image(engine, demo_base_image) -> str:
+    """An image with python3 for the measured containers: the demo's base image.
+
+    The test set-up makes or pulls it; missing, it is a failure in CI, a skip elsewhere.
+    """
+    image = os.environ.get("MODELDECK_STATS_TEST_IMAGE") or demo_base_image
+    if not engine.image_exists(image):
+        msg = f"image {image} is not present (scripts/test makes it; or set MODELDECK_DEMO_BASE_IMAGE)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return image
+
+
+@pytest.fixture(scope="session")
+def docker_client(engine, stats_image):
+    """A Docker SDK client to the real engine (the shared ``engine`` fixture: a failure in CI without one)."""
     import docker
 
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        msg = f"No Docker engine: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI=true: Docker tests must run)", pytrace=False)
-        pytest.skip(msg)
-    try:
-        client.images.get(STATS_IMAGE)
-    except Exception as exc:
-        pytest.skip(f"image {STATS_IMAGE} is not present locally: {exc}")
+    client = docker.DockerClient(base_url=engine.endpoint)
     yield client
     # Anything a test left behind (a crash between run and the fixture's bookkeeping).
     for c in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_UUID}"}):
@@ -37,7 +40,7 @@ def docker_client():
 
 
 @pytest.fixture()
-def run_container(docker_client):
+def run_container(docker_client, stats_image):
     """Start a labelled container running ``python3 -c <code>``; removed at teardown, pass or fail.
 
     Returns a function ``(code) -> (full_id, host_pid)``.
@@ -46,7 +49,7 @@ def run_container(docker_client):
 
     def run(code: str) -> tuple[str, int]:
         c = docker_client.containers.run(
-            STATS_IMAGE, ["python3", "-c", code], detach=True,
+            stats_image, ["python3", "-c", code], detach=True,
             labels={TEST_LABEL: RUN_UUID})
         started.append(c)
         c.reload()
