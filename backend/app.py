@@ -22,6 +22,7 @@ from backend.proxy import make_http_client
 from backend.routes import deployments as deployments_routes
 from backend.routes import history as history_routes
 from backend.routes import openai as openai_routes
+from backend.routes import setup as setup_routes
 from backend.routes import stats as stats_routes
 from backend.routes import system as system_routes
 from backend.security import SecurityMiddleware, ensure_token
@@ -168,7 +169,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    for module in (system_routes, deployments_routes, stats_routes, history_routes, openai_routes):
+    for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes,
+                   openai_routes):
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)

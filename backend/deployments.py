@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import datetime, timezone
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavai
 from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, plan
 from backend.launches import LaunchProgress
 from backend.proxy import Upstream
+from backend.secrets_store import stored_values
 from backend.settings import Settings
 from backend.spec import LABEL_PREFIX, ContainerSpec
 from backend.stats.models import ContainerRef
@@ -141,6 +143,27 @@ class DeploymentService:
         except ModelDeckError as exc:
             log.warning("could not enable restarts for %s: %s", c.name, exc)
 
+    def _launch_abandoned(self, c: ContainerInfo) -> bool:
+        """A server whose launch thread died (backend killed) and that never became ready in time.
+
+        Its restart policy is still the launch-time "no" and no launch of it runs here; once
+        it has run longer than its recipe's start-up timeout, nobody will ever declare it
+        ready, so it is shown as failed instead of "loading" forever.
+        """
+        if c.restart_policy not in ("", "no") or not c.started_at:
+            return False
+        dep_id = c.labels.get(f"{LABEL_PREFIX}id", c.name)
+        lp = self._launches.get(dep_id)
+        if lp is not None and not lp.done:
+            return False
+        recipe = self.catalog.recipes.get(c.labels.get(f"{LABEL_PREFIX}recipe", ""))
+        timeout = self.settings.readiness_timeout_s or (recipe.server.startup_timeout if recipe else 600.0)
+        try:
+            started = datetime.fromisoformat(c.started_at[:19]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return False
+        return (datetime.now(timezone.utc) - started).total_seconds() > timeout
+
     def _answers(self, c: ContainerInfo) -> bool:
         if not c.host_port:
             return False
@@ -169,6 +192,9 @@ class DeploymentService:
                 status = "creating"
         elif ready:
             status, message = "ready", "answering"
+        elif c.state == "running" and self._launch_abandoned(c):
+            status, message = "failed", ("never answered within its start-up time after the launch was "
+                                         "interrupted; read its logs, then remove it and launch again")
         elif c.state == "running":
             status, message = "loading", "running; waiting for the server to answer"
         elif c.state == "restarting":
@@ -299,7 +325,10 @@ class DeploymentService:
                 host_port = req.port
             else:
                 host_port = _free_port(reserved)
-            spec = dataclasses.replace(spec, host_port=host_port)
+            # Secrets the recipe names and neither the request nor the environment gives come
+            # from the ones entered in ModelDeck (the Hugging Face token): in memory only.
+            spec = dataclasses.replace(spec, host_port=host_port, secret_values=stored_values(
+                self.settings.home, recipe.env.secrets, spec.secret_values))
             lp = LaunchProgress(dep_id, config_hash, recipe=recipe.name, model=req.model, image=spec.image,
                                 served_name=spec.labels[f"{LABEL_PREFIX}served_name"], host_port=host_port)
             self._launches[dep_id] = lp

@@ -47,6 +47,7 @@ class EngineStatus:
     memory_bytes: int | None = None
     reason: str | None = None
     hint: str | None = None
+    data_root: str | None = None  # where the engine keeps images and volumes (on its host)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class Engine:
             reachable=True, endpoint=self.endpoint, version=version.get("Version"),
             api_version=version.get("ApiVersion"), os=info.get("OperatingSystem"), kind=kind,
             runtimes=runtimes, gpu_runtime=gpu, cdi_devices=cdi, cpus=info.get("NCPU"),
-            memory_bytes=info.get("MemTotal"),
+            memory_bytes=info.get("MemTotal"), data_root=info.get("DockerRootDir"),
             hint=None if gpu else GPU_RUNTIME_HINT)
 
     # -- images ---------------------------------------------------------------------

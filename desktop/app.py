@@ -23,6 +23,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-spawn", action="store_true",
                         help="never start a backend; only attach to one that already runs")
     parser.add_argument("--settings-file", help="keep the desktop's settings in this INI file (tests, portable use)")
+    parser.add_argument("--self-check", action="store_true",
+                        help="open the window, start a backend on a free port with a temporary home, read the "
+                             "catalog and the engine, print one line per check and exit (0 when all passed); "
+                             "offscreen when there is no display")
+    parser.add_argument("--self-check-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="give up on the self-check after this long (default 60)")
     return parser.parse_known_args(argv)
 
 
@@ -61,7 +67,12 @@ class Application:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `modeldeck` command; returns the exit code."""
-    return Application(list(sys.argv if argv is None else argv)).run()
+    argv = list(sys.argv if argv is None else argv)
+    args, _qt_args = parse_args(argv[1:])
+    if args.self_check:
+        from desktop import self_check
+        return self_check.run(argv[0], args.self_check_timeout)
+    return Application(argv).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
@@ -14,6 +15,19 @@ from desktop.widgets.calls import Calls
 HEALTH_TIMEOUT_MS = 2000
 POLL_MS = 300
 START_TIMEOUT_S = 60.0
+
+
+def backend_command(port: int) -> tuple[str, list[str]]:
+    """The program and arguments that start a backend on ``port``.
+
+    In a PyInstaller bundle (``sys.frozen``) there is no Python to run ``-m`` with: the bundle's
+    own ``modeldeck-backend`` executable sits next to ``modeldeck``. Elsewhere the backend runs
+    from the same interpreter as the desktop, so both always come from one install.
+    """
+    if getattr(sys, "frozen", False):
+        name = "modeldeck-backend.exe" if sys.platform == "win32" else "modeldeck-backend"
+        return str(Path(sys.executable).with_name(name)), ["--port", str(port)]
+    return sys.executable, ["-m", "backend.server", "--port", str(port)]
 
 
 class BackendProcess(QObject):
@@ -95,7 +109,7 @@ class BackendProcess(QObject):
         self.process = proc
         self._output.clear()
         self.status.emit("Starting the ModelDeck backend…")
-        proc.start(sys.executable, ["-m", "backend.server", "--port", str(port)])
+        proc.start(*backend_command(port))
         self._wait_for_spawned()
 
     def _wait_for_spawned(self) -> None:
@@ -139,7 +153,8 @@ class BackendProcess(QObject):
             if proc is not None:
                 proc.deleteLater()
             self._poll.stop()
-            self.failed.emit(f"Could not start the ModelDeck backend ({sys.executable} -m backend.server).")
+            program, args = backend_command(port_of(self.settings.backend_url))
+            self.failed.emit(f"Could not start the ModelDeck backend ({' '.join([program, *args])}).")
 
     def stop(self) -> None:
         """Stop a backend this desktop started (a backend it attached to keeps running)."""

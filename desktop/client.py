@@ -126,6 +126,11 @@ class BackendClient(QObject):
         req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
         return Reply(self._nam.post(req, QByteArray(json.dumps(body or {}).encode())), self)
 
+    def put(self, path: str, body: dict | None = None, timeout_ms: int = REQUEST_TIMEOUT_MS) -> Reply:
+        req = self._request(path, timeout_ms)
+        req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
+        return Reply(self._nam.put(req, QByteArray(json.dumps(body or {}).encode())), self)
+
     def stream(self, path: str, *, method: str = "GET", body: dict | None = None,
                headers: dict[str, str] | None = None) -> "SseStream":
         """A not-yet-started SSE reader for ``path``; connect its signals, then ``start()``."""

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
+from importlib import metadata
+from urllib.parse import quote
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
-                               QStackedWidget, QVBoxLayout, QWidget)
+                               QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.backend_process import BackendProcess
 from desktop.client import ApiError, BackendClient
 from desktop.pages.deployments import DeploymentsPage
+from desktop.pages.first_run import FirstRunDialog
 from desktop.pages.models import ModelsPage
 from desktop.pages.settings import SettingsPage
 from desktop.settings_store import DesktopSettings, SettingsStore
@@ -68,6 +72,7 @@ class MainWindow(QMainWindow):
         self.backend_ok = False
         self._quitting = False
         self._stopping: set[str] = set()
+        self.first_run: FirstRunDialog | None = None
         self._calls = Calls(client, self)
         self.setWindowTitle("ModelDeck")
         self.setWindowIcon(theme.app_icon())
@@ -128,6 +133,12 @@ class MainWindow(QMainWindow):
         self.engine_label = QLabel("Engine: unknown")
         self.statusBar().addPermanentWidget(self.engine_label)
         self.statusBar().addPermanentWidget(self.url_label)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("First-run check…", self.show_first_run)
+        help_menu.addAction("API docs", self.open_api_docs)
+        help_menu.addSeparator()
+        help_menu.addAction("About ModelDeck", self.show_about)
 
         self.tray = Tray(self) if tray else None
         if self.tray is not None:
@@ -211,6 +222,9 @@ class MainWindow(QMainWindow):
                 page.refresh()
         self._poll_engine()
         self._engine_timer.start()
+        if not self.store.load().first_run_shown:
+            self.store.save(replace(self.store.load(), first_run_shown=True))
+            self.show_first_run()
 
     def _poll_engine(self) -> None:
         if self.backend_ok:
@@ -246,6 +260,38 @@ class MainWindow(QMainWindow):
             self.banner.show_message("warning", f"Could not read the engine state: {error.message}", error.hint)
         self.engine_label.setText("Engine: unknown")
         self.engine_changed.emit(None)
+
+    # -- help -------------------------------------------------------------------------
+
+    def show_first_run(self) -> FirstRunDialog:
+        """Open the first-run check (one dialog per window; opening it again re-checks)."""
+        if self.first_run is None:
+            self.first_run = FirstRunDialog(self.client, self)
+        else:
+            self.first_run.recheck()
+        if self.first_run.isVisible():
+            self.first_run.raise_()  # already open behind the window: bring it forward
+            self.first_run.activateWindow()
+        else:
+            self.first_run.show()
+        return self.first_run
+
+    def api_docs_url(self) -> QUrl:
+        """The backend's /docs page, with the token in the address (the page cannot set headers)."""
+        return QUrl(f"{self.client.base_url}/docs?token={quote(self.client.token, safe='')}")
+
+    def open_api_docs(self) -> None:
+        QDesktopServices.openUrl(self.api_docs_url())
+
+    def show_about(self) -> None:
+        try:
+            version = metadata.version("modeldeck")
+        except metadata.PackageNotFoundError:
+            version = "(not installed)"
+        QMessageBox.about(self, "About ModelDeck",
+                          f"<h3>ModelDeck {version}</h3><p>A desktop control panel for local model "
+                          f"containers.</p><p>Backend: {self.client.base_url}<br>OpenAI endpoint: "
+                          f"{self.client.base_url}/v1</p>")
 
     # -- page and tray events ---------------------------------------------------------
 
@@ -332,6 +378,8 @@ class MainWindow(QMainWindow):
         self._engine_timer.stop()
         self._quit_timer.stop()
         self._calls.abort_all()
+        if self.first_run is not None:
+            self.first_run.shutdown()
         for page in self.pages:
             if hasattr(page, "shutdown"):
                 page.shutdown()

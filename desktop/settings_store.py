@@ -49,6 +49,7 @@ class DesktopSettings:
     keep_running: bool = True
     docker_host: str = ""
     cache_dirs: dict[str, str] = field(default_factory=dict)
+    first_run_shown: bool = False  # the first-run check opened once on its own (Help menu reopens it)
 
     @property
     def home_path(self) -> Path:
@@ -88,6 +89,7 @@ class SettingsStore:
         d.theme = str(qs.value("ui/theme", d.theme) or d.theme)
         d.keep_running = str(qs.value("ui/keep_running", "true")).lower() in ("true", "1")
         d.cache_dirs = {k: str(qs.value(f"caches/{k}", "") or "") for k in CACHE_KINDS}
+        d.first_run_shown = str(qs.value("ui/first_run_shown", "false")).lower() in ("true", "1")
         return d
 
     def save(self, d: DesktopSettings) -> None:
@@ -98,6 +100,7 @@ class SettingsStore:
         qs.setValue("backend/docker_host", d.docker_host)
         qs.setValue("ui/theme", d.theme)
         qs.setValue("ui/keep_running", "true" if d.keep_running else "false")
+        qs.setValue("ui/first_run_shown", "true" if d.first_run_shown else "false")
         for k, v in d.cache_dirs.items():
             qs.setValue(f"caches/{k}", v)
         qs.sync()

@@ -97,7 +97,8 @@ def main() -> int:
                     wait(50)
 
             store = SettingsStore(Path(tmp) / "desktop.ini")
-            settings = DesktopSettings(backend_url=url, token=TOKEN, home=str(home), theme="light")
+            settings = DesktopSettings(backend_url=url, token=TOKEN, home=str(home), theme="light",
+                                       first_run_shown=True)
             store.save(settings)
             theme.apply("light")
             client = BackendClient(url, TOKEN)

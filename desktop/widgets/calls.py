@@ -30,6 +30,10 @@ class Calls(QObject):
              err: Callable | None = None, **kw) -> Reply | None:
         return self._track(lambda: self.client.post(path, body, **kw), ok, err)
 
+    def put(self, path: str, body: dict | None = None, ok: Callable | None = None,
+            err: Callable | None = None, **kw) -> Reply | None:
+        return self._track(lambda: self.client.put(path, body, **kw), ok, err)
+
     def delete(self, path: str, ok: Callable | None = None, err: Callable | None = None, **kw) -> Reply | None:
         return self._track(lambda: self.client.delete(path, **kw), ok, err)
 

@@ -189,3 +189,39 @@ def test_build_reports_progress(engine, demo_base_image, run_id, settings):
         assert engine.image_exists(tag)
     finally:
         engine.client.images.remove(tag, force=True)
+
+
+def test_interrupted_launch_that_never_answers_is_shown_failed(engine, settings, demo_base_image, run_id):
+    """A backend killed mid-launch leaves a server with restarts off; if it never answers
+    within its start-up time, a later backend shows it failed, not "loading" forever."""
+    import dataclasses
+
+    from backend.launch_plan import plan
+
+    catalog = load_catalog(settings.catalog_dir)
+    req = demo(run_id, "abandoned")
+    spec = plan(catalog.get("demo"), req, settings, image=demo_base_image, host_port=_free_port(),
+                gpu_runtime=False)
+    # The server never answers: it only sleeps. Created and started as a launch would, then
+    # left behind (no launch thread finishes it).
+    spec = dataclasses.replace(spec, entrypoint=("sleep",), command=("600",))
+    engine.start(engine.create(spec))
+    later = dataclasses.replace(settings, readiness_timeout_s=1.0) if dataclasses.is_dataclass(settings) \
+        else settings.model_copy(update={"readiness_timeout_s": 1.0})
+    svc = DeploymentService(Engine(), catalog, later)
+    try:
+        dep_id = spec.labels["modeldeck.id"]
+        deadline = time.monotonic() + 15
+        while (d := svc.get(dep_id)).status != "failed":
+            assert d.status == "loading", d
+            assert time.monotonic() < deadline, d
+            time.sleep(0.3)
+        assert "interrupted" in d.message and not d.ready
+    finally:
+        svc.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -102,9 +103,15 @@ def make_main_window(qtbot, live_backend, tmp_path):
     def make(url: str | None = None, token: str | None = None, with_backend: bool = False,
              **settings) -> MainWindow:
         base, tok = live_backend
-        store = SettingsStore(tmp_path / f"desktop-{len(made)}.ini")
-        s = DesktopSettings(backend_url=url or base, token=token or tok, home=str(tmp_path / "home"),
-                            theme=settings.pop("theme", "light"), **settings)
+        # store_path: a settings file that outlives one window ("the second start"), kept as it is
+        # but for the connection; otherwise a fresh one, with the first-run check already seen.
+        store_path = settings.pop("store_path", None)
+        store = SettingsStore(store_path or tmp_path / f"desktop-{len(made)}.ini")
+        if store_path is None:
+            settings.setdefault("first_run_shown", True)
+        s = replace(store.load() if store_path else DesktopSettings(), backend_url=url or base,
+                    token=token or tok, home=str(tmp_path / "home"), theme=settings.pop("theme", "light"),
+                    **settings)
         store.save(s)
         theme.apply(s.theme)
         client = BackendClient(s.backend_url, s.token)
