@@ -184,7 +184,12 @@ def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         SettingsStore(ini).save(DesktopSettings(backend_url=url, home=str(Path(tmp) / "home")))
         print(f"ModelDeck self-check ({'bundle' if getattr(sys, 'frozen', False) else 'source'}: "
               f"{Path(sys.executable).parent}), backend at {url}, limit {timeout_s:.0f} s", flush=True)
-        application = Application([argv0, "--settings-file", str(ini)])
+        try:
+            application = Application([argv0, "--settings-file", str(ini)])
+        except Exception as exc:  # a missing asset or module fails here, before there is a window
+            print(CheckResult("window", False, f"the app did not start: {exc!r}").line(), flush=True)
+            print("self-check FAILED", flush=True)
+            return 1
         check = SelfCheck(application, timeout_s)
         check.start()
         application.run()

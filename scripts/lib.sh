@@ -104,3 +104,16 @@ ensure_demo_base() {
     fi
     export MODELDECK_DEMO_BASE_IMAGE="$DEMO_BASE_TAG"
 }
+
+ensure_bundle_tools() {
+    # What PyInstaller (scripts/bundle, tests/test_bundle.py) needs on Debian: objdump, and, for
+    # Debian's own python3, the shared libpython it does not install by itself.
+    local py ver
+    py="$(readlink -f "$VENV/bin/python")"
+    if dpkg -S "$py" >/dev/null 2>&1; then
+        ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+        apt_install binutils "libpython$ver"
+    else
+        apt_install binutils
+    fi
+}

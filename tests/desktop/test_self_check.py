@@ -17,8 +17,8 @@ from desktop.backend_process import backend_command
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_self_check(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+def run_self_check(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", **env_vars}
     return subprocess.run([sys.executable, "-m", "desktop", "--self-check", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -58,6 +58,14 @@ def test_self_check_from_source_passes_and_names_every_check():
     for name in self_check.CHECKS:
         assert re.search(rf"^\[(PASS|INFO)\] {re.escape(name)} ", report, re.M), report
     assert f"spawned ({Path(sys.executable).name})" in report and report.rstrip().endswith("self-check passed")
+
+
+@pytest.mark.gui
+def test_an_engine_that_does_not_answer_is_reported_but_passes(tmp_path):
+    result = run_self_check(MODELDECK_DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    report = result.stdout
+    assert result.returncode == 0, report + result.stderr[-3000:]
+    assert re.search(r"^\[INFO\] engine +not reachable", report, re.M), report
 
 
 @pytest.mark.gui
