@@ -15,6 +15,7 @@ from backend.app import create_app
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve
+from tests.support.sse import sse_events
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TOKEN = "api-test-token"
@@ -27,20 +28,6 @@ def api(engine, demo_image, demo_base_image, tmp_path_factory):
                         extra_labels={RUN_LABEL: RUN_ID})
     with serve(create_app(settings, engine=engine)) as url:
         yield url
-
-
-def sse_events(response: httpx.Response):
-    """(event name, data) pairs of an SSE response, as they arrive."""
-    name, data = "message", []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = "message", []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
 
 
 def launch(api: str, served: str, **extra) -> tuple[str, list[dict]]:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import httpx
 
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import free_port
+from tests.support.sse import sse_events  # noqa: F401 - re-exported for the reliability tests
 
 TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,20 +36,6 @@ def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.05,
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s (last: {last!r})")
         time.sleep(interval)
-
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, str]]:
-    """(event name, data) pairs of an SSE response, as they arrive."""
-    name, data = "message", []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield name, "\n".join(data)
-            name, data = "message", []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
 
 
 class BackendProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from tests.conftest import RUN_ID
