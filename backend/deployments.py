@@ -164,6 +164,10 @@ class DeploymentService:
             return False
         return (datetime.now(timezone.utc) - started).total_seconds() > timeout
 
+    def _is_ready(self, c: ContainerInfo) -> bool:
+        """Running, and answered its readiness probe since it last started (a restart means: probe again)."""
+        return c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
+
     def _answers(self, c: ContainerInfo) -> bool:
         if not c.host_port:
             return False
@@ -185,7 +189,7 @@ class DeploymentService:
                 model=lp.model if lp else "", served_name=lp.served_name if lp else dep_id, image=lp.image if lp else "",
                 status=(last.phase if last and last.phase != "queued" else "creating"), ready=False, state="none",
                 message=last.message if last else "", config_hash=lp.config_hash if lp else "")
-        ready = c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
+        ready = self._is_ready(c)
         if lp is not None and not lp.done:
             status, message = lp.last.phase if lp.last else "creating", lp.last.message if lp.last else ""
             if status == "queued":
@@ -504,7 +508,7 @@ class DeploymentService:
     def container_refs(self) -> list[ContainerRef]:
         with self._lock:
             containers = list(self._containers.items())
-        return [ContainerRef(container_id=c.id, deployment_id=d, ready=self._ready.get(c.id) is not None,
+        return [ContainerRef(container_id=c.id, deployment_id=d, ready=self._is_ready(c),
                              wants_gpu=bool(c.labels.get(f"{LABEL_PREFIX}gpus")))
                 for d, c in containers if c.state == "running"]
 
@@ -512,7 +516,7 @@ class DeploymentService:
 
     def _upstream(self, dep_id: str, c: ContainerInfo) -> Upstream:
         labels = c.labels
-        ready = c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
+        ready = self._is_ready(c)
         lp = self._launches.get(dep_id)
         state = "ready" if ready else (lp.last.phase if lp is not None and not lp.done and lp.last else c.state)
         return Upstream(deployment_id=dep_id, served_name=labels.get(f"{LABEL_PREFIX}served_name", dep_id),

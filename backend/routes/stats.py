@@ -44,8 +44,9 @@ _serialized: list = [None, b""]  # (snapshot, its JSON): a snapshot is immutable
 
 
 def _snapshot_json(snapshot: StatsSnapshot) -> bytes:
-    # Async and pre-serialized: polling clients ask many times per tick, and a thread-pool hop
-    # plus response-model validation per request cost more than reading the snapshot.
+    # The latest snapshot's JSON, made once however many pollers and stream subscribers read
+    # it in the tick (a thread-pool hop plus response-model validation per request cost more
+    # than reading the snapshot).
     if _serialized[0] is not snapshot:
         _serialized[:] = [snapshot, snapshot.model_dump_json().encode()]
     return _serialized[1]
@@ -72,7 +73,7 @@ async def stream_stats(stats: StatsDep) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(stats) -> AsyncIterator[str]:
+async def _events(stats) -> AsyncIterator[bytes]:
     # Subscribed inside the generator so that the finally below always pairs with it:
     # when the client goes away the server cancels this generator and the
     # subscription is released.
@@ -84,9 +85,10 @@ async def _events(stats) -> AsyncIterator[str]:
             except StopAsyncIteration:  # the sampler stopped
                 return
             if snapshot is None:
-                yield ": ping\n\n"
+                yield b": ping\n\n"
             else:
-                yield f"event: stats\ndata: {snapshot.model_dump_json()}\n\n"
+                # Every subscriber gets the same snapshot object: serialised once, not once each.
+                yield b"event: stats\ndata: " + _snapshot_json(snapshot) + b"\n\n"
     finally:
         sub.close()
 
