@@ -6,7 +6,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from desktop import theme
-from desktop.widgets.launch_progress import human_bytes
+from desktop.formatting import format_bytes
 
 
 def gpu_summary(engine: dict | None) -> str:
@@ -22,7 +22,7 @@ def gpu_summary(engine: dict | None) -> str:
     for g in gpus:
         total, free = g.get("memory_total_bytes"), g.get("memory_free_bytes")
         used = total - free if total is not None and free is not None else None
-        lines.append(f"GPU {g['index']} {g.get('name') or ''}: {human_bytes(used)} of {human_bytes(total)} used")
+        lines.append(f"GPU {g['index']} {g.get('name') or ''}: {format_bytes(used)} of {format_bytes(total)} used")
     return "\n".join(lines)
 
 

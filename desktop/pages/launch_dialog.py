@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBox
 from desktop import theme
 from desktop.client import ApiError, BackendClient
 from desktop.widgets.calls import Calls
-from desktop.widgets.launch_progress import LaunchProgressView, human_bytes
+from desktop.formatting import format_bytes
+from desktop.widgets.launch_progress import LaunchProgressView
 
 # The backend's rules (backend/launch_plan.py), repeated so the form can say what is wrong while typing.
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,255}$")
@@ -218,7 +219,7 @@ class LaunchDialog(QDialog):
                 free = g.get("memory_free_bytes")
                 label = f"GPU {g['index']} · {g.get('name') or 'NVIDIA GPU'}"
                 if free is not None:
-                    label += f" · {human_bytes(free)} free of {human_bytes(g.get('memory_total_bytes'))}"
+                    label += f" · {format_bytes(free)} free of {format_bytes(g.get('memory_total_bytes'))}"
                 self.gpu.addItem(label, [str(g["index"])])
             if need == "optional":
                 self.gpu.addItem("None: run on the CPU", [])

@@ -12,6 +12,7 @@ from PySide6.QtGui import QColor, QFontMetricsF, QMouseEvent, QPainter, QPen, QP
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from desktop.monitor.series import WINDOW_S, RingSeries
+from desktop.formatting import format_bytes  # noqa: F401 - the charts' byte axis format, re-exported
 
 MIN_SPAN_S = 30.0
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -60,13 +61,6 @@ class TimeWindow(QObject):
 
 def format_percent(v: float) -> str:
     return f"{v:.0f} %"
-
-
-def format_bytes(v: float) -> str:
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(v) >= size:
-            return f"{v / size:.1f} {unit}"
-    return f"{v:.0f} B"
 
 
 def format_celsius(v: float) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 from desktop import theme
-from desktop.widgets.launch_progress import human_bytes
+from desktop.formatting import format_bytes
 
 COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
 STATUS_COLUMN, MODEL_COLUMN = 1, 3
@@ -74,7 +74,7 @@ class DeploymentRow:
         gpus = self.data.get("gpus") or []
         vram = (self.stats or {}).get("vram_bytes")
         where = ("GPU " + ",".join(gpus)) if gpus else "CPU"
-        return f"{where} · {human_bytes(vram)}" if vram else where
+        return f"{where} · {format_bytes(vram)}" if vram else where
 
     def cpu_text(self) -> str:
         pct = (self.stats or {}).get("cpu_pct")
@@ -82,7 +82,7 @@ class DeploymentRow:
 
     def memory_text(self) -> str:
         used = (self.stats or {}).get("mem_used_bytes")
-        return human_bytes(used) if used is not None and self.running else "—"
+        return format_bytes(used) if used is not None and self.running else "—"
 
     def uptime_text(self) -> str:
         started = parse_docker_time(self.data.get("started_at"))

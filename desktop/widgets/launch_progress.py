@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPro
                                QWidget)
 
 from desktop.client import ApiError, BackendClient, SseStream
+from desktop.formatting import format_bytes
 
 #: The steps shown, and which launch phases belong to each.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
@@ -26,16 +27,6 @@ def step_of(phase: str) -> int:
         if phase in phases:
             return i
     return 0
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 @dataclass
@@ -66,7 +57,7 @@ class LaunchTimeline:
         if phase == "pulling" and event.get("overall_total"):
             done, total = event.get("overall_current") or 0, event["overall_total"]
             self.progress = (done, total)
-            self.progress_text = f"{human_bytes(done)} of {human_bytes(total)}"
+            self.progress_text = f"{format_bytes(done)} of {format_bytes(total)}"
         elif phase == "building" and event.get("total"):
             done, total = event.get("current") or 0, event["total"]
             self.progress = (done, total)

@@ -48,7 +48,7 @@ def test_deployment_rows_join_deployments_with_stats():
                                            "running_on_cpu": False}}},
                    now=parse_docker_time(dep["started_at"]) + 3700)
     assert rows.ids() == ["d0", "d1"]  # sorted by name
-    assert rows.find("d1").cells() == ["tiny", "Ready", "demo", "demo-tiny", "CPU", "12 %", "50.0 MB", "41000",
+    assert rows.find("d1").cells() == ["tiny", "Ready", "demo", "demo-tiny", "CPU", "12 %", "50.0 MiB", "41000",
                                        "1 h 01 min"]
     assert rows.find("d0").cells()[5:] == ["—", "—", "41000", "—"]
     assert parse_docker_time("0001-01-01T00:00:00Z") is None
@@ -59,7 +59,7 @@ def test_launch_timeline_folds_events():
     t = LaunchTimeline()
     t.add({"phase": "queued", "message": "Launching"})
     t.add({"phase": "pulling", "message": "Downloading", "overall_current": 50 * 2**20, "overall_total": 200 * 2**20})
-    assert t.progress == (50 * 2**20, 200 * 2**20) and t.progress_text == "50.0 MB of 200.0 MB" and t.step == 0
+    assert t.progress == (50 * 2**20, 200 * 2**20) and t.progress_text == "50.0 MiB of 200.0 MiB" and t.step == 0
     t.add({"phase": "building", "message": "Step 2/4", "current": 2, "total": 4})
     assert t.progress_text == "step 2 of 4"
     t.add({"phase": "loading", "message": "Waiting"})
@@ -78,7 +78,7 @@ def test_progress_view_renders_pull_progress_and_failure(qtbot):
     view._on_stream_event("progress", {"phase": "pulling", "message": "Downloading 3f2a", "layer": "3f2a",
                                        "overall_current": 3 * 2**30, "overall_total": 4 * 2**30})
     assert view.bar.maximum() > 0 and 0.74 < view.bar.value() / view.bar.maximum() < 0.76
-    assert "3.0 GB of 4.0 GB" in view.bar.format() and view.step_labels[0].text() == "● Pull image"
+    assert "3.0 GiB of 4.0 GiB" in view.bar.format() and view.step_labels[0].text() == "● Pull image"
     view.grab().save(f"{SHOTS}/progress-pulling.png")
     with qtbot.waitSignal(view.finished) as finished:
         view._on_stream_event("progress", {"phase": "failed", "message": "No space left on device",

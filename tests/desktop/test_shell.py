@@ -208,7 +208,7 @@ def test_settings_helpers_and_tray_summary():
                                "MODELDECK_CACHE_DIR_OLLAMA": "/data/ollama"}
     engine = {"reachable": True, "gpus": [{"index": 0, "name": "H100", "memory_total_bytes": 80 * 2**30,
                                            "memory_free_bytes": 60 * 2**30}]}
-    assert gpu_summary(engine) == "GPU 0 H100: 20.0 GB of 80.0 GB used"
+    assert gpu_summary(engine) == "GPU 0 H100: 20.0 GiB of 80.0 GiB used"
     assert gpu_summary({"reachable": False, "reason": "no socket"}) == "Docker: no socket"
 
 
