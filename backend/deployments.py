@@ -14,11 +14,12 @@ import httpx
 from pydantic import BaseModel
 
 from backend.catalog import Catalog, Recipe
-from backend.engine import ContainerInfo, Engine, ProgressEvent
+from backend.engine import GPU_RUNTIME_HINT, ContainerInfo, Engine, ProgressEvent
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, GpuRuntimeMissing,
                             InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
 from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, plan
 from backend.launches import LaunchProgress
+from backend.netutil import port_free
 from backend.proxy import Upstream
 from backend.secrets_store import stored_values
 from backend.settings import Settings
@@ -60,16 +61,6 @@ class Deployment(BaseModel):
     config_hash: str = ""
 
 
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port(reserved: set[int]) -> int:
     for _ in range(100):
         with socket.socket() as s:
@@ -99,6 +90,7 @@ class DeploymentService:
         self._ready: dict[str, str] = {}  # container id -> started_at when it answered readiness
         self._stopping: set[str] = set()
         self.engine_up = False
+        self._engine_error: EngineUnavailable | None = None
         self._probe = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False)
 
     def close(self) -> None:
@@ -110,10 +102,10 @@ class DeploymentService:
         """Re-read the labelled containers from Docker and probe readiness of the unready ones."""
         try:
             containers = self.engine.list()
-        except EngineUnavailable:
-            self.engine_up = False
+        except EngineUnavailable as exc:
+            self.engine_up, self._engine_error = False, exc
             return
-        self.engine_up = True
+        self.engine_up, self._engine_error = True, None
         by_id = {c.labels.get(f"{LABEL_PREFIX}id", c.name): c for c in containers}
         with self._lock:
             self._containers = by_id
@@ -245,8 +237,8 @@ class DeploymentService:
         """
         if refresh:
             self.refresh()
-            if not self.engine_up:
-                self.engine.list()  # raises the explained EngineUnavailable
+            if self._engine_error is not None:
+                raise self._engine_error
         with self._lock:
             containers = dict(self._containers)
             launches = dict(self._launches)
@@ -291,8 +283,10 @@ class DeploymentService:
             if not context.is_dir():
                 raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
             image = build_tag(recipe, context, self.settings.demo_base_image)
+        # Outside the lock: a refresh talks to Docker and probes servers (seconds), and the
+        # /v1 lookups on the event loop take this lock. The checks below read what it cached.
+        self.refresh()
         with self._lock:
-            self.refresh()
             reserved = {c.host_port for c in self._containers.values() if c.host_port}
             reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
             spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
@@ -316,14 +310,12 @@ class DeploymentService:
 
             if spec.gpu_ids and not status.gpu_runtime:
                 raise GpuRuntimeMissing(
-                    "GPUs were asked for, but this Docker engine has no NVIDIA GPU runtime.",
-                    hint="Install the NVIDIA driver and the NVIDIA Container Toolkit, run 'sudo nvidia-ctk "
-                         "runtime configure --runtime=docker' and restart Docker; or launch without GPUs.")
+                    "GPUs were asked for, but this Docker engine has no NVIDIA GPU runtime.", hint=GPU_RUNTIME_HINT)
             if req.port is not None:
                 if req.port in reserved:
                     raise PortInUse(f"Port {req.port} is already used by another ModelDeck deployment.",
                                     hint="Pick another port, or leave it empty to choose a free one.")
-                if not _port_free(req.port):
+                if not port_free(req.port):
                     raise PortInUse(f"Port {req.port} on 127.0.0.1 is taken by another program.",
                                     hint="Pick another port, or leave it empty to choose a free one.")
                 host_port = req.port

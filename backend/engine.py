@@ -427,10 +427,6 @@ class Engine:
             ipc_mode=hc.get("IpcMode") if hc.get("IpcMode") in ("private", "shareable") else None,
             restart_max=(hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 3)
 
-    def bound_host_ports(self) -> set[int]:
-        """Host ports reserved by any ModelDeck container, running or stopped."""
-        return {c.host_port for c in self.list() if c.host_port}
-
 
 class LogFollower:
     """Iterates a container's live log lines; ``close()`` ends the iteration from any thread."""

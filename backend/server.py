@@ -5,20 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import socket
 import sys
 
+from backend.netutil import port_free
 from backend.settings import Settings
-
-
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 class RedactTokens(logging.Filter):
@@ -45,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(**overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if _port_taken(settings.host, settings.port):
+    if not port_free(settings.port, settings.host):
         print(f"modeldeck-backend: port {settings.port} on {settings.host} is already in use by another program.\n"
               f"Stop that program, or pick another port: modeldeck-backend --port N "
               f"(or MODELDECK_PORT=N).", file=sys.stderr)

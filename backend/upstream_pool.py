@@ -31,7 +31,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._transport = writer.transport
         sock = self._transport.get_extra_info("socket")
         self._poll = None
-        if sock is not None:
+        # select.poll is POSIX only; without it an idle connection is not checked before reuse
+        # (a dropped one then fails that request, as with httpcore's pool on such platforms).
+        if sock is not None and hasattr(select, "poll"):
             self._poll = select.poll()
             self._poll.register(sock.fileno(), select.POLLIN)
 

@@ -105,7 +105,7 @@ def engine_status(engine: EngineDep, stats: StatsDep, deployments: DeploymentsDe
         cpus=st.cpus, memory_bytes=st.memory_bytes, reason=st.reason, hint=st.hint, gpus=gpus,
         gpu_available=bool(snap and snap.gpu_status.available),
         gpu_reason=snap.gpu_status.reason if snap else "stats not sampled yet",
-        history_recovered_from=str(history.recovered_from) if getattr(history, "recovered_from", None) else None)
+        history_recovered_from=str(history.recovered_from) if history.recovered_from else None)
 
 
 @router.get("/catalog", operation_id="listRecipes", summary="The runtime catalog, and recipe files that were refused")
