@@ -62,7 +62,7 @@ class Application:
 
     def _on_app_about_to_quit(self) -> None:
         self.window.shutdown()
-        self.backend.stop()
+        self.backend.stop(wait=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,8 +156,14 @@ class BackendProcess(QObject):
             program, args = backend_command(port_of(self.settings.backend_url))
             self.failed.emit(f"Could not start the ModelDeck backend ({' '.join([program, *args])}).")
 
-    def stop(self) -> None:
-        """Stop a backend this desktop started (a backend it attached to keeps running)."""
+    def stop(self, wait: bool = True) -> None:
+        """Stop a backend this desktop started (a backend it attached to keeps running).
+
+        Args:
+            wait: block until it has exited (up to 10 s: at quit, when the window is gone).
+                The window passes False: the backend is asked to stop, killed after 8 s if
+                it has not, and the GUI thread never waits for it.
+        """
         self._poll.stop()
         self._calls.abort_all()
         self._calls = Calls(self.client, self)
@@ -165,9 +171,16 @@ class BackendProcess(QObject):
         if proc is None:
             return
         proc.finished.disconnect(self._on_process_finished)
-        if proc.state() != QProcess.ProcessState.NotRunning:
-            proc.terminate()
-            if not proc.waitForFinished(8000):  # at quit only: the window is already gone
+        if proc.state() == QProcess.ProcessState.NotRunning:
+            proc.deleteLater()
+            return
+        proc.terminate()
+        if wait:
+            if not proc.waitForFinished(8000):
                 proc.kill()
                 proc.waitForFinished(2000)
-        proc.deleteLater()
+            proc.deleteLater()
+            return
+        # Kept alive until it has exited: deleting a running QProcess kills it without a word.
+        proc.finished.connect(proc.deleteLater)
+        QTimer.singleShot(8000, proc, proc.kill)

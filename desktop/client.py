@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from PySide6.QtCore import QByteArray, QObject, QThread, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QObject, QThread, QUrl, Signal
 from PySide6.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -219,12 +219,3 @@ def read_token(home: Path) -> str:
         return (home / "token").read_text(encoding="utf-8").strip()
     except OSError:
         return ""
-
-
-def poll(interval_ms: int, callback, parent: QObject) -> QTimer:
-    """A started QTimer calling ``callback`` every ``interval_ms``."""
-    timer = QTimer(parent)
-    timer.setInterval(interval_ms)
-    timer.timeout.connect(callback)
-    timer.start()
-    return timer

@@ -151,6 +151,7 @@ class MainWindow(QMainWindow):
         self.deployments.deployments_changed.connect(self._on_deployments_changed)
         self.settings_page.connection_changed.connect(self._on_settings_connection_changed)
         self.settings_page.settings_saved.connect(self._on_settings_saved)
+        self.engine_changed.connect(self.settings_page.show_engine)
         theme.notifier().changed.connect(self._on_theme_changed)
         if backend is not None:
             backend.status.connect(self.on_backend_status)
@@ -330,7 +331,9 @@ class MainWindow(QMainWindow):
             return
         old = self.backend.settings
         if settings.backend_url != old.backend_url or settings.home != old.home:
-            self.backend.stop()  # a backend this desktop started for the old URL is not needed any more
+            # A backend this desktop started for the old URL is not needed any more; the
+            # window stays responsive while it exits.
+            self.backend.stop(wait=False)
         self.backend.start(settings)
 
     def _on_settings_saved(self, settings: DesktopSettings) -> None:

@@ -194,5 +194,5 @@ def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         check.start()
         application.run()
         application.window.close()
-        application.backend.stop()  # also on aboutToQuit; idempotent
+        application.backend.stop(wait=True)  # also on aboutToQuit; idempotent
         return check.exit_code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -117,6 +117,3 @@ class SettingsStore:
         self._qs.setValue("window/geometry", geometry)
         self._qs.setValue("window/page", page)
         self._qs.sync()
-
-    def as_dict(self) -> dict:
-        return asdict(self.load())

@@ -65,18 +65,12 @@ class RingSeries:
     def times(self) -> list[float]:
         return [self._t[self._index(k)] for k in range(self._len)]
 
-    def values(self) -> list[float]:
-        return [self._v[self._index(k)] for k in range(self._len)]
-
     def last(self) -> tuple[float, float] | None:
         """The newest (time, value), or None when empty."""
         if not self._len:
             return None
         i = self._index(self._len - 1)
         return self._t[i], self._v[i]
-
-    def first_time(self) -> float | None:
-        return self._t[self._start] if self._len else None
 
     def window(self, t0: float, t1: float, margin: int = 1) -> tuple[list[float], list[float]]:
         """Samples with ``t0 <= t <= t1``, plus ``margin`` on each side so lines reach the edges."""

@@ -57,7 +57,6 @@ class StatsStore:
         self.host_mem_total: int | None = None
         self.latest_time: float | None = None
         self.layout_version = 0
-        self.accepted = 0
 
     def get(self, key: str) -> RingSeries:
         series = self.series.get(key)
@@ -77,7 +76,6 @@ class StatsStore:
         if self.latest_time is not None and t <= self.latest_time:
             return False
         self.latest_time = t
-        self.accepted += 1
         changed = False
 
         host = snapshot.get("host") or {}

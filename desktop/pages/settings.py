@@ -9,9 +9,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from desktop import theme
-from desktop.client import ApiError, BackendClient
+from desktop.client import BackendClient
 from desktop.settings_store import CACHE_KINDS, DesktopSettings, SettingsStore, default_home
-from desktop.widgets.calls import Calls
 
 THEMES = [("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")]
 
@@ -31,7 +30,6 @@ class SettingsPage(QWidget):
         super().__init__(parent)
         self.client = client
         self.store = store or SettingsStore()
-        self._calls = Calls(client, self)
         s = self.store.load()
         em = self.fontMetrics().horizontalAdvance("M")
 
@@ -168,19 +166,14 @@ class SettingsPage(QWidget):
         self.connection_state.setText(f"Reconnecting to {s.backend_url}…")
         self.connection_changed.emit(s)
 
-    def refresh(self) -> None:
-        """Ask the backend which Docker engine it uses."""
-        self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed)
-
-    def _on_engine_loaded(self, engine: dict) -> None:
+    def show_engine(self, engine: dict | None) -> None:
+        """Show the engine the backend uses, from the window's engine poll (None: no answer)."""
+        if engine is None:
+            self.engine_endpoint.setText("unknown (the backend did not answer)")
+            return
         state = "reachable" if engine.get("reachable") else f"not reachable — {engine.get('reason') or ''}"
         version = f", Docker {engine['version']}" if engine.get("version") else ""
         self.engine_endpoint.setText(f"{engine.get('endpoint')} ({state}{version})")
-        self.connection_state.setText(f"Connected to {self.client.base_url}.")
-
-    def _on_engine_failed(self, error: ApiError) -> None:
-        self.engine_endpoint.setText("unknown (the backend did not answer)")
-        self.connection_state.setText(str(error))
 
     def shutdown(self) -> None:
-        self._calls.abort_all()
+        """Nothing to stop: the page makes no calls of its own (the engine comes from the window)."""

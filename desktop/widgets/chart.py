@@ -134,10 +134,6 @@ class LineChart(QWidget):
         self._lines.append(ChartLine(series, label, color or PALETTE[len(self._lines) % len(PALETTE)], dashed))
         self.update()
 
-    @property
-    def lines(self) -> list[ChartLine]:
-        return self._lines
-
     def point_count(self) -> int:
         """Samples held by this chart's series (all of them, seen or not)."""
         return sum(len(line.series) for line in self._lines)
