@@ -24,7 +24,11 @@ apt_install() {
     fi
     say "Installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
+    # One package-list update per run, however many steps install something.
+    if [ -z "${MODELDECK_APT_UPDATED:-}" ]; then
+        apt-get update -qq >/dev/null
+        export MODELDECK_APT_UPDATED=1
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
@@ -95,6 +99,10 @@ ensure_demo_base() {
     # image when a registry answers; else a Debian image made here with debootstrap.
     if [ -n "${MODELDECK_DEMO_BASE_IMAGE:-}" ]; then return 0; fi
     local default="python:3.12-slim"
+    # A base image already made here wins over asking a registry (which may hang, not refuse).
+    if ! docker image inspect "$default" >/dev/null 2>&1 && docker image inspect "$DEMO_BASE_TAG" >/dev/null 2>&1; then
+        export MODELDECK_DEMO_BASE_IMAGE="$DEMO_BASE_TAG"; return 0
+    fi
     if docker image inspect "$default" >/dev/null 2>&1 || timeout 120 docker pull -q "$default" >/dev/null 2>&1; then
         export MODELDECK_DEMO_BASE_IMAGE="$default"; return 0
     fi

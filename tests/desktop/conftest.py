@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.gui
 
 TOKEN = "desktop-test-token"
 SHOTS = "/tmp/modeldeck-shots"  # screenshots the GUI tests save for a person to look at
+os.makedirs(SHOTS, exist_ok=True)  # QPixmap.save fails silently into a missing folder
 
 
 @pytest.fixture(scope="session", autouse=True)
