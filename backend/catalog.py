@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from backend.errors import RecipeError, RecipeNotFound
 
-#: Placeholders a recipe's command may use; launch fills them in.
-PLACEHOLDERS = frozenset({"model", "served_name", "port"})
+#: Placeholders a recipe's command may use; launch fills them in. ``gpu_count`` is the number of
+#: GPUs the launch uses (0 without GPUs; with "all", the number of GPUs on the machine).
+PLACEHOLDERS = frozenset({"model", "served_name", "port", "gpu_count"})
+#: Resource limits a recipe may raise (what PyTorch/NCCL servers need); nothing that grants privileges.
+ULIMIT_NAMES = frozenset({"memlock", "stack", "nofile"})
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SIZE = r"^[0-9]+[bkmg]?$"
@@ -104,11 +107,35 @@ class ServerSpec(_Strict):
         return v
 
 
+class ModelCheck(_Strict):
+    """A call that answers 200 only once the chosen model is there (Ollama: ``POST /api/show``)."""
+
+    method: Literal["GET", "POST"] = "GET"
+    path: str
+    body: dict = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        _check_placeholders(v)
+        return v
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, v: dict) -> dict:
+        _check_body(v)
+        return v
+
+
 class ReadinessSpec(_Strict):
     """How launch decides that the server is ready to answer."""
 
     health_path: str = "/health"
     models_path: str | None = Field(None, description="Also wait for this path (e.g. /v1/models) to answer.")
+    model_check: ModelCheck | None = Field(
+        None, description="Ready only when this answers 200 (after post_start), at launch and after a restart.")
     interval: Annotated[float, Field(gt=0, le=60)] = 1.0
 
     @field_validator("health_path", "models_path")
@@ -170,6 +197,17 @@ class CacheMount(_Strict):
 class ResourceSpec(_Strict):
     shm_size: Annotated[str, Field(pattern=_SIZE)] | None = None
     ipc: Literal["private", "shareable"] | None = None
+    ulimits: dict[str, Annotated[int, Field(ge=-1)]] = Field(
+        default_factory=dict, description="Soft and hard limit by name (memlock, stack, nofile); -1: unlimited.")
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, v: dict[str, int]) -> dict[str, int]:
+        for name in v:
+            if name not in ULIMIT_NAMES:
+                raise ValueError(f"'{name}' is not a limit a recipe may set; allowed: "
+                                 + ", ".join(sorted(ULIMIT_NAMES)))
+        return v
 
 
 class EnvSpec(_Strict):

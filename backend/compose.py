@@ -86,8 +86,8 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
 
     The file reproduces the container ModelDeck would create: image, entrypoint and command,
     the loopback port binding, environment, labels, cache volumes and read-only model
-    folders, shared memory, IPC mode, restart policy, no-new-privileges and GPU
-    reservations. Secrets appear only as ``${NAME}`` references that compose fills from
+    folders, shared memory, IPC mode, resource limits, Docker's init process, restart
+    policy, no-new-privileges and GPU reservations. Secrets appear only as ``${NAME}`` references that compose fills from
     the shell or a ``.env`` file at ``docker compose up``; their values are never written.
 
     Args:
@@ -143,8 +143,13 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
         lines.append(f"    shm_size: {_quote(spec.shm_size)}")
     if spec.ipc_mode:
         lines.append(f"    ipc: {_quote(spec.ipc_mode)}")
+    if spec.ulimits:
+        lines.append("    ulimits:")
+        lines += [f"      {name}: {value}" for name, value in spec.ulimits]
     restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
-    lines += [f"    restart: {_quote(restart)}",
+    # init: launches run the server under Docker's init too (engine.create), so it reaps and forwards signals.
+    lines += ["    init: true",
+              f"    restart: {_quote(restart)}",
               "    security_opt:",
               '      - "no-new-privileges:true"']
     if spec.gpu_ids:

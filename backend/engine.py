@@ -223,8 +223,12 @@ class Engine:
                                    hint="Check the image name, your network, and 'docker login' for private "
                                         "registries.") from None
 
-    def build(self, context: Path, tag: str, buildargs: dict[str, str] | None = None) -> Iterator[ProgressEvent]:
+    def build(self, context: Path, tag: str, buildargs: dict[str, str] | None = None,
+              hint: str | None = None) -> Iterator[ProgressEvent]:
         """Build ``context`` as ``tag``, yielding one event per build step and output line.
+
+        Args:
+            hint: what to do when the build fails (default: about the demo's python3 base image).
 
         Raises:
             ImageUnavailable: with the last lines of the build output.
@@ -240,8 +244,8 @@ class Engine:
                     tail.append(ev["error"].strip())
                     raise ImageUnavailable(
                         f"Building {tag} failed: {ev['error'].strip()}",
-                        hint=("The base image may be missing: set MODELDECK_DEMO_BASE_IMAGE to a local image "
-                              "that has python3, or run scripts/make-base-image."),
+                        hint=hint or ("The base image may be missing: set MODELDECK_DEMO_BASE_IMAGE to a local image "
+                                      "that has python3, or run scripts/make-base-image."),
                         details={"log_tail": tail[-20:]})
                 line = (ev.get("stream") or ev.get("status") or "").rstrip()
                 if not line:
@@ -285,6 +289,7 @@ class Engine:
             device_requests=device_requests or None,
             shm_size=spec.shm_size,
             ipc_mode=spec.ipc_mode,
+            ulimits=[docker.types.Ulimit(name=n, soft=v, hard=v) for n, v in spec.ulimits] or None,
             security_opt=["no-new-privileges:true"],
             # No restarts while launching, so a crash keeps its exit code and logs for the
             # report; the launch turns on the spec's policy once the server is ready.
@@ -425,6 +430,7 @@ class Engine:
             gpu_ids=gpu_ids, mounts=mounts,
             shm_size=f"{shm // (1024 * 1024)}m" if shm and shm != 64 * 1024 * 1024 else None,
             ipc_mode=hc.get("IpcMode") if hc.get("IpcMode") in ("private", "shareable") else None,
+            ulimits=tuple(sorted((u["Name"], int(u["Hard"])) for u in hc.get("Ulimits") or [])),
             restart_max=(hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 3)
 
 

@@ -169,17 +169,37 @@ def fill_placeholders(value, values: dict[str, str]):
     return value
 
 
+def gpu_count(recipe: Recipe, gpus: tuple[str, ...], machine_gpus: int | None) -> int:
+    """How many GPUs the launch uses: the ones picked, or with "all" every GPU of the machine.
+
+    Raises:
+        InvalidLaunch: "all" for a recipe that must be told the count (``{gpu_count}``) on a
+            machine whose GPUs cannot be counted.
+    """
+    if gpus != ("all",):
+        return len(gpus)
+    if machine_gpus:
+        return machine_gpus
+    if any("{gpu_count}" in a for a in (*recipe.server.command, *recipe.gpu.args)):
+        raise InvalidLaunch(
+            f"{recipe.title} must be told how many GPUs it uses, and ModelDeck cannot count this machine's "
+            "GPUs (NVML does not answer).", hint="Pick the GPUs explicitly (e.g. gpus: [\"0\", \"1\"]).")
+    return 1
+
+
 def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, host_port: int,
-         gpu_runtime: bool) -> ContainerSpec:
+         gpu_runtime: bool, machine_gpus: int | None = None) -> ContainerSpec:
     """The container to create for ``req``.
 
     Args:
         image: the image reference to run (pulled or locally built tag).
         host_port: the 127.0.0.1 port to publish the server on.
         gpu_runtime: whether the engine can give containers GPUs (decides the default).
+        machine_gpus: how many GPUs the machine has (None: unknown); fills ``{gpu_count}``
+            when the launch asks for all of them.
 
     Raises:
-        InvalidLaunch: a field the rules refuse (see ``resolve_model``, ``choose_gpus``).
+        InvalidLaunch: a field the rules refuse (see ``resolve_model``, ``choose_gpus``, ``gpu_count``).
     """
     model_in_container, model_mount = resolve_model(req.model, settings)
     served = req.served_name or default_served_name(recipe, req.model)
@@ -190,7 +210,8 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         raise InvalidLaunch(f"Served name '{served}' has characters OpenAI clients and ModelDeck cannot use.",
                             hint="Use letters, digits and . _ - / : only.")
     gpus = choose_gpus(recipe, req.gpus, gpu_runtime)
-    values = {"model": model_in_container, "served_name": served, "port": str(recipe.server.port)}
+    values = {"model": model_in_container, "served_name": served, "port": str(recipe.server.port),
+              "gpu_count": str(gpu_count(recipe, gpus, machine_gpus) if gpus else 0)}
     command = [_fill(a, values) for a in recipe.server.command]
     if gpus:
         command += [_fill(a, values) for a in recipe.gpu.args]
@@ -218,6 +239,7 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         "command": command, "entrypoint": entrypoint, "env": env, "secrets": secrets, "gpus": gpus,
         "mounts": [m.__dict__ for m in mounts], "port": req.port,
         "shm": recipe.resources.shm_size, "ipc": recipe.resources.ipc,
+        "ulimits": sorted(recipe.resources.ulimits.items()),
     }
     config_hash = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     labels = {
@@ -234,6 +256,10 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         f"{LABEL_PREFIX}openai_base": recipe.server.openai_base,
         f"{LABEL_PREFIX}health_path": recipe.readiness.health_path,
         f"{LABEL_PREFIX}models_path": recipe.readiness.models_path or "",
+        # The filled-in model check, so that a backend started later asks the same question.
+        f"{LABEL_PREFIX}model_check": json.dumps(fill_placeholders(
+            recipe.readiness.model_check.model_dump(), values), sort_keys=True)
+        if recipe.readiness.model_check else "",
         f"{LABEL_PREFIX}env": ",".join(sorted(env)),
         f"{LABEL_PREFIX}secrets": ",".join(secrets),
         f"{LABEL_PREFIX}entrypoint": "custom" if entrypoint is not None else "image",
@@ -243,4 +269,5 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         name=f"modeldeck-{dep_id}", image=image, command=tuple(command), entrypoint=entrypoint,
         internal_port=recipe.server.port, host_port=host_port, labels=labels, environment=env,
         secret_env=secrets, gpu_ids=gpus, mounts=tuple(mounts), shm_size=recipe.resources.shm_size,
-        ipc_mode=recipe.resources.ipc, secret_values=secret_values)
+        ipc_mode=recipe.resources.ipc, ulimits=tuple(sorted(recipe.resources.ulimits.items())),
+        secret_values=secret_values)

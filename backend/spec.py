@@ -44,4 +44,5 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()
     shm_size: str | None = None
     ipc_mode: str | None = None
+    ulimits: tuple[tuple[str, int], ...] = ()  # (name, soft = hard limit); -1 = unlimited
     restart_max: int = 3

@@ -81,7 +81,7 @@ def test_catalog_has_all_runtimes():
     ("vllm", "vllm/vllm-openai:latest", 8000, GpuNeed.required),
     ("llama-cpp", "ghcr.io/ggml-org/llama.cpp:server", 8080, GpuNeed.optional),
     ("ollama", "ollama/ollama:latest", 11434, GpuNeed.optional),
-    ("tgi", "ghcr.io/huggingface/text-generation-inference:latest", 80, GpuNeed.required),
+    ("tgi", "ghcr.io/huggingface/text-generation-inference:3.3.7", 80, GpuNeed.required),
     ("sglang", "lmsysorg/sglang:latest", 30000, GpuNeed.required),
 ])
 def test_shipped_recipe_essentials(name, image, port, gpu):

@@ -57,9 +57,15 @@ def test_every_field_is_exported():
     assert svc["shm_size"] == "8g"
     assert svc["ipc"] == "private"
     assert svc["restart"] == "on-failure:3"
+    assert svc["init"] is True, "launches run the server under Docker's init (engine.create init=True)"
     assert svc["security_opt"] == ["no-new-privileges:true"]
     assert svc["deploy"] == {"resources": {"reservations": {"devices": [
         {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}}
+
+
+def test_limits_are_exported():
+    svc = service(yaml.safe_load(render_compose(make_spec(ulimits=(("memlock", -1), ("stack", 67108864))))))
+    assert svc["ulimits"] == {"memlock": -1, "stack": 67108864}
 
 
 def test_default_project_name():
@@ -77,7 +83,7 @@ def test_minimal_cpu_spec_has_no_optional_sections():
                      shm_size=None, ipc_mode=None, restart_max=0)
     doc = yaml.safe_load(render_compose(spec))
     svc = service(doc)
-    for key in ("command", "entrypoint", "environment", "labels", "volumes", "shm_size", "ipc", "deploy"):
+    for key in ("command", "entrypoint", "environment", "labels", "volumes", "shm_size", "ipc", "ulimits", "deploy"):
         assert key not in svc
     assert "volumes" not in doc
     assert svc["restart"] == "no"

@@ -1,0 +1,100 @@
+"""Render a ContainerSpec as the equivalent `docker run` command line (beside compose.py's export)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from backend.spec import ContainerSpec, Mount
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _csv_field(text: str) -> str:
+    # --mount takes comma-separated key=value fields; a field holding ',' or '"' is CSV-quoted.
+    return '"' + text.replace('"', '""') + '"' if ("," in text or '"' in text) else text
+
+
+def _mount(mount: Mount) -> list[str]:
+    if ":" in mount.source or ":" in mount.target or "," in mount.source or "," in mount.target:
+        # The short -v form splits on ':'; --mount names each part.
+        fields = [f"type={mount.kind}", _csv_field(f"source={mount.source}"),
+                  _csv_field(f"target={mount.target}")] + (["readonly"] if mount.read_only else [])
+        return ["--mount", ",".join(fields)]
+    return ["-v", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
+
+
+def _parts(spec: ContainerSpec) -> tuple[list[str], list[str]]:
+    """The options of ``docker run -d`` and what follows them (image, entrypoint rest, command)."""
+    for name in spec.secret_env:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"secret name {name!r} is not an environment variable name")
+    args = ["--name", spec.name, "--init"]
+    restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
+    args += ["--restart", restart, "--security-opt", "no-new-privileges:true"]
+    host = f"[{spec.host_ip}]" if ":" in spec.host_ip else spec.host_ip
+    args += ["-p", f"{host}:{spec.host_port}:{spec.internal_port}"]
+    if spec.gpu_ids == ("all",):
+        args += ["--gpus", "all"]
+    elif spec.gpu_ids:
+        args += ["--gpus", '"device=' + ",".join(spec.gpu_ids) + '"']
+    if spec.shm_size:
+        args += ["--shm-size", spec.shm_size]
+    if spec.ipc_mode:
+        args += ["--ipc", spec.ipc_mode]
+    for name, value in spec.ulimits:
+        args += ["--ulimit", f"{name}={value}:{value}"]
+    for key, value in spec.environment.items():
+        if key not in spec.secret_env:
+            args += ["-e", f"{key}={value}"]
+    for name in spec.secret_env:
+        args += ["-e", name]
+    for mount in spec.mounts:
+        args += _mount(mount)
+    for key, value in spec.labels.items():
+        args += ["--label", f"{key}={value}"]
+    rest: list[str] = []
+    if spec.entrypoint is not None:
+        args += ["--entrypoint", spec.entrypoint[0] if spec.entrypoint else ""]
+        rest = list(spec.entrypoint[1:])
+    return args, [spec.image, *rest, *spec.command]
+
+
+def docker_run_args(spec: ContainerSpec) -> list[str]:
+    """The argument vector of ``docker run`` that creates and starts the container ``spec`` describes.
+
+    It matches what a launch creates (``Engine.create``): Docker's init, the loopback port,
+    no-new-privileges, shared memory, IPC mode, limits, GPUs, caches and model folders,
+    labels, and the restart policy a launch turns on once the server is ready. Secrets are
+    passed as ``-e NAME`` without a value, so that ``docker run`` takes them from the shell;
+    their values are never part of the result.
+
+    Docker's ``--entrypoint`` takes one executable: the rest of a recipe's entrypoint comes
+    after the image, before the command, which gives the server the same argument vector.
+
+    Raises:
+        ValueError: a secret's name is not an environment variable name.
+    """
+    opts, tail = _parts(spec)
+    return ["docker", "run", "-d", *opts, *tail]
+
+
+def render_docker_run(spec: ContainerSpec) -> str:
+    """``docker_run_args(spec)`` as one shell command, each argument quoted, one option per line.
+
+    Raises:
+        ValueError: see ``docker_run_args``.
+    """
+    opts, tail = _parts(spec)
+    lines = ["docker run -d"]
+    i = 0
+    while i < len(opts):
+        # Options come in pairs but --init, which stands alone.
+        if opts[i] == "--init":
+            lines.append(opts[i])
+            i += 1
+        else:
+            lines.append(f"{opts[i]} {shlex.quote(opts[i + 1])}")
+            i += 2
+    lines.append(" ".join(shlex.quote(a) for a in tail))
+    return " \\\n  ".join(lines) + "\n"
