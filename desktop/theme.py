@@ -10,6 +10,8 @@ from PySide6.QtCore import QByteArray, QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
+from desktop.fonts import fixed_family
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _EM = re.compile(r"(\d*\.?\d+)em\b")
 MODES = ("system", "light", "dark")
@@ -107,7 +109,7 @@ def apply(mode: str) -> str:
     pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(colors["text_muted"]))
     app.setPalette(pal)
     template = Template((ASSETS / "themes" / "modeldeck.qss").read_text(encoding="utf-8"))
-    values = {**colors, "scheme": scheme, "icons": (ASSETS / "icons").as_posix()}
+    values = {**colors, "scheme": scheme, "icons": (ASSETS / "icons").as_posix(), "mono_font": fixed_family()}
     app.setStyleSheet(scale_em(template.safe_substitute(values), em_px()))
     changed = scheme != note.scheme
     note.scheme = scheme

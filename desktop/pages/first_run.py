@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QApplication, QDialog, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
-from desktop import theme
+from desktop import fonts, theme
 from desktop.client import ApiError, BackendClient
 from desktop.widgets.calls import Calls
 
@@ -42,8 +42,8 @@ class CheckRow(QFrame):
         if check.get("fix") and level != "pass":
             self.fix = _selectable(check["fix"])
             self.fix.setObjectName("fixText")
-            self.fix.setStyleSheet(f"background: {theme.color('mono_bg').name()}; font-family: monospace;"
-                                   f" border-radius: 4px; padding: 4px 6px;")
+            self.fix.setStyleSheet(f"background: {theme.color('mono_bg').name()}; border-radius: 4px;"
+                                   f' padding: 4px 6px; font-family: "{fonts.fixed_family()}";')
             self.copy = QToolButton()
             self.copy.setIcon(theme.icon("copy"))
             self.copy.setToolTip("Copy the fix")

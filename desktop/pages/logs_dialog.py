@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import (QColor, QFontDatabase, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat,
+from PySide6.QtGui import (QColor, QGuiApplication, QKeySequence, QShortcut, QTextCharFormat,
                            QTextCursor)
 from PySide6.QtWidgets import (QCheckBox, QDialog, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
                                QTextEdit, QVBoxLayout, QWidget)
 
-from desktop import theme
+from desktop import fonts, theme
 from desktop.client import ApiError, BackendClient, SseStream
 
 TAIL = 500
@@ -38,7 +38,7 @@ class LogsDialog(QDialog):
         self.view.setReadOnly(True)
         self.view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.view.setMaximumBlockCount(MAX_LINES)
-        self.view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.view.setFont(fonts.fixed_font())
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search the log (Enter: next match)")
         self.search.setClearButtonEnabled(True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QVBoxLayout,
                                QWidget)
 
+from desktop import fonts
 from desktop.client import ApiError, BackendClient, SseStream
 from desktop.formatting import format_bytes
 
@@ -112,7 +112,7 @@ class LaunchProgressView(QWidget):
         self.log_tail.setObjectName("mono")
         self.log_tail.setReadOnly(True)
         self.log_tail.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log_tail.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log_tail.setFont(fonts.fixed_font())
         self.log_tail.setPlaceholderText("The container wrote nothing.")
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)

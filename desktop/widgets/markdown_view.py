@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QColor, QTextBlockFormat, QTextCursor, QTextDocument, QTextFormat
+from PySide6.QtGui import QColor, QTextBlockFormat, QTextCharFormat, QTextCursor, QTextDocument, QTextFormat
 from PySide6.QtWidgets import QTextBrowser, QWidget
+
+from desktop import fonts
 
 MAX_RENDER_HZ = 20
 #: A full render may take at most this share of the GUI thread: the next one waits
@@ -50,6 +52,9 @@ class MarkdownView(QTextBrowser):
         self._code_format = QTextBlockFormat()
         self._code_format.setBackground(QColor(127, 127, 127, 36))
         self._code_format.setLeftMargin(6)
+        self._code_font = QTextCharFormat()
+        self._code_font.setFontFamilies(fonts.fixed_font().families())
+        self._code_font.setFontFixedPitch(True)
 
     def markdown_text(self) -> str:
         """The latest text given, shown or not yet."""
@@ -82,7 +87,7 @@ class MarkdownView(QTextBrowser):
         keep = bar.value()
         if full:
             self.document().setMarkdown(text, QTextDocument.MarkdownFeature.MarkdownDialectGitHub)
-            self._shade_code_blocks()
+            self._style_code()
             self._last_full = time.perf_counter()
         else:
             cursor = QTextCursor(self.document())
@@ -94,13 +99,31 @@ class MarkdownView(QTextBrowser):
         self._interval_ms = int(min(MAX_RENDER_INTERVAL_MS, max(1000 // MAX_RENDER_HZ, spent_ms / RENDER_SHARE)))
         self.rendered.emit()
 
-    def _shade_code_blocks(self) -> None:
-        """Give fenced code blocks a background (Qt's Markdown import sets only their monospace font)."""
+    def _style_code(self) -> None:
+        """Shade fenced code blocks and set code in :func:`desktop.fonts.fixed_font`.
+
+        Qt's Markdown import gives code only the family of Qt's fixed font, which may be a font
+        that is not fixed-pitch (see desktop/fonts.py), and no background.
+        """
+        fences: list[int] = []
+        code: list[tuple[int, int]] = []  # found first, formatted after: formatting merges fragments
         block = self.document().begin()
-        cursor = None
         while block.isValid():
-            if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
-                cursor = cursor or QTextCursor(self.document())
-                cursor.setPosition(block.position())
-                cursor.mergeBlockFormat(self._code_format)
+            fence = block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
+            if fence:
+                fences.append(block.position())
+            it = block.begin()
+            while not it.atEnd():
+                fragment = it.fragment()
+                if fence or fragment.charFormat().fontFixedPitch():  # a code block, or `inline code`
+                    code.append((fragment.position(), fragment.position() + fragment.length()))
+                it += 1
             block = block.next()
+        cursor = QTextCursor(self.document())
+        for position in fences:
+            cursor.setPosition(position)
+            cursor.mergeBlockFormat(self._code_format)
+        for start, end in code:
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            cursor.mergeCharFormat(self._code_font)

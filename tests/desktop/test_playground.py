@@ -263,7 +263,7 @@ def test_gui_stays_responsive_while_streaming_and_monitoring(qtbot, client, page
 
 
 def test_markdown_view_renders_at_most_twenty_times_a_second(qtbot):
-    from PySide6.QtGui import QFontInfo, QTextFormat
+    from PySide6.QtGui import QFontInfo, QTextCursor, QTextFormat
 
     from desktop.widgets.markdown_view import MarkdownView
 
@@ -283,6 +283,12 @@ def test_markdown_view_renders_at_most_twenty_times_a_second(qtbot):
     block = view.document().findBlock(view.toPlainText().index("print"))
     assert block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
     assert QFontInfo(block.begin().fragment().charFormat().font()).fixedPitch()  # monospace code
+    view.set_markdown("Run `ls -l` now")  # inline code too, whatever fontconfig's "monospace" leads to
+    view.flush()
+    cursor = QTextCursor(view.document())
+    cursor.setPosition(view.toPlainText().index("ls -l") + 1)
+    assert QFontInfo(cursor.charFormat().font()).fixedPitch()
+    assert not view.document().begin().begin().fragment().charFormat().fontFamilies()  # prose keeps its font
 
 
 def test_shutdown_mid_reply_leaves_no_running_thread(qtbot, page):
