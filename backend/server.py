@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 
 from backend.netutil import port_free
 from backend.settings import Settings
+
+#: The shell's convention for "stopped by Ctrl+C" (128 + SIGINT).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 class RedactTokens(logging.Filter):
@@ -23,7 +27,23 @@ class RedactTokens(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, check the port, serve until interrupted; returns the exit code."""
+    """Parse the command line, check the port, serve until interrupted; returns the exit code.
+
+    A Ctrl+C at any moment, also before the server has started, is a quiet exit 130.
+    """
+    # uvicorn installs its own SIGINT handler once it starts, whatever the disposition it
+    # inherited; take the same one from the start, so that an inherited SIG_IGN (background
+    # commands of a shell without job control) does not make an early Ctrl+C vanish while a
+    # later one stops the server.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _serve(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _serve(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="modeldeck-backend", description=__doc__)
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; anything else exposes the API)")
     parser.add_argument("--port", type=int, help="port to bind (default 8765)")
@@ -49,11 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     from backend.app import create_app
 
     class ModelDeckServer(uvicorn.Server):
-        """Ends the live stats streams first: uvicorn waits for open responses before it stops."""
+        """Ends the live stats streams first: uvicorn waits for open responses before it stops.
+
+        It also remembers the first signal that asked it to stop. uvicorn re-raises that signal
+        after its graceful shutdown and relies on the process's *inherited* disposition to turn
+        it into an exit: where the parent left SIGINT ignored (a shell without job control runs
+        background commands so, and so do many test and CI runners), the re-raised signal is
+        dropped and the process would exit 0 after a Ctrl+C. ``stop_signal`` makes the exit
+        code not depend on that.
+        """
 
         def __init__(self, config, app):
             super().__init__(config)
             self._app = app
+            self.stop_signal: int | None = None
+
+        def handle_exit(self, sig, frame):
+            if self.stop_signal is None:
+                self.stop_signal = sig
+            super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets=None):
             stats = getattr(self._app.state, "stats", None)
@@ -68,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
                             access_log=args.access_log)
     print(f"ModelDeck backend on http://{settings.host}:{settings.port} (API docs: /docs; "
           f"token: {settings.token_path})", file=sys.stderr, flush=True)
+    server = ModelDeckServer(config, app)
     try:
-        ModelDeckServer(config, app).run()
+        server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled gracefully
-        return 130
+        return EXIT_INTERRUPTED
+    # Reached when the re-raised signal was ignored (inherited SIG_IGN) or had a handler that
+    # returned: the exit code still says how the server was stopped.
+    if server.stop_signal == signal.SIGINT:
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -69,3 +69,35 @@ def test_serves_writes_a_private_token_and_stops_with_a_stream_open(tmp_path, en
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_exits_130_whatever_sigint_disposition_it_was_started_with(tmp_path, inherited):
+    # A shell without job control (scripts run with `&`, many CI and test runners) starts its
+    # background commands with SIGINT ignored. uvicorn re-raises the Ctrl+C it handled after its
+    # graceful shutdown; with SIGINT ignored that re-raise vanished and the backend exited 0.
+    port = free_port()
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited == "ignored" else None
+    proc = subprocess.Popen([BIN, "--port", str(port), "--log-level", "warning"], preexec_fn=ignore,
+                            env={**os.environ, "MODELDECK_HOME": str(tmp_path / "home")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the backend did not answer within 30 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+        output = proc.stdout.read()
+        assert proc.returncode == 130, output
+        assert "Traceback" not in output, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
