@@ -153,6 +153,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                         history.recovered_from)
         app.state.stats = sampler = StatsSampler(container_source=service.container_refs, request_log=request_log,
                                                  data_path=settings.home)
+        # "All GPUs" becomes a count ({gpu_count}: TGI's --num-shard) from the GPUs NVML sees.
+        service.machine_gpus = lambda: len(snap.gpus) if (snap := sampler.latest()) is not None and snap.gpus else None
         await asyncio.to_thread(service.refresh)
         sampler.start()
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")

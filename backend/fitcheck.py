@@ -9,6 +9,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 from backend.catalog import GpuNeed, Recipe
@@ -22,9 +23,16 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 # modest context lengths; long contexts or many parallel requests need more.
 DEFAULT_OVERHEAD = 1.2
 
-# vLLM pre-allocates --gpu-memory-utilization (default 0.9) of the GPU's *total* memory
-# at start, whatever the model's size, and refuses to start when less than that is free.
-RESERVED_FRACTION = {"vllm": 0.9}
+# Runtimes that pre-allocate a fixed share of the GPU's *total* memory at start, whatever the
+# model's size (weights plus KV cache pool), and fail when less than that is free: the flag that
+# sets the share, and upstream's default.
+# - vLLM: --gpu-memory-utilization, 0.9 in releases (0.92 on main, vllm/config/cache.py); the
+#   recipe states it, so the share modelled is the one the server uses.
+# - SGLang: --mem-fraction-static; by default SGLang derives it from the GPU's size
+#   (python/sglang/srt/server_args.py, _handle_gpu_memory_settings: total minus a reserve for
+#   activations and CUDA graphs, about 0.83-0.87 on 24-80 GB cards) and uses 0.88 when it cannot
+#   read the size; 0.88 is modelled, the share it never exceeds by default.
+RESERVE_FLAGS = {"vllm": ("--gpu-memory-utilization", 0.9), "sglang": ("--mem-fraction-static", 0.88)}
 
 # Bytes per parameter by the torch dtype name in config.json.
 _DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "float8_e4m3fn": 1}
@@ -224,12 +232,35 @@ def _local_model(model: str, settings: Settings) -> Path | None:
     return None
 
 
+def reserved_fraction(recipe: Recipe, args: Sequence[str] = ()) -> float | None:
+    """The share of the GPU's total memory ``recipe`` reserves at start, or None for runtimes that don't.
+
+    The recipe's command and then ``args`` (the person's extra arguments) may set the flag,
+    as ``--flag 0.8`` or ``--flag=0.8``; the last one wins, as in argparse.
+    """
+    flag, fraction = RESERVE_FLAGS.get(recipe.name, (None, None))
+    if flag is None:
+        return None
+    words = [*recipe.server.command, *args]
+    for i, word in enumerate(words):
+        value = word.split("=", 1)[1] if word.startswith(flag + "=") else (
+            words[i + 1] if word == flag and i + 1 < len(words) else None)
+        if value is not None:
+            try:
+                if 0 < float(value) <= 1:
+                    fraction = float(value)
+            except ValueError:
+                pass
+    return fraction
+
+
 def _overhead_basis(recipe: Recipe, weights: int) -> tuple[int, str]:
     needed = int(weights * DEFAULT_OVERHEAD)
     text = f"weights {gib(weights)} x {DEFAULT_OVERHEAD} for KV cache and activations"
-    if recipe.name in RESERVED_FRACTION:
-        text += (f"; {recipe.title} also reserves {RESERVED_FRACTION[recipe.name]:.0%} of the GPU's "
-                 "memory at start (--gpu-memory-utilization)")
+    fraction = reserved_fraction(recipe)
+    if fraction is not None:
+        text += (f"; {recipe.title} also reserves {fraction:.0%} of the GPU's "
+                 f"memory at start ({RESERVE_FLAGS[recipe.name][0]})")
     return needed, text
 
 
@@ -333,12 +364,13 @@ def estimate_memory(recipe: Recipe, model: str, settings: Settings) -> MemoryEst
 
 
 def fit_verdict(estimate: MemoryEstimate, gpu_free_bytes: int | None, gpu_total_bytes: int | None,
-                recipe: Recipe, *, gpu_label: str = "GPU 0") -> FitVerdict:
+                recipe: Recipe, *, gpu_label: str = "GPU 0", args: Sequence[str] = ()) -> FitVerdict:
     """Compare an estimate with the GPU's memory.
 
-    For recipes that reserve a fixed share of the GPU (vLLM: 90% of total), the model must
-    fit in that share and that share must be free; for the others the estimate is compared
-    with free memory (within 10% is a warning).
+    For recipes that reserve a fixed share of the GPU (vLLM's --gpu-memory-utilization,
+    SGLang's --mem-fraction-static; see ``reserved_fraction``), the model must fit in that
+    share and that share must be free; for the others the estimate is compared with free
+    memory (within 10% is a warning).
 
     Args:
         estimate: from :func:`estimate_memory`.
@@ -346,6 +378,7 @@ def fit_verdict(estimate: MemoryEstimate, gpu_free_bytes: int | None, gpu_total_
         gpu_total_bytes: that GPU's total memory; None when unknown.
         recipe: the runtime.
         gpu_label: how to name the GPU in the message.
+        args: the launch's extra arguments (they may set the reserved share).
 
     Returns:
         The level and a message in plain words with the numbers in GiB.
@@ -357,7 +390,7 @@ def fit_verdict(estimate: MemoryEstimate, gpu_free_bytes: int | None, gpu_total_
     need = estimate.bytes_needed
     if gpu_free_bytes is None:
         return FitVerdict("unknown", f"needs about {gib(need)}; free GPU memory could not be read")
-    fraction = RESERVED_FRACTION.get(recipe.name)
+    fraction = reserved_fraction(recipe, args)
     if fraction is not None and gpu_total_bytes:
         budget = gpu_total_bytes * fraction
         if need > budget:

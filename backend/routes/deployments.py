@@ -13,12 +13,14 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from backend.compose import render_compose
+from backend.run_command import docker_run_args, render_docker_run
 from backend.deployments import Deployment, DeploymentService
 from backend.deps import CatalogDep, DeploymentsDep, SettingsDep, StatsDep
 from backend.errors import DeploymentNotFound
 from backend.fitcheck import estimate_memory, fit_verdict
 from backend.launch_plan import LaunchRequest
 from backend.launches import LaunchEvent
+from backend.spec import ContainerSpec
 
 router = APIRouter(prefix="/api", tags=["deployments"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -39,10 +41,65 @@ class LogLines(BaseModel):
     lines: list[str]
 
 
+class PlannedMount(BaseModel):
+    source: str
+    target: str
+    kind: str
+    read_only: bool
+
+
+class LaunchPlanAnswer(BaseModel):
+    """The container a launch would create, exactly, and the same as a `docker run` command line.
+
+    Secrets appear by name only (``secrets``, and ``-e NAME`` in the command line).
+    """
+
+    id: str
+    name: str
+    image: str
+    entrypoint: list[str] | None
+    command: list[str]
+    environment: dict[str, str]
+    secrets: list[str]
+    mounts: list[PlannedMount]
+    gpus: list[str]
+    shm_size: str | None
+    ipc: str | None
+    ulimits: dict[str, int]
+    init: bool
+    security_opt: list[str]
+    restart: str
+    labels: dict[str, str]
+    host_ip: str
+    host_port: int
+    host_port_automatic: bool
+    internal_port: int
+    docker_run: str
+    docker_run_args: list[str]
+    warnings: list[str]
+
+
+def _plan_answer(spec: ContainerSpec, warnings: list[str], automatic_port: bool) -> LaunchPlanAnswer:
+    return LaunchPlanAnswer(
+        id=spec.labels.get("modeldeck.id", ""), name=spec.name, image=spec.image,
+        entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None, command=list(spec.command),
+        environment={k: v for k, v in spec.environment.items() if k not in spec.secret_env},
+        secrets=list(spec.secret_env),
+        mounts=[PlannedMount(source=m.source, target=m.target, kind=m.kind, read_only=m.read_only)
+                for m in spec.mounts],
+        gpus=list(spec.gpu_ids), shm_size=spec.shm_size, ipc=spec.ipc_mode, ulimits=dict(spec.ulimits),
+        init=True, security_opt=["no-new-privileges:true"],
+        restart=f"no while launching, then on-failure:{spec.restart_max} once ready",
+        labels=spec.labels, host_ip=spec.host_ip, host_port=spec.host_port, host_port_automatic=automatic_port,
+        internal_port=spec.internal_port, docker_run=render_docker_run(spec), docker_run_args=docker_run_args(spec),
+        warnings=warnings)
+
+
 class FitCheckRequest(BaseModel):
     recipe: str
     model: str
     gpu: int | None = None
+    args: list[str] = []
 
 
 class FitCheckAnswer(BaseModel):
@@ -69,6 +126,14 @@ def launch(req: LaunchRequest, deployments: DeploymentsDep, response: Response) 
         response.status_code = 200
     return LaunchAccepted(id=dep.id, existing=existing, deployment=dep,
                           events_url=f"/api/deployments/{dep.id}/events")
+
+
+@router.post("/deployments/plan", operation_id="planDeployment",
+             summary="The exact container a launch would create, and its `docker run` command line; "
+                     "creates and pulls nothing")
+def plan_deployment(req: LaunchRequest, deployments: DeploymentsDep) -> LaunchPlanAnswer:
+    spec, warnings = deployments.plan_launch(req)
+    return _plan_answer(spec, warnings, automatic_port=req.port is None)
 
 
 @router.get("/deployments/{dep_id}", operation_id="getDeployment", summary="One deployment")
@@ -212,7 +277,7 @@ def fit_check(body: FitCheckRequest, catalog: CatalogDep, settings: SettingsDep,
     if gpu is not None:
         total = gpu.memory_total_bytes
         free = (gpu.memory_total_bytes - gpu.memory_used_bytes) if gpu.memory_total_bytes is not None else None
-    verdict = fit_verdict(estimate, free, total, recipe)
+    verdict = fit_verdict(estimate, free, total, recipe, args=body.args)
     return FitCheckAnswer(level=verdict.level, message=verdict.message, bytes_needed=estimate.bytes_needed,
                           basis=estimate.basis, gpu=gpu.index if gpu else None, gpu_free_bytes=free,
                           gpu_total_bytes=total)
