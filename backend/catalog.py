@@ -19,6 +19,8 @@ from backend.errors import RecipeError, RecipeNotFound
 PLACEHOLDERS = frozenset({"model", "served_name", "port", "gpu_count"})
 #: Resource limits a recipe may raise (what PyTorch/NCCL servers need); nothing that grants privileges.
 ULIMIT_NAMES = frozenset({"memlock", "stack", "nofile"})
+#: A whole argument of a command that becomes ``model_args`` or ``local_model_args`` (see ServerSpec).
+MODEL_ARGS = "{model_args}"
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SIZE = r"^[0-9]+[bkmg]?$"
@@ -68,16 +70,24 @@ class ImageSpec(_Strict):
     ref: str | None = Field(None, description="Image reference pulled from a registry.")
     gpu_ref: str | None = Field(None, description="Image used instead of `ref` when GPUs are requested.")
     build: str | None = Field(None, description="Build context folder, relative to containers/.")
+    local_build: str | None = Field(
+        None, description="Beside `ref`: a folder in containers/ (Dockerfile + source.toml) built on this "
+                          "machine when `ref` cannot be pulled, or when a launch asks for the local image "
+                          "(backend/local_images.py). Such builds are CPU-only.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ImageSpec":
         if bool(self.ref) == bool(self.build):
             raise ValueError("give exactly one of 'ref' (pull) or 'build' (local build context)")
+        if self.local_build is not None and not self.ref:
+            raise ValueError("'local_build' is a fallback for 'ref': give 'ref' too (a 'build' recipe is built anyway)")
         for ref in (self.ref, self.gpu_ref):
             if ref is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", ref):
                 raise ValueError(f"'{ref}' is not a valid image reference")
-        if self.build is not None and (".." in Path(self.build).parts or Path(self.build).is_absolute()):
-            raise ValueError("'build' must be a folder inside containers/")
+        for key in ("build", "local_build"):
+            folder = getattr(self, key)
+            if folder is not None and (not folder or ".." in Path(folder).parts or Path(folder).is_absolute()):
+                raise ValueError(f"'{key}' must be a folder inside containers/")
         return self
 
 
@@ -91,6 +101,12 @@ class ServerSpec(_Strict):
     startup_timeout: Annotated[float, Field(gt=0, le=7200)] = 600.0
     served_name_is_model: bool = Field(
         False, description="The runtime serves the model under its own id (Ollama): served name = model.")
+    model_args: list[str] | None = Field(
+        None, description=f"What the argument {MODEL_ARGS!r} of `command` becomes for a model id (a hub "
+                          "repo, a tag), e.g. ['-hf', '{model}'].")
+    local_model_args: list[str] | None = Field(
+        None, description=f"What {MODEL_ARGS!r} becomes for a local path from a model folder, e.g. "
+                          "['-m', '{model}']; default: `model_args`.")
 
     @field_validator("openai_base")
     @classmethod
@@ -99,12 +115,35 @@ class ServerSpec(_Strict):
             raise ValueError("must start with '/'")
         return v.rstrip("/") or "/"
 
-    @field_validator("command", "entrypoint")
+    @field_validator("command", "entrypoint", "model_args", "local_model_args")
     @classmethod
-    def _placeholders(cls, v: list[str] | None) -> list[str] | None:
+    def _placeholders(cls, v: list[str] | None, info) -> list[str] | None:
         for arg in v or []:
+            if arg == MODEL_ARGS and info.field_name == "command":
+                continue  # expanded into several arguments; see _model_args below
+            if MODEL_ARGS in arg:
+                raise ValueError(f"{MODEL_ARGS!r} must be a whole argument of 'command', nothing else: {arg!r}")
             _check_placeholders(arg)
         return v
+
+    @model_validator(mode="after")
+    def _model_args(self) -> "ServerSpec":
+        uses = self.command.count(MODEL_ARGS)
+        if uses > 1:
+            raise ValueError(f"'command' may hold {MODEL_ARGS!r} once")
+        if uses and not self.model_args:
+            raise ValueError(f"'command' holds {MODEL_ARGS!r}: say what it becomes in 'model_args'")
+        if not uses and (self.model_args is not None or self.local_model_args is not None):
+            raise ValueError(f"'model_args' and 'local_model_args' need {MODEL_ARGS!r} in 'command'")
+        return self
+
+    def command_for(self, local_model: bool) -> list[str]:
+        """``command`` with ``{model_args}`` expanded for a model id or a local path (placeholders unfilled)."""
+        args = (self.local_model_args if local_model and self.local_model_args is not None else self.model_args) or []
+        out: list[str] = []
+        for arg in self.command:
+            out.extend(args if arg == MODEL_ARGS else [arg])
+        return out
 
 
 class ModelCheck(_Strict):

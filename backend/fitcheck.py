@@ -101,6 +101,100 @@ def safetensors_params(path: Path) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class GgufInfo:
+    """What a GGUF file's header says: exact parameter count and the model's shape."""
+
+    params: int
+    architecture: str | None = None
+    name: str | None = None
+    context_length: int | None = None
+    block_count: int | None = None
+
+
+# GGUF metadata value types (ggml/include/gguf.h, enum gguf_type): fixed widths by type id.
+_GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_MAX_ITEMS = 10_000_000  # more keys, tensors or array items than any real model has
+
+
+def gguf_info(path: Path) -> GgufInfo | None:
+    """Read a GGUF file's header: its metadata and tensor shapes (no weights are read).
+
+    Layout (GGUF v2/v3, little-endian): magic ``GGUF``, version u32, tensor count u64, key/value
+    count u64, the key/value pairs (string key, u32 type, value), then per tensor its name,
+    u32 dimension count, u64 dimensions, u32 type and u64 offset.
+
+    Returns:
+        The parameter count (sum over tensors of the product of their dimensions) and the
+        ``general.*`` / ``<arch>.*`` facts, or None when the file is not a readable GGUF.
+    """
+    try:
+        with path.open("rb") as fh:
+            def read(fmt: str):
+                size = struct.calcsize("<" + fmt)
+                raw = fh.read(size)
+                if len(raw) != size:
+                    raise ValueError("truncated")
+                return struct.unpack("<" + fmt, raw)[0]
+
+            def string() -> str:
+                n = read("Q")
+                if n > _MAX_HEADER:
+                    raise ValueError("string too long")
+                raw = fh.read(n)
+                if len(raw) != n:
+                    raise ValueError("truncated")
+                return raw.decode("utf-8", "replace")
+
+            def value(kind: int):
+                if kind in _GGUF_SCALAR:
+                    return read(_GGUF_SCALAR[kind])
+                if kind == _GGUF_STRING:
+                    return string()
+                if kind == _GGUF_ARRAY:
+                    item, count = read("I"), read("Q")
+                    if count > _GGUF_MAX_ITEMS:
+                        raise ValueError("array too long")
+                    if item in _GGUF_SCALAR:  # skipped: token scores and types are not needed
+                        fh.seek(count * struct.calcsize("<" + _GGUF_SCALAR[item]), os.SEEK_CUR)
+                    else:
+                        for _ in range(count):
+                            value(item)
+                    return None
+                raise ValueError(f"unknown GGUF type {kind}")
+
+            if fh.read(4) != b"GGUF" or read("I") not in (2, 3):
+                return None
+            n_tensors, n_kv = read("Q"), read("Q")
+            if n_tensors > _GGUF_MAX_ITEMS or n_kv > _GGUF_MAX_ITEMS:
+                return None
+            meta: dict[str, object] = {}
+            for _ in range(n_kv):
+                key = string()
+                meta[key] = value(read("I"))
+            params = 0
+            for _ in range(n_tensors):
+                string()
+                dims = read("I")
+                if dims > 8:
+                    return None
+                params += math.prod(read("Q") for _ in range(dims))
+                read("I"), read("Q")
+    except (OSError, ValueError, struct.error, RecursionError):
+        return None
+    arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else None
+
+    def number(key: str) -> int | None:
+        v = meta.get(f"{arch}.{key}") if arch else None
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+    name = meta.get("general.name")
+    return GgufInfo(params=params, architecture=arch, name=name if isinstance(name, str) else None,
+                    context_length=number("context_length"), block_count=number("block_count"))
+
+
 def config_params(config: dict) -> int | None:
     """A rough parameter count of a decoder-only transformer from its config.json.
 
@@ -178,6 +272,11 @@ def _params(folder: Path, files: list[Path]) -> tuple[int | None, str]:
         counts = [safetensors_params(p) for p in {os.path.realpath(p): p for p in shards}.values()]
         if all(c is not None for c in counts):
             return sum(counts), "safetensors headers"
+    ggufs = [p for p in files if p.suffix == ".gguf"]
+    if ggufs:
+        infos = [gguf_info(p) for p in {os.path.realpath(p): p for p in ggufs}.values()]
+        if all(i is not None for i in infos):
+            return sum(i.params for i in infos), "GGUF header"
     config = _read_config(folder)
     if config is not None and (n := config_params(config)) is not None:
         return n, "config.json"
@@ -342,6 +441,14 @@ def estimate_memory(recipe: Recipe, model: str, settings: Settings) -> MemoryEst
             weights = local.stat().st_size
             params = safetensors_params(local) if local.suffix == ".safetensors" else None
             needed, text = _overhead_basis(recipe, weights)
+            info = gguf_info(local) if local.suffix == ".gguf" else None
+            if info is not None:
+                params = info.params
+                shape = ", ".join(x for x in (
+                    info.architecture and f"{info.architecture} architecture",
+                    info.block_count and f"{info.block_count} layers",
+                    info.context_length and f"trained context {info.context_length}") if x)
+                text += f"; {params / 1e9:.3g}B parameters ({shape}; from the GGUF header)"
             return MemoryEstimate(needed, f"local file: {text}", weights, params)
         return _estimate_folder(local, recipe, None, "local folder")
     if model.startswith(("/", "~", ".")) or "\\" in model:

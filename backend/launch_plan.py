@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,6 +44,10 @@ class LaunchRequest(BaseModel):
     port: Annotated[int | None, Field(ge=1024, le=65535, description="Host port on 127.0.0.1; automatic when empty.")] = None
     env: Annotated[dict[str, str], Field(max_length=64)] = {}
     args: Annotated[list[str], Field(max_length=64, description="Extra arguments appended to the server's command.")] = []
+    image_source: Annotated[Literal["auto", "published", "local"], Field(
+        description="For recipes with a local build (llama.cpp): 'published' runs the registry image, 'local' the "
+                    "CPU-only image built on this machine from source, 'auto' the published one when it is here "
+                    "or can be pulled, else the local one.")] = "auto"
 
     @field_validator("env")
     @classmethod
@@ -212,7 +216,7 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
     gpus = choose_gpus(recipe, req.gpus, gpu_runtime)
     values = {"model": model_in_container, "served_name": served, "port": str(recipe.server.port),
               "gpu_count": str(gpu_count(recipe, gpus, machine_gpus) if gpus else 0)}
-    command = [_fill(a, values) for a in recipe.server.command]
+    command = [_fill(a, values) for a in recipe.server.command_for(local_model=model_mount is not None)]
     if gpus:
         command += [_fill(a, values) for a in recipe.gpu.args]
     command += req.args

@@ -63,7 +63,8 @@ def test_shipped_recipe_loads(name):
     assert recipe.name == name
     assert recipe.title and recipe.description
     assert recipe.defaults.model
-    used = {field for arg in recipe.server.command + (recipe.server.entrypoint or [])
+    commands = recipe.server.command_for(local_model=False) + recipe.server.command_for(local_model=True)
+    used = {field for arg in commands + (recipe.server.entrypoint or [])
             for _, field, _, _ in string.Formatter().parse(arg) if field}
     # Every runtime is told which model and port to use (Ollama pulls its model after start).
     if name != "ollama":
@@ -100,7 +101,12 @@ def test_shipped_recipe_essentials(name, image, port, gpu):
 def test_runtime_specific_choices():
     c = load_catalog(CONTAINERS)
     assert c.get("llama-cpp").image_for(use_gpu=True) == "ghcr.io/ggml-org/llama.cpp:server-cuda"
-    assert c.get("llama-cpp").gpu.args == ["-ngl", "999"]
+    llama = c.get("llama-cpp")
+    # No fixed -ngl: llama-server's own default ("auto" with --fit on) decides the layers on the GPU.
+    assert llama.gpu.args == []
+    assert llama.server.command_for(local_model=False)[:2] == ["-hf", "{model}"]
+    assert llama.server.command_for(local_model=True)[:2] == ["-m", "{model}"]
+    assert llama.image.local_build == "llama-cpp" and (CONTAINERS / "llama-cpp" / "Dockerfile").is_file()
     ollama = c.get("ollama")
     assert ollama.server.served_name_is_model
     assert [(p.method, p.path, p.body) for p in ollama.post_start] == [
@@ -128,6 +134,17 @@ BROKEN = [
     ("bad image ref", replace('"example/good:1"', '"Example Good; rm -rf /"'), "image"),
     ("build escapes", replace('ref = "example/good:1"', 'build = "../../etc"'), "image"),
     ("build absolute", replace('ref = "example/good:1"', 'build = "/etc"'), "image"),
+    ("local_build without ref", replace('ref = "example/good:1"', 'build = "good"\nlocal_build = "good"'), "image"),
+    ("local_build escapes", replace('ref = "example/good:1"', 'ref = "example/good:1"\nlocal_build = "../x"'),
+     "image"),
+    ("model_args unused", replace("port = 8000", 'port = 8000\nmodel_args = ["-m", "{model}"]'), "server"),
+    ("model_args missing", replace('"--model", "{model}"', '"{model_args}"'), "server"),
+    ("model_args twice", replace('"--model", "{model}"', '"{model_args}", "{model_args}"').replace(
+        "port = 8000", 'port = 8000\nmodel_args = ["{model}"]'), "server"),
+    ("model_args inside an argument", replace('"--model", "{model}"', '"--model={model_args}"'), "server.command"),
+    ("evil in local_model_args", replace('"--model", "{model}"', '"{model_args}"').replace(
+        "port = 8000", 'port = 8000\nmodel_args = ["{model}"]\nlocal_model_args = ["{evil}"]'),
+     "server.local_model_args"),
     ("port 0", replace("port = 8000", "port = 0"), "server.port"),
     ("port 70000", replace("port = 8000", "port = 70000"), "server.port"),
     ("port abc", replace("port = 8000", 'port = "abc"'), "server.port"),
@@ -273,7 +290,8 @@ VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
 KEYS = st.sampled_from(["name", "title", "description", "homepage", "image", "server", "readiness", "gpu",
                         "caches", "resources", "env", "defaults", "post_start", "source", "other"])
-SUBKEYS = st.sampled_from(["ref", "gpu_ref", "build", "port", "command", "entrypoint", "health_path", "need",
+SUBKEYS = st.sampled_from(["ref", "gpu_ref", "build", "local_build", "model_args", "local_model_args",
+                           "port", "command", "entrypoint", "health_path", "need",
                            "args", "kind", "target", "shm_size", "ipc", "values", "secrets", "model", "path",
                            "body", "method", "timeout", "openai_base", "served_name_is_model", "x"])
 
