@@ -11,11 +11,12 @@ import pytest
 
 from backend.catalog import load_catalog
 from backend.fitcheck import (GIB, NOT_DOWNLOADED, MemoryEstimate, config_params, estimate_memory, fit_verdict,
-                              safetensors_params)
+                              reserved_fraction, safetensors_params)
 from backend.settings import REPO_ROOT, Settings
 
 CATALOG = load_catalog(REPO_ROOT / "containers")
-VLLM, LLAMA, OLLAMA, TGI, DEMO = (CATALOG.get(n) for n in ("vllm", "llama-cpp", "ollama", "tgi", "demo"))
+VLLM, LLAMA, OLLAMA, TGI, DEMO, SGLANG = (CATALOG.get(n) for n in ("vllm", "llama-cpp", "ollama", "tgi", "demo",
+                                                                     "sglang"))
 
 QWEN_05B_CONFIG = {"hidden_size": 896, "num_hidden_layers": 24, "vocab_size": 151936, "intermediate_size": 4864,
                    "num_attention_heads": 14, "num_key_value_heads": 2, "tie_word_embeddings": True,
@@ -375,3 +376,22 @@ def test_verdict_vllm_compares_with_its_reservation():
     assert fit_verdict(est(2), 23 * GIB, total, VLLM).level == "ok"
     # Without the total, vLLM is judged like the others.
     assert fit_verdict(est(2), 23 * GIB, None, VLLM).level == "ok"
+
+
+def test_verdict_sglang_compares_with_its_static_memory_fraction():
+    """SGLang reserves --mem-fraction-static of the total at start, modelled as vLLM's reserve."""
+    total = 24 * GIB
+    assert reserved_fraction(SGLANG) == 0.88  # upstream's fallback share, the most it takes by default
+    assert reserved_fraction(VLLM) == 0.9  # stated in the recipe's command
+    too_big = fit_verdict(est(22), total, total, SGLANG)
+    assert too_big.level == "too_big" and "21.1 GiB" in too_big.message and "88%" in too_big.message
+    busy = fit_verdict(est(2), 12 * GIB, total, SGLANG)
+    assert busy.level == "too_big" and "refuse to start" in busy.message
+    assert fit_verdict(est(2), 23 * GIB, total, SGLANG).level == "ok"
+    # The person's own flag wins, in either spelling, as argparse reads it.
+    half = fit_verdict(est(2), 13 * GIB, total, SGLANG, args=["--mem-fraction-static", "0.5"])
+    assert half.level == "ok" and "12.0 GiB" in half.message
+    assert reserved_fraction(SGLANG, ["--mem-fraction-static=0.7"]) == 0.7
+    assert reserved_fraction(VLLM, ["--gpu-memory-utilization", "0.6"]) == 0.6
+    assert reserved_fraction(SGLANG, ["--mem-fraction-static", "lots"]) == 0.88
+    assert reserved_fraction(TGI) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -85,3 +87,30 @@ def test_cpu_only_recipe_refuses_gpus(catalog, settings):
 def test_request_validation(field, value):
     with pytest.raises(ValidationError):
         LaunchRequest(recipe="demo", model="demo-tiny", **{field: value})
+
+
+def gpu_plan(catalog, settings, recipe: str, gpus, machine_gpus=None, **kw):
+    req = LaunchRequest(recipe=recipe, model="Qwen/Qwen2.5-0.5B-Instruct", gpus=gpus, **kw)
+    return plan(catalog.get(recipe), req, settings, image="img:1", host_port=40000, gpu_runtime=True,
+                machine_gpus=machine_gpus)
+
+
+def test_tgi_shards_over_all_gpus_only_when_it_can_count_them(catalog, settings):
+    """'All GPUs' becomes the machine's count; unknown, TGI is not left to guess (it would take every device)."""
+    assert gpu_plan(catalog, settings, "tgi", None, machine_gpus=4).command[-2:] == ("--num-shard", "4")
+    assert gpu_plan(catalog, settings, "tgi", ["all"], machine_gpus=2).command[-2:] == ("--num-shard", "2")
+    with pytest.raises(InvalidLaunch, match="cannot count") as err:
+        gpu_plan(catalog, settings, "tgi", None, machine_gpus=None)
+    assert "Pick the GPUs explicitly" in err.value.hint
+    # Recipes that do not ask for the count launch with "all" as before.
+    assert gpu_plan(catalog, settings, "vllm", None, machine_gpus=None).gpu_ids == ("all",)
+
+
+def test_model_check_and_limits_reach_the_spec(catalog, settings):
+    ollama = plan(catalog.get("ollama"), LaunchRequest(recipe="ollama", model="qwen2.5:0.5b", gpus=[]), settings,
+                  image="img:1", host_port=40000, gpu_runtime=False)
+    assert json.loads(ollama.labels["modeldeck.model_check"]) == {
+        "method": "POST", "path": "/api/show", "body": {"model": "qwen2.5:0.5b"}}
+    sglang = gpu_plan(catalog, settings, "sglang", ["0"])
+    assert sglang.ulimits == (("memlock", -1), ("stack", 67108864)) and sglang.shm_size == "32g"
+    assert sglang.labels["modeldeck.model_check"] == ""
