@@ -114,3 +114,68 @@ def test_model_check_and_limits_reach_the_spec(catalog, settings):
     sglang = gpu_plan(catalog, settings, "sglang", ["0"])
     assert sglang.ulimits == (("memlock", -1), ("stack", 67108864)) and sglang.shm_size == "32g"
     assert sglang.labels["modeldeck.model_check"] == ""
+
+
+# -- llama.cpp: how the model is passed, and no fixed GPU layer count ----------------------------
+
+
+def llama_plan(catalog, settings, model: str, gpus=None, **kw):
+    req = LaunchRequest(recipe="llama-cpp", model=model, gpus=gpus, **kw)
+    return plan(catalog.get("llama-cpp"), req, settings, image="img:1", host_port=40000, gpu_runtime=True)
+
+
+def test_llama_cpp_loads_a_local_file_with_m_and_a_hub_repo_with_hf(catalog, tmp_path):
+    """llama-server's -hf takes only <user>/<model>[:quant] (common/arg.cpp); a file is -m (--model)."""
+    folder = tmp_path / "models"
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "x.gguf").write_bytes(b"GGUF")
+    settings = Settings(home=tmp_path, model_dirs=[folder])
+    local = llama_plan(catalog, settings, str(folder / "tiny" / "x.gguf"), gpus=[])
+    assert local.command[:2] == ("-m", "/models/tiny/x.gguf")
+    assert "-hf" not in local.command
+    assert local.command[2:] == ("--alias", "x", "--host", "0.0.0.0", "--port", "8080")
+    hub = llama_plan(catalog, settings, "bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M", gpus=[])
+    assert hub.command[:2] == ("-hf", "bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M")
+    assert "-m" not in hub.command and not [m for m in hub.mounts if m.target == "/models"]
+
+
+def test_llama_cpp_keeps_upstreams_automatic_gpu_fit(catalog, settings):
+    """-ngl defaults to "auto" with --fit on (common/common.h); a fixed 999 would defeat the fit."""
+    on_gpu = llama_plan(catalog, settings, "org/repo-GGUF", gpus=["0"])
+    assert on_gpu.gpu_ids == ("0",)
+    assert not {"-ngl", "--gpu-layers", "--n-gpu-layers", "999"} & set(on_gpu.command)
+    chosen = llama_plan(catalog, settings, "org/repo-GGUF", gpus=["0"], args=["-ngl", "20"])
+    assert chosen.command[-2:] == ("-ngl", "20") and chosen.command.count("-ngl") == 1
+
+
+def test_any_recipe_can_say_how_a_local_path_is_passed(tmp_path):
+    """{model_args} is general: local_model_args for paths, model_args for ids (and for paths when alone)."""
+    (tmp_path / "r.toml").write_text(
+        'title = "R"\n[image]\nref = "x/r:1"\n[server]\nport = 9000\n'
+        'command = ["serve", "{model_args}", "--port", "{port}"]\n'
+        'model_args = ["--repo", "{model}"]\nlocal_model_args = ["--path", "{model}", "--offline"]\n'
+        '[gpu]\nneed = "none"\n')
+    (tmp_path / "s.toml").write_text(
+        'title = "S"\n[image]\nref = "x/s:1"\n[server]\nport = 9000\n'
+        'command = ["{model_args}"]\nmodel_args = ["--model", "{model}"]\n[gpu]\nneed = "none"\n')
+    cat = load_catalog(tmp_path)
+    assert cat.errors == {}
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "m.bin").write_bytes(b"x")
+    settings = Settings(home=tmp_path, model_dirs=[folder])
+
+    def cmd(recipe: str, model: str) -> tuple[str, ...]:
+        return plan(cat.get(recipe), LaunchRequest(recipe=recipe, model=model), settings, image="i:1",
+                    host_port=40000, gpu_runtime=False).command
+
+    assert cmd("r", "org/name") == ("serve", "--repo", "org/name", "--port", "9000")
+    assert cmd("r", str(folder / "m.bin")) == ("serve", "--path", "/models/m.bin", "--offline", "--port", "9000")
+    assert cmd("s", str(folder / "m.bin")) == ("--model", "/models/m.bin")
+
+
+def test_image_source_is_one_of_three(catalog):
+    assert LaunchRequest(recipe="llama-cpp", model="a/b").image_source == "auto"
+    assert LaunchRequest(recipe="llama-cpp", model="a/b", image_source="local").image_source == "local"
+    with pytest.raises(ValidationError):
+        LaunchRequest(recipe="llama-cpp", model="a/b", image_source="docker.io/evil")
