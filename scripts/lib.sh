@@ -42,27 +42,73 @@ ensure_python() {
 }
 
 ensure_venv() {
-    # (Re)install the project into .venv when pyproject.toml changed since the last time.
+    # Install the locked dependency set (requirements/app.txt for "app", requirements/test.txt
+    # for "test": every file's hash checked) and then the project itself into .venv, again
+    # whenever the lock or pyproject.toml changed. scripts/lock refreshes the locks.
     ensure_python
     if [ ! -x "$VENV/bin/python" ]; then
         say "Creating $VENV"
-        "$PYTHON" -m venv "$VENV" || { apt_install python3-venv && "$PYTHON" -m venv "$VENV"; }
+        "$PYTHON" -m venv "$VENV" || { apt_install python3-venv && rm -rf "$VENV" && "$PYTHON" -m venv "$VENV"; }
     fi
-    local stamp="$VENV/.modeldeck-installed" want
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$1"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        say "Installing ModelDeck and its dependencies into .venv"
-        "$VENV/bin/python" -m pip install -q --upgrade pip
-        local extra=""; [ "$1" = test ] && extra="[test]"
-        "$VENV/bin/python" -m pip install -q -e "$ROOT$extra"
-        echo "$want" > "$stamp"
-    fi
+    local lock="$ROOT/requirements/$1.txt" stamp="$VENV/.modeldeck-installed" have
+    [ -f "$lock" ] || die "No lock file $lock: run scripts/lock."
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    # The test set holds the app set at the same versions, so a test install serves scripts/run.
+    [ "$have" = "$(venv_stamp test)" ] && return 0
+    [ "$have" = "$(venv_stamp "$1")" ] && return 0
+    say "Installing ModelDeck and its locked dependencies ($lock) into .venv"
+    "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$lock" \
+        || die "Could not install the locked dependencies from $lock (see pip's message above)."
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" 2>/dev/null \
+        || "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
+    venv_stamp "$1" > "$stamp"
+}
+
+venv_stamp() {
+    # What an install of set $1 was made from: pyproject.toml and that set's lock file.
+    printf '%s-%s\n' "$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/$1.txt" 2>/dev/null | sha256sum | cut -c1-16)" "$1"
 }
 
 ensure_qt_libs() {
-    # The system libraries PySide6's wheels load, even offscreen.
-    apt_install libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 fonts-dejavu-core \
-        || say "Qt may not start without those libraries."
+    # The system libraries that PySide6's Qt and its xcb, Wayland and offscreen platform plugins load,
+    # read from the plugins themselves with ldd (desktop/platform_libs.py maps each soname to its
+    # Debian and Fedora package), and a font. Needs the venv (ensure_venv) for PySide6's files.
+    local pkgs rc=0
+    pkgs="$(cd "$ROOT" && "$VENV/bin/python" -m desktop.platform_libs packages debian)" || rc=$?
+    [ $rc -eq 3 ] && say "Qt loads a library desktop/platform_libs.py has no package for (see above)."
+    if ! command -v dpkg >/dev/null && command -v dnf >/dev/null; then
+        pkgs="$(cd "$ROOT" && "$VENV/bin/python" -m desktop.platform_libs packages fedora)" || true
+        [ -z "$pkgs" ] && return 0
+        say "Qt's platform plugins need: sudo dnf install $pkgs"; return 1
+    fi
+    # shellcheck disable=SC2086  # one word per package
+    apt_install fonts-dejavu-core $pkgs || { say "Qt may not open a window without those libraries."; return 1; }
+    (cd "$ROOT" && "$VENV/bin/python" -m desktop.platform_libs check xcb offscreen >&2)
+}
+
+XVFB_PID=""
+stop_x_display() { [ -n "$XVFB_PID" ] && kill "$XVFB_PID" 2>/dev/null; XVFB_PID=""; return 0; }
+
+ensure_x_display() {
+    # A real X server for the GUI tests: Xvfb on a display number it picks free itself (-displayfd),
+    # stopped when the calling script exits. Exports DISPLAY and QT_QPA_PLATFORM=xcb.
+    apt_install xvfb xdotool x11-utils || return 1
+    local fdfile="$WORK/xvfb-display.$$"
+    rm -f "$fdfile"
+    Xvfb -displayfd 3 -screen 0 1920x1200x24 -nolisten tcp 3>"$fdfile" >"$WORK/xvfb.log" 2>&1 &
+    XVFB_PID=$!
+    trap stop_x_display EXIT
+    for _ in $(seq 1 100); do  # Xvfb writes the number once it accepts connections
+        if [ -s "$fdfile" ]; then
+            export DISPLAY=":$(tr -d '[:space:]' < "$fdfile")" QT_QPA_PLATFORM=xcb
+            rm -f "$fdfile"
+            xdpyinfo >/dev/null 2>&1 && { say "Xvfb on $DISPLAY for the GUI tests"; return 0; }
+        fi
+        kill -0 "$XVFB_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "Xvfb did not start; its log ends with:"; tail -5 "$WORK/xvfb.log" >&2 || true
+    stop_x_display; rm -f "$fdfile"; return 1
 }
 
 docker_answers() { docker info >/dev/null 2>&1; }
@@ -123,5 +169,20 @@ ensure_bundle_tools() {
         apt_install binutils "libpython$ver"
     else
         apt_install binutils
+    fi
+}
+
+ensure_llamacpp_image() {
+    # llama.cpp's llama-server built here (CPU only) from the llama-cpp-python sdist, once per machine
+    # and source version, for the llama.cpp tests (a real runtime with a real GGUF). The same builder
+    # as the backend's launch fallback (backend/local_images.py); the sdist stays in the user's cache
+    # (~/.cache/modeldeck/sources, or MODELDECK_CACHE_DIR_SOURCES). Uses MODELDECK_DEMO_BASE_IMAGE.
+    local tag log="$WORK/llama-cpp-build.log"
+    tag="$("$VENV/bin/python" -m backend.local_images llama-cpp --print-tag)" || return 1
+    docker image inspect "$tag" >/dev/null 2>&1 && return 0
+    say "Building $tag: llama.cpp's llama-server from source (CPU; about 5 minutes on 2 cores, once per machine; log: $log)"
+    if ! "$VENV/bin/python" -m backend.local_images llama-cpp >"$log" 2>&1; then
+        tail -25 "$log" >&2
+        return 1
     fi
 }
