@@ -26,6 +26,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 
@@ -34,6 +35,7 @@ from backend.errors import ImageUnavailable, ModelDeckError, RecipeError
 
 SOURCE_FILE = "source.toml"
 PYPI_JSON = "https://pypi.org/pypi/{package}/{version}/json"
+PYPI_PROJECT_JSON = "https://pypi.org/pypi/{package}/json"
 CHUNK = 1024 * 1024
 
 
@@ -118,6 +120,28 @@ def _client() -> httpx.Client:
                         follow_redirects=True)
 
 
+def _sdist_urls(client: httpx.Client, source: SourceArchive) -> list[str]:
+    """Download URLs of the pinned sdist, from PyPI's JSON API.
+
+    The release's own document (``/pypi/<name>/<version>/json``) first; some PyPI mirrors
+    serve only the project's (``/pypi/<name>/json``, whose ``releases`` lists every version).
+    Relative URLs (mirrors write them) are resolved against the document's address.
+    """
+    for api in (PYPI_JSON.format(package=source.package, version=source.version),
+                PYPI_PROJECT_JSON.format(package=source.package)):
+        r = client.get(api)
+        if r.status_code == 404:
+            continue
+        r.raise_for_status()
+        doc = r.json()
+        files = (doc.get("releases") or {}).get(source.version) or doc.get("urls") or []
+        found = [urljoin(str(r.url), f["url"]) for f in files
+                 if f.get("packagetype") == "sdist" and f.get("filename") == source.filename]
+        if found:
+            return found
+    return []
+
+
 def fetch_source(source: SourceArchive, cache: Path,
                  progress: Callable[[int, int | None], None] | None = None) -> Path:
     """The archive in ``cache``, downloaded from PyPI first if it is not there (or is corrupt).
@@ -133,15 +157,11 @@ def fetch_source(source: SourceArchive, cache: Path,
     if path.is_file() and _sha256(path) == source.sha256:
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    api = PYPI_JSON.format(package=source.package, version=source.version)
     hint = ("Check the network and proxy settings (HTTPS_PROXY), or download it yourself: "
             f"pip download --no-binary :all: --no-deps {source.package}=={source.version} -d {cache}")
     try:
         with _client() as client:
-            r = client.get(api)
-            r.raise_for_status()
-            urls = [u["url"] for u in r.json().get("urls", [])
-                    if u.get("packagetype") == "sdist" and u.get("filename") == source.filename]
+            urls = _sdist_urls(client, source)
             if not urls:
                 raise ImageUnavailable(f"PyPI lists no sdist {source.filename} for {source.package} {source.version}.",
                                        hint="Pin a version that has one in its source.toml.")
