@@ -13,10 +13,11 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel
 
+from backend.base_image import missing_base_hint, pick_base_image
 from backend.catalog import Catalog, Recipe
 from backend.engine import GPU_RUNTIME_HINT, ContainerInfo, Engine, ProgressEvent
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, GpuRuntimeMissing,
-                            InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
+                            ImageUnavailable, InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
 from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, plan
 from backend.launches import LaunchProgress
 from backend.netutil import port_free
@@ -282,7 +283,7 @@ class DeploymentService:
             context = self.settings.catalog_dir / recipe.image.build
             if not context.is_dir():
                 raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
-            image = build_tag(recipe, context, self.settings.demo_base_image)
+            image = build_tag(recipe, context, self._base_image())
         # Outside the lock: a refresh talks to Docker and probes servers (seconds), and the
         # /v1 lookups on the event loop take this lock. The checks below read what it cached.
         self.refresh()
@@ -370,13 +371,38 @@ class DeploymentService:
                 pass
         lp.emit("failed", exc.message, details={**details, "hint": exc.hint, "code": exc.code})
 
+    def _base_image(self) -> str:
+        """The base image builds start from, chosen now from what the engine has (backend/base_image.py)."""
+        return pick_base_image(self.settings.demo_base_image, self.engine.image_exists)
+
+    def _ensure_base_image(self, lp: LaunchProgress) -> str:
+        """The base image for a build, pulled first when it is not here.
+
+        Raises:
+            ImageUnavailable: it is not here and could not be pulled; the hint says to run
+                scripts/make-base-image (or to fix MODELDECK_DEMO_BASE_IMAGE).
+        """
+        base = self._base_image()
+        if self.engine.image_exists(base):
+            return base
+        lp.emit("pulling", f"Pulling the base image {base}")
+        try:
+            self._relay(self.engine.pull(base), lp)
+        except ImageUnavailable as exc:
+            raise ImageUnavailable(
+                f"No base image to build from: {base} is not on this machine and could not be pulled "
+                f"({exc.message})", hint=missing_base_hint(base, self.settings.demo_base_image),
+                details=exc.details) from None
+        return base
+
     def _ensure_image(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
         if self.engine.image_exists(spec.image):
             return
         if recipe.image.build:
             context = self.settings.catalog_dir / recipe.image.build
-            lp.emit("building", f"Building image {spec.image} (first launch only)")
-            events = self.engine.build(context, spec.image, {"BASE_IMAGE": self.settings.demo_base_image})
+            base = self._ensure_base_image(lp)
+            lp.emit("building", f"Building image {spec.image} from {base} (first launch only)")
+            events = self.engine.build(context, spec.image, {"BASE_IMAGE": base})
         else:
             lp.emit("pulling", f"Pulling image {spec.image}")
             events = self.engine.pull(spec.image)

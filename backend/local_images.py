@@ -286,7 +286,9 @@ def _main(argv: list[str] | None = None) -> int:
         if engine.image_exists(build.tag):
             print(build.tag)
             return 0
-        base = args.base_image or settings.demo_base_image
+        from backend.base_image import pick_base_image
+
+        base = args.base_image or pick_base_image(settings.demo_base_image, engine.image_exists)
         for ev in build_events(engine, build, base, cache):
             if ev.layer == "source" and ev.total:
                 _print_progress(ev.current or 0, ev.total)

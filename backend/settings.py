@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8765
-DEFAULT_DEMO_BASE_IMAGE = "python:3.12-slim"
 CACHE_ENV_PREFIX = "MODELDECK_CACHE_DIR_"
 
 
@@ -38,7 +37,10 @@ class Settings(BaseModel):
     port: int = DEFAULT_PORT
     docker_host: str | None = None
     catalog_dir: Path = REPO_ROOT / "containers"
-    demo_base_image: str = DEFAULT_DEMO_BASE_IMAGE
+    # Base image of the images built here (the demo model, local builds). None: chosen at launch
+    # from what the engine has (backend/base_image.py), so a backend started without the scripts
+    # finds the image scripts/make-base-image made.
+    demo_base_image: str | None = None
     # Host folders for the runtimes' model caches, by cache kind ("huggingface",
     # "ollama", ...). A kind without a folder gets a named Docker volume instead.
     cache_dirs: dict[str, Path] = Field(default_factory=dict)
@@ -74,7 +76,7 @@ class Settings(BaseModel):
                 values[name] = [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
             elif name in {"home", "catalog_dir"}:
                 values[name] = Path(raw).expanduser()
-            else:
+            elif raw or name != "demo_base_image":  # empty: choose by what is here
                 values[name] = raw
         caches = {
             key[len(CACHE_ENV_PREFIX):].lower(): Path(val).expanduser()

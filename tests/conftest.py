@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from backend.base_image import PUBLIC_BASE_IMAGE, pick_base_image  # noqa: E402
 from backend.engine import Engine  # noqa: E402
 from backend.errors import EngineUnavailable  # noqa: E402
 from backend.settings import Settings  # noqa: E402
@@ -49,21 +50,16 @@ def engine() -> Engine:
     eng.close()
 
 
-LOCAL_BASE_IMAGE = "modeldeck/demo-base:bookworm"  # what scripts/make-base-image makes
 
 
 @functools.cache
 def _base_image() -> str:
     if os.environ.get("MODELDECK_DEMO_BASE_IMAGE"):
         return os.environ["MODELDECK_DEMO_BASE_IMAGE"]
-    default = Settings().demo_base_image
-    try:
-        eng = Engine()
-        if not eng.image_exists(default) and eng.image_exists(LOCAL_BASE_IMAGE):
-            return LOCAL_BASE_IMAGE
+    try:  # the backend's own choice (backend/base_image.py): what is here, else the public one
+        return pick_base_image(None, Engine().image_exists)
     except EngineUnavailable:
-        pass
-    return default
+        return PUBLIC_BASE_IMAGE
 
 
 @pytest.fixture(scope="session")
