@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication
+from desktop import platform_libs
 
-from desktop import theme
-from desktop.backend_process import BackendProcess
-from desktop.client import BackendClient
-from desktop.gc_guard import GuiThreadGarbageCollector
-from desktop.main_window import MainWindow
-from desktop.settings_store import DesktopSettings, SettingsStore
+# Qt's GUI libraries are imported in Application, not here: main() first checks that the system
+# libraries the platform plugin needs are there, and says what to install instead of Qt's abort.
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -26,7 +21,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--self-check", action="store_true",
                         help="open the window, start a backend on a free port with a temporary home, read the "
                              "catalog and the engine, print one line per check and exit (0 when all passed); "
-                             "offscreen when there is no display")
+                             "on the platform the app would use (offscreen when there is no display)")
     parser.add_argument("--self-check-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="give up on the self-check after this long (default 60)")
     return parser.parse_known_args(argv)
@@ -36,6 +31,16 @@ class Application:
     """The running desktop: QApplication, settings, client, main window and the backend process."""
 
     def __init__(self, argv: list[str]):
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QApplication
+
+        from desktop import theme
+        from desktop.backend_process import BackendProcess
+        from desktop.client import BackendClient
+        from desktop.gc_guard import GuiThreadGarbageCollector
+        from desktop.main_window import MainWindow
+        from desktop.settings_store import SettingsStore
+
         args, qt_args = parse_args(argv[1:])
         QApplication.setApplicationName("ModelDeck")
         QApplication.setOrganizationName("ModelDeck")
@@ -45,7 +50,7 @@ class Application:
         self.app = QApplication.instance() or QApplication([argv[0], *qt_args])
         self.gc_guard = GuiThreadGarbageCollector(self.app)
         self.store = SettingsStore(args.settings_file)
-        self.settings: DesktopSettings = self.store.load()
+        self.settings = self.store.load()
         if args.backend_url:
             self.settings.backend_url = args.backend_url.rstrip("/")
         theme.apply(self.settings.theme)
@@ -68,10 +73,14 @@ class Application:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `modeldeck` command; returns the exit code."""
     argv = list(sys.argv if argv is None else argv)
-    args, _qt_args = parse_args(argv[1:])
+    args, qt_args = parse_args(argv[1:])
     if args.self_check:
         from desktop import self_check
         return self_check.run(argv[0], args.self_check_timeout)
+    problem = platform_libs.preflight(qt_args=qt_args)
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        return 1
     return Application(argv).run()
 
 

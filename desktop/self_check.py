@@ -1,9 +1,11 @@
 """`modeldeck --self-check`: open the window, spawn a backend, read the catalog and the engine, report, exit.
 
-Made for a freshly built bundle (CI runs it offscreen): a data file or hidden import that
+Made for a freshly built bundle (CI runs it on Xvfb with xcb): a data file or hidden import that
 PyInstaller left out shows up here as a failed line instead of on a user's desktop. It runs the
 real start-up path (``desktop.app.Application``) with a throw-away settings file and backend home,
-so it never touches the person's own settings, token or window state.
+so it never touches the person's own settings, token or window state. It runs on the platform the
+app would use (xcb where ``DISPLAY`` is set, Wayland where ``WAYLAND_DISPLAY`` is; offscreen only
+when no display is named) and checks that platform's system libraries first (desktop/platform_libs.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer
 
+from desktop import platform_libs
 from desktop.backend_process import backend_command
 from desktop.widgets.calls import Calls
 
@@ -24,7 +27,7 @@ DEFAULT_TIMEOUT_S = 60.0
 #: The runtimes containers/ ships; a bundle without its recipes lists none of them.
 EXPECTED_RECIPES = frozenset({"demo", "llama-cpp", "ollama", "sglang", "tgi", "vllm"})
 #: Checks in report order; "engine" is informative (a missing Docker engine is no fault of the bundle).
-CHECKS = ("window", "assets", "backend", "catalog", "engine", "api-docs")
+CHECKS = ("platform", "window", "assets", "backend", "catalog", "engine", "api-docs")
 ENV_IGNORED = ("MODELDECK_TOKEN", "MODELDECK_CATALOG_DIR", "MODELDECK_PORT", "MODELDECK_HOST")
 
 
@@ -78,13 +81,48 @@ def docs_result(body) -> CheckResult:
                        else f"/docs without Swagger UI ({len(text)} bytes)")
 
 
+def libraries_result(env) -> CheckResult | None:
+    """Before Qt loads: a failed "platform" line when the platform the app would use lacks a library.
+
+    With no display named the check runs offscreen, but a person's desktop would use xcb: its
+    libraries are checked all the same, so a bundle or machine that cannot show a window fails.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if not headless(env):
+        problem = platform_libs.preflight(env)
+        return CheckResult("platform", False, problem) if problem else None
+    problem = platform_libs.preflight({**env, "DISPLAY": ":0"})
+    if not problem:
+        return None
+    return CheckResult("platform", False, f"no display, so offscreen here; on a desktop, {problem.split(': ', 1)[1]}")
+
+
+def headless(env) -> bool:
+    """No platform asked for and no display named: Qt would try xcb and abort."""
+    return sys.platform.startswith("linux") and not (env.get("QT_QPA_PLATFORM") or platform_libs.has_display(env))
+
+
+def platform_result(name: str, env, was_headless: bool) -> CheckResult:
+    """After Qt started (so its plugin loaded): which platform it runs on, and why that one."""
+    if was_headless:
+        return CheckResult("platform", True, "offscreen: no display named (DISPLAY, WAYLAND_DISPLAY unset); "
+                                             "xcb's system libraries are all present")
+    why = {"xcb": f"X display {env.get('DISPLAY') or '?'}",
+           "wayland": f"Wayland display {env.get('WAYLAND_DISPLAY') or 'wayland-0'}"}.get(name)
+    return CheckResult("platform", True, f"{name} ({why or 'QT_QPA_PLATFORM=' + env.get('QT_QPA_PLATFORM', '')})")
+
+
 class SelfCheck(QObject):
     """Drives one check run on a started ``Application``; ``results`` fills in, ``exit_code`` at the end."""
 
-    def __init__(self, application, timeout_s: float):
+    def __init__(self, application, timeout_s: float, was_headless: bool = False,
+                 platform_failure: CheckResult | None = None):
         super().__init__(application.window)
         self.application = application
         self.results: dict[str, CheckResult] = {}
+        self._was_headless = was_headless
+        self._platform_failure = platform_failure
         self.exit_code = 1
         self._finished = False
         self._timeout_s = timeout_s
@@ -104,6 +142,10 @@ class SelfCheck(QObject):
         from desktop import theme
         from desktop.main_window import PlaceholderPage
 
+        from PySide6.QtGui import QGuiApplication
+
+        self._record(self._platform_failure
+                     or platform_result(QGuiApplication.platformName(), os.environ, self._was_headless))
         window = self.application.window
         broken = [type(p).__name__ for p in window.pages if isinstance(p, PlaceholderPage)]
         pages = len(window.pages)
@@ -169,9 +211,16 @@ class SelfCheck(QObject):
 
 def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Run the self-check in this process; returns 0 when every check passed (see module docstring)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("QT_QPA_PLATFORM") or os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # CI and headless servers have no display
+    origin = f"{'bundle' if getattr(sys, 'frozen', False) else 'source'}: {Path(sys.executable).parent}"
+    libraries = libraries_result(os.environ)
+    was_headless = headless(os.environ)
+    if was_headless:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # servers and CI without Xvfb have no display
+    elif libraries:  # Qt would abort with its own message: say what is missing instead, and stop
+        print(f"ModelDeck self-check ({origin})", flush=True)
+        print(libraries.line(), flush=True)
+        print("self-check FAILED", flush=True)
+        return 1
     for key in ENV_IGNORED:  # check the bundle's own catalog and a fresh token, whatever the shell says
         os.environ.pop(key, None)
 
@@ -182,15 +231,14 @@ def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         ini = Path(tmp) / "desktop.ini"
         url = f"http://127.0.0.1:{free_port()}"
         SettingsStore(ini).save(DesktopSettings(backend_url=url, home=str(Path(tmp) / "home")))
-        print(f"ModelDeck self-check ({'bundle' if getattr(sys, 'frozen', False) else 'source'}: "
-              f"{Path(sys.executable).parent}), backend at {url}, limit {timeout_s:.0f} s", flush=True)
+        print(f"ModelDeck self-check ({origin}), backend at {url}, limit {timeout_s:.0f} s", flush=True)
         try:
             application = Application([argv0, "--settings-file", str(ini)])
         except Exception as exc:  # a missing asset or module fails here, before there is a window
             print(CheckResult("window", False, f"the app did not start: {exc!r}").line(), flush=True)
             print("self-check FAILED", flush=True)
             return 1
-        check = SelfCheck(application, timeout_s)
+        check = SelfCheck(application, timeout_s, was_headless, libraries)
         check.start()
         application.run()
         application.window.close()

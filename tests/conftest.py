@@ -8,20 +8,51 @@ import uuid
 
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from tests.support.x_display import x_display_problem
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _choose_qt_platform() -> str | None:
+    """GUI tests run on a real X server (xcb, scripts/test starts Xvfb); returns why not, or None.
+
+    Decided before Qt loads: on xcb with no X server Qt aborts the whole run, so without one the
+    tests fall back to offscreen (where a person runs pytest without a display), and in CI every
+    GUI test fails instead (the _real_display fixture).
+    """
+    asked = os.environ.get("QT_QPA_PLATFORM", "")
+    if asked and not asked.startswith("xcb"):
+        return f"QT_QPA_PLATFORM={asked} was asked for, not xcb"
+    problem = x_display_problem()
+    os.environ["QT_QPA_PLATFORM"] = "offscreen" if problem else "xcb"
+    return problem
+
+
+DISPLAY_PROBLEM = _choose_qt_platform()
 
 from backend.base_image import PUBLIC_BASE_IMAGE, pick_base_image  # noqa: E402
 from backend.engine import Engine  # noqa: E402
 from backend.errors import EngineUnavailable  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
-IN_CI = os.environ.get("CI") == "true"
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = "modeldeck.test-run"
 
 
 def pytest_report_header(config):
-    return [f"modeldeck test run {RUN_ID} (containers labelled {RUN_LABEL}={RUN_ID}); CI={IN_CI}"]
+    qt = (f"Qt on xcb, X display {os.environ['DISPLAY']}" if DISPLAY_PROBLEM is None
+          else f"Qt {os.environ['QT_QPA_PLATFORM']}: {DISPLAY_PROBLEM}"
+          + (" (CI=true: every GUI test fails)" if IN_CI else ""))
+    return [f"modeldeck test run {RUN_ID} (containers labelled {RUN_LABEL}={RUN_ID}); CI={IN_CI}", qt]
+
+
+@pytest.fixture(autouse=True)
+def _real_display(request):
+    """In CI, a GUI test (marked gui, or using qtbot/qapp) without a real X display is a failure."""
+    if DISPLAY_PROBLEM and IN_CI and (request.node.get_closest_marker("gui")
+                                      or {"qtbot", "qapp"} & set(request.fixturenames)):
+        pytest.fail(f"CI=true and GUI tests must run on a real X display: {DISPLAY_PROBLEM} "
+                    "(scripts/test starts Xvfb; apt-get install xvfb)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

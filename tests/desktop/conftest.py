@@ -120,8 +120,8 @@ def make_main_window(qtbot, live_backend, tmp_path):
         backend = BackendProcess(client, s, spawn=False) if with_backend else None
         window = MainWindow(client, store, tray=False, backend=backend)
         made.append((window, client))
-        window.show()
-        qtbot.waitExposed(window)
+        with qtbot.waitExposed(window):  # mapped by the X server (a context manager: a bare call waits for nothing)
+            window.show()
         if backend is not None:
             backend.start()
         else:

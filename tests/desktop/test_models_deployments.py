@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from desktop.pages.launch_dialog import LaunchDialog, model_problem, parse_env, served_name_problem
@@ -21,7 +22,7 @@ def _open_demo_dialog(window, qtbot) -> LaunchDialog:
     card = next(c for c in window.models.cards if c.recipe["name"] == "demo")
     qtbot.mouseClick(card.launch_button, Qt.MouseButton.LeftButton)
     dialog = window.models._dialogs[-1]
-    qtbot.waitExposed(dialog)
+    assert QTest.qWaitForWindowExposed(dialog)  # the X server mapped it
     return dialog
 
 
@@ -198,7 +199,7 @@ def test_launch_to_ready_row_then_stop_start_logs_copy_export_remove(make_main_w
 
         page.select(dep_id)
         logs = page.open_logs()
-        qtbot.waitExposed(logs)
+        assert QTest.qWaitForWindowExposed(logs)  # the X server mapped it
         qtbot.waitUntil(lambda: logs.lines_received > 0 and bool(logs.text()), timeout=15000)
         logs.search.setText("GET")
         logs.close()
@@ -237,7 +238,7 @@ def test_logs_dialog_follows_and_highlights(make_main_window, qtbot, demo_model)
     qtbot.waitUntil(lambda: _row(window, demo_model) is not None, timeout=15000)
     assert page.select(_row(window, demo_model).id)
     logs = page.open_logs()
-    qtbot.waitExposed(logs)
+    assert QTest.qWaitForWindowExposed(logs)  # the X server mapped it
     qtbot.waitUntil(lambda: logs.lines_received > 0 and bool(logs.text()), timeout=15000)
     first = logs.text().splitlines()[0]
     word = next(w for w in first.split() if len(w) > 3)

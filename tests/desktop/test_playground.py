@@ -130,7 +130,8 @@ def test_escape_stops_generation(qtbot, page):
     page.send()
     column = page.columns[0]
     qtbot.waitUntil(lambda: len(column.transcript.turns[-1].content) > 10, timeout=15000)
-    page.activateWindow()
+    with qtbot.waitActive(page):  # Escape is a window shortcut: it needs the window active (an X round trip)
+        page.activateWindow()
     page.prompt_edit.setFocus()
     with qtbot.waitSignal(page.send_finished, timeout=2000):
         qtbot.keyClick(page.prompt_edit, Qt.Key.Key_Escape)
