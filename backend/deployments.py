@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from datetime import datetime, timezone
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import httpx
@@ -18,7 +20,7 @@ from backend.catalog import Catalog, Recipe
 from backend.engine import GPU_RUNTIME_HINT, ContainerInfo, Engine, ProgressEvent
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, GpuRuntimeMissing,
                             ImageUnavailable, InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
-from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, plan
+from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, home_id, plan
 from backend.launches import LaunchProgress
 from backend.netutil import port_free
 from backend.proxy import Upstream
@@ -90,6 +92,9 @@ class DeploymentService:
         self._containers: dict[str, ContainerInfo] = {}  # by deployment id
         self._ready: dict[str, str] = {}  # container id -> started_at when it answered readiness
         self._stopping: set[str] = set()
+        self._resumed: set[tuple[str, str]] = set()  # (container id, started_at) whose launch was resumed
+        #: How many GPUs the machine has (the stats sampler's NVML view; None: unknown). Set by the app.
+        self.machine_gpus: Callable[[], int | None] = lambda: None
         self.engine_up = False
         self._engine_error: EngineUnavailable | None = None
         self._probe = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False)
@@ -120,6 +125,7 @@ class DeploymentService:
                     self._finish_interrupted_launch(c)
                 else:
                     self._ready.pop(c.id, None)
+                    self._resume_interrupted_launch(dep_id, c)
 
     def _finish_interrupted_launch(self, c: ContainerInfo) -> None:
         """Turn on restarts for a server that became ready after its launch thread died.
@@ -161,7 +167,8 @@ class DeploymentService:
         """Running, and answered its readiness probe since it last started (a restart means: probe again)."""
         return c.state == "running" and self._ready.get(c.id) == (c.started_at or "")
 
-    def _answers(self, c: ContainerInfo) -> bool:
+    def _answers(self, c: ContainerInfo, *, model_check: bool = True) -> bool:
+        """Whether the server answers its readiness paths, and (``model_check``) has its model."""
         if not c.host_port:
             return False
         paths = [c.labels.get(f"{LABEL_PREFIX}health_path") or "/health",
@@ -172,7 +179,55 @@ class DeploymentService:
                     return False
         except httpx.HTTPError:
             return False
-        return True
+        check = _model_check_of(c.labels)
+        return not model_check or check is None or self._model_answers(c.host_port, check)[0]
+
+    def _model_answers(self, host_port: int, check: dict) -> tuple[bool, str]:
+        """Ask the server whether it has the model (the recipe's ``readiness.model_check``); (yes, why not)."""
+        try:
+            r = self._probe.request(check["method"], f"http://127.0.0.1:{host_port}{check['path']}",
+                                    json=check.get("body") if check["method"] != "GET" else None)
+        except httpx.HTTPError as exc:
+            return False, f"{check['method']} {check['path']} did not answer ({type(exc).__name__})"
+        if r.status_code == 200:
+            return True, ""
+        return False, f"{check['method']} {check['path']} answered {r.status_code}: {r.text[:200]}"
+
+    def _resume_interrupted_launch(self, dep_id: str, c: ContainerInfo) -> None:
+        """Finish a launch whose backend died while preparing the model (Ollama's pull).
+
+        The server answers its health path but not its model check, its restart policy is
+        still the launch-time "no", and no launch of it runs here: the calls after start-up
+        (``post_start``) are made again — Ollama resumes a pull from the parts it has — and
+        the deployment becomes ready only when the model check answers, or is shown failed.
+        """
+        recipe = self.catalog.recipes.get(c.labels.get(f"{LABEL_PREFIX}recipe", ""))
+        key = (c.id, c.started_at or "")
+        if (recipe is None or not recipe.post_start or _model_check_of(c.labels) is None
+                or c.restart_policy not in ("", "no") or key in self._resumed
+                # Another backend on this engine (another home) may be preparing it right now.
+                or c.labels.get(f"{LABEL_PREFIX}launched_from") != home_id(self.settings)
+                or not self._answers(c, model_check=False)):
+            return
+        try:
+            spec = self.engine.spec_of(c.id)
+        except ModelDeckError:
+            return
+        labels = c.labels
+        lp = LaunchProgress(dep_id, labels.get(f"{LABEL_PREFIX}config_hash", ""), recipe=recipe.name,
+                            model=labels.get(f"{LABEL_PREFIX}model", ""), image=c.image,
+                            served_name=labels.get(f"{LABEL_PREFIX}served_name", dep_id), host_port=c.host_port)
+        lp.container_id = c.id
+        with self._lock:
+            running = self._launches.get(dep_id)
+            if running is not None and not running.done:
+                return
+            self._resumed.add(key)
+            self._launches[dep_id] = lp
+        log.info("resuming the interrupted launch of %s (preparing its model again)", c.name)
+        lp.emit("loading", "The launch was interrupted while the model was being prepared; preparing it again")
+        threading.Thread(target=self._run_launch, args=(recipe, spec, lp), kwargs={"resume": True},
+                         name=f"resume-{dep_id}", daemon=True).start()
 
     def _view(self, dep_id: str, c: ContainerInfo | None, lp: LaunchProgress | None) -> Deployment:
         if c is None:  # a launch that has not created its container yet, or failed before
@@ -277,13 +332,7 @@ class DeploymentService:
         status = self.engine.status()
         if not status.reachable:
             raise EngineUnavailable(status.reason or "The Docker engine does not answer.", hint=status.hint)
-        gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
-        image = recipe.image_for(use_gpu=bool(gpus))
-        if recipe.image.build:
-            context = self.settings.catalog_dir / recipe.image.build
-            if not context.is_dir():
-                raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
-            image = build_tag(recipe, context, self._base_image())
+        image = self._planned_image(recipe, req, choose_gpus(recipe, req.gpus, status.gpu_runtime))
         # Outside the lock: a refresh talks to Docker and probes servers (seconds), and the
         # /v1 lookups on the event loop take this lock. The checks below read what it cached.
         self.refresh()
@@ -291,7 +340,7 @@ class DeploymentService:
             reserved = {c.host_port for c in self._containers.values() if c.host_port}
             reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
             spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
-                        gpu_runtime=status.gpu_runtime)
+                        gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
             dep_id = spec.labels[f"{LABEL_PREFIX}id"]
             config_hash = spec.labels[f"{LABEL_PREFIX}config_hash"]
 
@@ -334,15 +383,73 @@ class DeploymentService:
                          daemon=True).start()
         return self._view(dep_id, None, lp), lp
 
-    def _run_launch(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+    def _planned_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]) -> str:
+        """The image a launch of ``req`` runs (a registry reference, or the tag of a local build).
+
+        Raises:
+            InvalidLaunch: the recipe's build folder is missing.
+        """
+        image = recipe.image_for(use_gpu=bool(gpus))
+        if recipe.image.build:
+            context = self.settings.catalog_dir / recipe.image.build
+            if not context.is_dir():
+                raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
+            image = build_tag(recipe, context, self._base_image())
+        return image
+
+    def plan_launch(self, req: LaunchRequest) -> tuple[ContainerSpec, list[str]]:
+        """The exact container a launch of ``req`` would create now, and warnings; creates and pulls nothing.
+
+        The host port is the one asked for, or one free at this moment (a launch picks its
+        own when it runs). Where the engine cannot give what the launch needs (no engine, no
+        GPU runtime, a port in use), the plan is still made and a warning says so.
+
+        Raises:
+            RecipeNotFound, InvalidLaunch: as ``launch`` would, before anything else.
+        """
+        recipe = self.catalog.get(req.recipe)
+        status = self.engine.status()
+        warnings: list[str] = []
+        if not status.reachable:
+            warnings.append(f"The Docker engine does not answer ({status.reason}): a launch would fail now.")
+        gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
+        image = self._planned_image(recipe, req, gpus)
+        with self._lock:
+            reserved = {c.host_port for c in self._containers.values() if c.host_port}
+            reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
+        spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
+                    gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
+        if req.port is not None:
+            if req.port in reserved or not port_free(req.port):
+                warnings.append(f"Port {req.port} on 127.0.0.1 is in use now: a launch would be refused.")
+            host_port = req.port
+        else:
+            host_port = _free_port(reserved)
+        if spec.gpu_ids and status.reachable and not status.gpu_runtime:
+            warnings.append("GPUs are asked for, but this Docker engine has no NVIDIA GPU runtime: "
+                            "a launch would be refused.")
         try:
-            self._ensure_image(recipe, spec, lp)
-            lp.emit("creating", f"Creating container {spec.name}")
-            lp.container_id = self.engine.create(spec)
-            lp.emit("starting", f"Starting on 127.0.0.1:{spec.host_port}")
-            self.engine.start(lp.container_id)
+            if status.reachable and not self.engine.image_exists(image):
+                warnings.append(f"Image {image} is not on this engine yet: a launch "
+                                + ("builds it first." if recipe.image.build or "-local:" in image
+                                   else "pulls it first." + (" Where no registry answers, it builds a CPU-only "
+                                                             "image here from source instead."
+                                                             if recipe.image.local_build else "")))
+        except EngineUnavailable:
+            pass  # went away since status(): said above, or the next plan says it
+        return dataclasses.replace(spec, host_port=host_port), warnings
+
+    def _run_launch(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress, resume: bool = False) -> None:
+        try:
+            if not resume:  # a resumed launch has its running container already
+                self._ensure_image(recipe, spec, lp)
+                lp.emit("creating", f"Creating container {spec.name}")
+                lp.container_id = self.engine.create(spec)
+                lp.emit("starting", f"Starting on 127.0.0.1:{spec.host_port}")
+                self.engine.start(lp.container_id)
             self._wait_ready(recipe, spec, lp)
             self._post_start(recipe, spec, lp)
+            self._check_model(spec, lp)
             self.engine.enable_restarts(lp.container_id, spec.restart_max)
             info = self.engine.inspect(lp.container_id)
             self._ready[info.id] = info.started_at or ""
@@ -473,6 +580,22 @@ class DeploymentService:
             if r.status_code >= 400:
                 raise LaunchFailed(f"Preparing the model failed: {call.path} answered {r.status_code}: {r.text[:300]}")
 
+    def _check_model(self, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        """Ready only when the server says it has the model (recipes with ``readiness.model_check``).
+
+        Raises:
+            LaunchFailed: the server answers, but not that it has the model.
+        """
+        check = _model_check_of(spec.labels)
+        if check is None:
+            return
+        lp.emit("loading", f"Checking that the server has the model ({check['method']} {check['path']})")
+        ok, why = self._model_answers(spec.host_port, check)
+        if not ok:
+            raise LaunchFailed(f"The server does not have the model after preparing it: {why}.",
+                               log_tail=self.engine.logs(lp.container_id, tail=LOG_TAIL_LINES),
+                               hint="Check the model name and the log lines below, then launch again.")
+
     # -- actions --------------------------------------------------------------------
 
     def _container_of(self, dep_id: str) -> ContainerInfo:
@@ -553,6 +676,21 @@ class DeploymentService:
         with self._lock:
             containers = list(self._containers.items())
         return [u for u in (self._upstream(d, c) for d, c in containers) if u.ready]
+
+
+def _model_check_of(labels: dict[str, str]) -> dict | None:
+    """The filled-in model check a launch wrote into the container's labels, or None."""
+    raw = labels.get(f"{LABEL_PREFIX}model_check")
+    if not raw:
+        return None
+    try:
+        check = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(check, dict) or check.get("method") not in ("GET", "POST") \
+            or not str(check.get("path", "")).startswith("/"):
+        return None
+    return check
 
 
 __all__ = ["Deployment", "DeploymentService", "LaunchRequest"]

@@ -82,6 +82,15 @@ class LaunchRequest(BaseModel):
         return v
 
 
+def home_id(settings: Settings) -> str:
+    """A stable id of the backend's home folder, written on the containers its launches create.
+
+    A backend restarted on the same home finishes launches of its own that a kill interrupted;
+    a launch from another home (another backend on the same engine) may still be running.
+    """
+    return hashlib.sha256(str(settings.home.expanduser().resolve()).encode()).hexdigest()[:16]
+
+
 def deployment_id_for(served_name: str) -> str:
     """A stable, Docker-safe id for a served name: the container is called ``modeldeck-<id>``."""
     slug = re.sub(r"[^a-z0-9_.-]+", "-", served_name.lower()).strip("-._")
@@ -268,6 +277,7 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         f"{LABEL_PREFIX}secrets": ",".join(secrets),
         f"{LABEL_PREFIX}entrypoint": "custom" if entrypoint is not None else "image",
         f"{LABEL_PREFIX}port_requested": str(req.port or ""),
+        f"{LABEL_PREFIX}launched_from": home_id(settings),
     }
     return ContainerSpec(
         name=f"modeldeck-{dep_id}", image=image, command=tuple(command), entrypoint=entrypoint,

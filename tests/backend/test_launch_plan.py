@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from backend.catalog import load_catalog
 from backend.errors import InvalidLaunch
-from backend.launch_plan import LaunchRequest, deployment_id_for, plan
+from backend.launch_plan import LaunchRequest, deployment_id_for, home_id, plan
 from backend.settings import Settings
 
 
@@ -179,3 +179,10 @@ def test_image_source_is_one_of_three(catalog):
     assert LaunchRequest(recipe="llama-cpp", model="a/b", image_source="local").image_source == "local"
     with pytest.raises(ValidationError):
         LaunchRequest(recipe="llama-cpp", model="a/b", image_source="docker.io/evil")
+
+
+def test_containers_say_which_home_launched_them(catalog, settings, tmp_path):
+    """A backend finishes only its own home's interrupted launches; another home's may be running."""
+    mine = make(catalog, settings).labels["modeldeck.launched_from"]
+    other = make(catalog, Settings(home=tmp_path / "elsewhere")).labels["modeldeck.launched_from"]
+    assert mine == home_id(settings) and mine != other and len(mine) == 16
