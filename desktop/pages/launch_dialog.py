@@ -1,4 +1,5 @@
-"""The Launch dialog: model, served name, GPU with the live fit check, port, advanced args/env, then progress."""
+"""The Launch dialog: model, served name, GPU with the live fit check, port, advanced args/env and the
+equivalent `docker run` command, then progress."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QIntValidator
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
-from desktop import theme
+from desktop import fonts, theme
 from desktop.client import ApiError, BackendClient
 from desktop.widgets.calls import Calls
 from desktop.formatting import format_bytes
@@ -116,11 +118,31 @@ class LaunchDialog(QDialog):
             f" (secrets: {', '.join(recipe['secrets'])})" if recipe.get("secrets") else ""))
         for box in (self.args, self.env):
             box.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        # The same launch as a `docker run` line, from POST /api/deployments/plan (nothing is created).
+        self.command = QPlainTextEdit()
+        self.command.setReadOnly(True)
+        self.command.setFont(fonts.fixed_font())
+        self.command.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.command.setPlaceholderText("The equivalent docker run command appears here.")
+        self.command.setFixedHeight(self.command.fontMetrics().lineSpacing() * 8 + 12)
+        self.command.setToolTip("What this launch runs, as one docker run command; secrets appear by name only")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the docker run command to the clipboard")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(self._on_copy_clicked)
+        self.command_note = QLabel()
+        self.command_note.setProperty("muted", True)
+        self.command_note.setWordWrap(True)
+        command_row = QHBoxLayout()
+        command_row.addWidget(self.command_note, 1)
+        command_row.addWidget(self.copy_button)
         self.advanced = QWidget()
         adv = QFormLayout(self.advanced)
         adv.setContentsMargins(0, 0, 0, 0)
         adv.addRow("Arguments", self.args)
         adv.addRow("Environment", self.env)
+        adv.addRow("docker run", self.command)
+        adv.addRow("", command_row)
         self.advanced.hide()
 
         form = QFormLayout()
@@ -186,6 +208,18 @@ class LaunchDialog(QDialog):
         self.model.textChanged.connect(self._on_form_changed)
         self.served.textChanged.connect(self._on_form_changed)
         self.gpu.currentIndexChanged.connect(self._on_form_changed)
+        # The command follows every field, at most one plan call per pause in typing.
+        self._plan_timer = QTimer(self)
+        self._plan_timer.setSingleShot(True)
+        self._plan_timer.setInterval(300)
+        self._plan_timer.timeout.connect(self._on_plan_timer_timeout)
+        self._plan_seq = 0
+        for edit in (self.model, self.served, self.port):
+            edit.textChanged.connect(self._on_plan_inputs_changed)
+        for box in (self.args, self.env):
+            box.textChanged.connect(self._on_plan_inputs_changed)
+        self.gpu.currentIndexChanged.connect(self._on_plan_inputs_changed)
+        self.port_auto.toggled.connect(self._on_plan_inputs_changed)
         self._fill_gpus(None)
         self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed)
         self._on_form_changed()
@@ -241,6 +275,43 @@ class LaunchDialog(QDialog):
         self.advanced.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
         self.adjustSize()
+        if on:
+            self._plan_timer.start()
+
+    # -- the docker run command -------------------------------------------------------
+
+    def _on_plan_inputs_changed(self, *_args) -> None:
+        if self.advanced.isVisible():
+            self._plan_timer.start()
+
+    def _on_plan_timer_timeout(self) -> None:
+        body, problem = self.request_body()
+        self._plan_seq += 1
+        if body is None:
+            self._show_command("", problem or "")
+            return
+        seq = self._plan_seq
+        self._calls.post("/api/deployments/plan", body, lambda answer: self._on_plan_answer(seq, answer),
+                         lambda error: self._on_plan_failed(seq, error))
+
+    def _on_plan_answer(self, seq: int, answer: dict) -> None:
+        if seq == self._plan_seq:  # an answer to an older form is dropped
+            port = " The port is one free now; the launch picks its own." if answer.get("host_port_automatic") \
+                else ""
+            self._show_command(answer.get("docker_run", ""), " ".join(answer.get("warnings") or []) + port)
+
+    def _on_plan_failed(self, seq: int, error: ApiError) -> None:
+        if seq == self._plan_seq:
+            self._show_command("", f"{error.message} {error.hint or ''}".strip())
+
+    def _show_command(self, text: str, note: str) -> None:
+        self.command.setPlainText(text)
+        self.copy_button.setEnabled(bool(text))
+        self.command_note.setText(note.strip())
+
+    def _on_copy_clicked(self) -> None:
+        QGuiApplication.clipboard().setText(self.command.toPlainText())
+        self.command_note.setText("Copied to the clipboard.")
 
     def _on_port_auto_toggled(self, automatic: bool) -> None:
         self.port.setEnabled(not automatic)
@@ -362,5 +433,6 @@ class LaunchDialog(QDialog):
     def shutdown(self) -> None:
         """Stop the progress stream and any call in flight (the launch goes on in the backend)."""
         self._fit_timer.stop()
+        self._plan_timer.stop()
         self._calls.abort_all()
         self.progress.shutdown()
