@@ -172,6 +172,14 @@ BROKEN = [
     ("gpu.need unknown", replace('need = "optional"', 'need = "maybe"'), "gpu.need"),
     ("shm_size", replace("[gpu]", '[resources]\nshm_size = "lots"\n\n[gpu]'), "resources.shm_size"),
     ("ipc host", replace("[gpu]", '[resources]\nipc = "host"\n\n[gpu]'), "resources.ipc"),
+    ("ulimit not allowed", replace("[gpu]", '[resources]\nulimits = { rtprio = 99 }\n\n[gpu]'), "resources.ulimits"),
+    ("ulimit below -1", replace("[gpu]", '[resources]\nulimits = { memlock = -2 }\n\n[gpu]'),
+     "resources.ulimits.memlock"),
+    ("model check placeholder", replace('health_path = "/health"', 'health_path = "/health"\n'
+                                        'model_check = { path = "/api/show", body = { model = "{evil}" } }'),
+     "readiness.model_check.body"),
+    ("model check method", replace('health_path = "/health"', 'health_path = "/health"\n'
+                                   'model_check = { method = "DELETE", path = "/x" }'), "readiness.model_check.method"),
     ("health path", replace('health_path = "/health"', 'health_path = "health"'), "readiness.health_path"),
     ("startup timeout", replace("port = 8000", "port = 8000\nstartup_timeout = -1"), "server.startup_timeout"),
     ("title missing", replace('title = "Good"\n', ""), "title"),
