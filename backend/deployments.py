@@ -62,6 +62,10 @@ class Deployment(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     config_hash: str = ""
+    #: True while the engine does not answer: this is the last state seen, not the present one.
+    stale: bool = False
+    #: Why the engine could not be asked (with what to do), while ``stale``.
+    engine_error: str | None = None
 
 
 def _free_port(reserved: set[int]) -> int:
@@ -97,6 +101,10 @@ class DeploymentService:
         self.machine_gpus: Callable[[], int | None] = lambda: None
         self.engine_up = False
         self._engine_error: EngineUnavailable | None = None
+        # Containers running when the engine was last seen before it went away (id -> started_at),
+        # and those found stopped when it came back: Docker's shutdown stops running containers.
+        self._running_before_outage: dict[str, str | None] | None = None
+        self._stopped_in_outage: dict[str, str | None] = {}
         self._probe = httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False)
 
     def close(self) -> None:
@@ -109,11 +117,22 @@ class DeploymentService:
         try:
             containers = self.engine.list()
         except EngineUnavailable as exc:
-            self.engine_up, self._engine_error = False, exc
+            with self._lock:
+                if self._engine_error is None:  # the engine just went away: remember what ran
+                    self._running_before_outage = {c.id: c.started_at for c in self._containers.values()
+                                                   if c.state in ("running", "restarting")}
+                self.engine_up, self._engine_error = False, exc
             return
-        self.engine_up, self._engine_error = True, None
         by_id = {c.labels.get(f"{LABEL_PREFIX}id", c.name): c for c in containers}
         with self._lock:
+            self.engine_up, self._engine_error = True, None
+            before, self._running_before_outage = self._running_before_outage, None
+            for c in containers:
+                if before and c.state in ("exited", "dead") and c.id in before and before[c.id] == c.started_at:
+                    self._stopped_in_outage[c.id] = c.started_at
+            self._stopped_in_outage = {c.id: c.started_at for c in containers
+                                       if self._stopped_in_outage.get(c.id, "-") == c.started_at
+                                       and c.state in ("exited", "dead")}
             self._containers = by_id
             launching = {d for d, lp in self._launches.items() if not lp.done}
         for dep_id, c in by_id.items():
@@ -254,6 +273,9 @@ class DeploymentService:
         elif c.state in ("exited", "dead"):
             if c.oom_killed:
                 status, message = "failed", "killed: out of memory"
+            elif c.id in self._stopped_in_outage:
+                status, message = "stopped", (f"stopped while the Docker engine was down (exit code {c.exit_code}): "
+                                              "the engine's shutdown stops running containers; start it again")
             elif c.exit_code in STOP_EXIT_CODES:
                 # 137 is also what `docker kill` leaves: say the code, so a kill is not hidden.
                 status, message = "stopped", "stopped" if not c.exit_code else f"stopped (exit code {c.exit_code})"
@@ -288,18 +310,27 @@ class DeploymentService:
     def list(self, refresh: bool = True) -> list[Deployment]:
         """Every deployment: labelled containers plus launches that have no container yet.
 
+        While the engine does not answer, this is the last state seen, each deployment marked
+        ``stale`` with the engine's error: a list to read, not an error alone.
+
         Raises:
-            EngineUnavailable: when ``refresh`` and the engine does not answer.
+            EngineUnavailable: when ``refresh``, the engine does not answer and no state was ever
+                seen (there is nothing to show but the error).
         """
         if refresh:
             self.refresh()
-            if self._engine_error is not None:
-                raise self._engine_error
         with self._lock:
             containers = dict(self._containers)
             launches = dict(self._launches)
+            error = self._engine_error
+        if refresh and error is not None and not containers and not launches:
+            raise error
         ids = sorted(set(containers) | set(launches))
-        return [self._view(i, containers.get(i), launches.get(i)) for i in ids]
+        views = [self._view(i, containers.get(i), launches.get(i)) for i in ids]
+        if error is not None:
+            why = f"{error.message} {error.hint or ''}".strip()
+            views = [v.model_copy(update={"stale": True, "engine_error": why}) for v in views]
+        return views
 
     def get(self, dep_id: str, refresh: bool = True) -> Deployment:
         """One deployment by id.

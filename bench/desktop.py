@@ -23,8 +23,10 @@ COLUMNS = 4
 
 
 def _settings_file(folder: str, url: str, token: str, home: str) -> str:
+    # keep_running=true: the probes launch nothing, and the benchmark never stops, removes or
+    # changes a deployment it did not create (the spawn probe's backend sees the person's engine).
     path = Path(folder) / "desktop.ini"
-    path.write_text(f"[backend]\nurl={url}\ntoken={token}\nhome={home}\n\n[ui]\nkeep_running=false\n")
+    path.write_text(f"[backend]\nurl={url}\ntoken={token}\nhome={home}\n\n[ui]\nkeep_running=true\n")
     return str(path)
 
 

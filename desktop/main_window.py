@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import replace
 from importlib import metadata
 from urllib.parse import quote
@@ -72,6 +73,11 @@ class MainWindow(QMainWindow):
         self.backend_ok = False
         self._quitting = False
         self._stopping: set[str] = set()
+        # Deployments this window launched (new ones, not adopted) or started, this session: with
+        # "keep models running" off, quitting stops these and nothing else. Others on the same
+        # engine belong to scripts, agents or other windows that may be using them.
+        self.launched_here: set[str] = set()
+        self.quit_note = ""  # what the last quit stopped and what it left running, and why
         self.first_run: FirstRunDialog | None = None
         self._calls = Calls(client, self)
         self.setWindowTitle("ModelDeck")
@@ -147,6 +153,8 @@ class MainWindow(QMainWindow):
             self.tray.stop_requested.connect(self._on_tray_stop_requested)
         self.models.show_deployments.connect(self._on_models_show_deployments)
         self.models.launched.connect(self._on_models_launched)
+        self.models.created.connect(self._on_deployment_ours)
+        self.deployments.started.connect(self._on_deployment_ours)
         self.deployments.message.connect(self._on_page_message)
         self.deployments.deployments_changed.connect(self._on_deployments_changed)
         self.settings_page.connection_changed.connect(self._on_settings_connection_changed)
@@ -303,6 +311,9 @@ class MainWindow(QMainWindow):
         self.deployments.refresh_now()
         self.statusBar().showMessage(f"Launching {dep_id}…", 5000)
 
+    def _on_deployment_ours(self, dep_id: str) -> None:
+        self.launched_here.add(dep_id)
+
     def _on_page_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
 
@@ -347,20 +358,26 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if not self._quitting and not self.settings.keep_running and self.backend_ok:
-            running = [r.id for r in self.deployments.rows.rows if r.running]
-            if running:
+            running = [r for r in self.deployments.rows.rows if r.running]
+            ours = [r.id for r in running if r.id in self.launched_here]
+            others = [r.data.get("served_name") or r.id for r in running if r.id not in self.launched_here]
+            self.quit_note = quit_note(ours, others)
+            if ours:
                 event.ignore()
-                self._stop_all_then_close(running)
+                self._stop_ours_then_close(ours)
                 return
+            if others:
+                self._tell_left_running()
         self.store.save_window_state(self.saveGeometry(), self.stack.currentIndex())
         self.shutdown()
         event.accept()
 
-    def _stop_all_then_close(self, dep_ids: list[str]) -> None:
+    def _stop_ours_then_close(self, dep_ids: list[str]) -> None:
         self._quitting = True
         self._stopping = set(dep_ids)
-        self.banner.show_message("info", f"Stopping {len(dep_ids)} running models before quitting…",
-                                 "Settings → 'Keep models running after ModelDeck quits' skips this.")
+        title, _, detail = self.quit_note.partition("\n")
+        self.banner.show_message("info", title, detail)
+        self._tell_left_running()
         for dep_id in dep_ids:
             self._calls.post(f"/api/deployments/{dep_id}/stop", None,
                              lambda _d, dep_id=dep_id: self._on_quit_stop_done(dep_id),
@@ -372,6 +389,12 @@ class MainWindow(QMainWindow):
         if not self._stopping:
             self._quit_timer.stop()
             QTimer.singleShot(0, self.close)
+
+    def _tell_left_running(self) -> None:
+        """Say on standard error (and in the tray where there is one) what quitting leaves running, and why."""
+        print(f"modeldeck: {self.quit_note}", file=sys.stderr, flush=True)
+        if self.tray is not None and self.tray.icon is not None and "running" in self.quit_note:
+            self.tray.icon.showMessage("ModelDeck", self.quit_note)
 
     def _on_quit_timer_timeout(self) -> None:
         self.close()
@@ -389,3 +412,24 @@ class MainWindow(QMainWindow):
         if self.tray is not None:
             self.tray.shutdown()
 
+
+def quit_note(ours: list[str], others: list[str]) -> str:
+    """What quitting with "keep models running" off does: a title line, then the details.
+
+    Args:
+        ours: ids of running deployments this window launched or started (stopped on quit).
+        others: names of running deployments it did not (left running).
+    """
+    lines = []
+    if ours:
+        lines.append(f"Stopping {len(ours)} running model{'s' * (len(ours) != 1)} this window launched "
+                     "before quitting…")
+    if others:
+        names = ", ".join(others)
+        pronoun = "them" if len(others) != 1 else "it"
+        lines.append(f"Leaving {names} running: {'they were' if len(others) != 1 else 'it was'} not launched "
+                     "from this window (a script, an agent or another ModelDeck may be using "
+                     f"{pronoun}). Stop {pronoun} on the Deployments page if you mean to.")
+    if ours:
+        lines.append("Settings → 'Keep models running after ModelDeck quits' skips stopping.")
+    return "\n".join(lines) if lines else "Nothing was running."

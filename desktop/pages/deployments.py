@@ -34,10 +34,12 @@ class DeploymentsPage(QWidget):
     Signals:
         message(str): a short result to show in the status bar.
         deployments_changed(list): the latest deployments (for the tray).
+        started(str): this page started a stopped deployment (its id).
     """
 
     message = Signal(str)
     deployments_changed = Signal(list)
+    started = Signal(str)
 
     def __init__(self, client: BackendClient, parent: QWidget | None = None):
         super().__init__(parent)
@@ -130,8 +132,14 @@ class DeploymentsPage(QWidget):
         self.model.refreshed()
         ready = sum(1 for d in deployments if d.get("ready"))
         running = sum(1 for d in deployments if d.get("state") == "running")
-        self.summary.setText(f"{len(deployments)} deployments · {running} running · {ready} ready"
-                             if deployments else "Nothing deployed.")
+        stale = next((d for d in deployments if d.get("stale")), None)
+        if stale is not None:
+            self.summary.setText(f"Docker does not answer: this is the last state seen ({len(deployments)} "
+                                 f"deployments · {running} were running), not the present one. "
+                                 f"{stale.get('engine_error') or ''}".strip())
+        else:
+            self.summary.setText(f"{len(deployments)} deployments · {running} running · {ready} ready"
+                                 if deployments else "Nothing deployed.")
         self.empty.setVisible(not deployments)
         self._update_actions()
         self.deployments_changed.emit(deployments)
@@ -177,7 +185,8 @@ class DeploymentsPage(QWidget):
 
     def _update_actions(self) -> None:
         dep = self.selected()
-        busy = dep is not None and dep["id"] in self.pending
+        # Nothing but reading while the engine does not answer: the row is the last state seen.
+        busy = dep is not None and (dep["id"] in self.pending or bool(dep.get("stale")))
         running = bool(dep) and dep.get("state") in ("running", "restarting")
         has_container = bool(dep) and bool(dep.get("container_id"))
         enabled = {
@@ -211,6 +220,8 @@ class DeploymentsPage(QWidget):
 
         def ok(_answer):
             self.pending.discard(dep_id)
+            if verb == "start":
+                self.started.emit(dep_id)
             self.message.emit(f"{verb.capitalize()}: {name} — done.")
             self.refresh_now()
 

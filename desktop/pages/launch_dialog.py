@@ -65,10 +65,13 @@ class LaunchDialog(QDialog):
 
     Signals:
         launched(str): the backend accepted the launch; the deployment id.
+        created(str): that launch makes a new deployment (not one that already existed and was
+            adopted); the window stops only these when it quits (keep running off).
         show_deployments(): the person asked to see the Deployments page.
     """
 
     launched = Signal(str)
+    created = Signal(str)
     show_deployments = Signal()
 
     def __init__(self, client: BackendClient, recipe: dict, parent: QWidget | None = None):
@@ -406,6 +409,8 @@ class LaunchDialog(QDialog):
         self.cancel_button.setToolTip("Close this window; the launch goes on.")
         self.show_button.show()
         self.progress.follow(self.client, answer["events_url"])
+        if not answer.get("existing"):
+            self.created.emit(answer["id"])
         self.launched.emit(answer["id"])
 
     def _on_progress_finished(self, phase: str) -> None:

@@ -78,10 +78,12 @@ class ModelsPage(QWidget):
     Signals:
         show_deployments(): a launch dialog asked to see the Deployments page.
         launched(str): a launch was accepted (deployment id).
+        created(str): a launch made a new deployment (deployment id; see LaunchDialog.created).
     """
 
     show_deployments = Signal()
     launched = Signal(str)
+    created = Signal(str)
 
     def __init__(self, client: BackendClient, parent: QWidget | None = None):
         super().__init__(parent)
@@ -178,6 +180,7 @@ class ModelsPage(QWidget):
         dialog = LaunchDialog(self.client, recipe, self)
         dialog.show_deployments.connect(self.show_deployments)
         dialog.launched.connect(self.launched)
+        dialog.created.connect(self.created)
         dialog.destroyed.connect(self._on_dialog_destroyed)
         self._dialogs.append(dialog)
         dialog.show()

@@ -62,8 +62,15 @@ class DeploymentRow:
     def running(self) -> bool:
         return self.data.get("state") in RUNNING_STATES
 
+    @property
+    def stale(self) -> bool:
+        """The engine does not answer: this row is the last state the backend saw."""
+        return bool(self.data.get("stale"))
+
     def status_text(self) -> str:
         text = self.status.capitalize()
+        if self.stale:
+            text += " · last seen"
         if self.stats and self.stats.get("running_on_cpu"):
             text += " · on CPU!"
         if self.status == "failed" and self.data.get("exit_code") is not None:
@@ -151,12 +158,16 @@ class DeploymentTableModel(QAbstractTableModel):
             return row.cells()[col]
         if role == Qt.ItemDataRole.UserRole:
             return row.id
+        if role == Qt.ItemDataRole.ForegroundRole and row.stale:
+            return theme.color("text_muted")
         if role == Qt.ItemDataRole.ForegroundRole and col == STATUS_COLUMN:
             on_cpu = row.stats and row.stats.get("running_on_cpu")
             return theme.color("warning" if on_cpu else STATUS_ROLE.get(row.status, "info"))
         if role == Qt.ItemDataRole.ToolTipRole:
             d = row.data
             tip = [f"{d.get('served_name')} — {d.get('status')} ({d.get('state')})"]
+            if row.stale:
+                tip.append(f"Last state seen: Docker does not answer ({d.get('engine_error') or 'no reason given'}).")
             if d.get("message"):
                 tip.append(d["message"])
             if d.get("endpoint"):

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 
+import httpx
 import pytest
 
+from backend.app import create_app
+from backend.settings import Settings
 from bench import report
 from bench.__main__ import run
+from tests.conftest import RUN_ID, RUN_LABEL
+from tests.support.live_server import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.gui]
 
@@ -21,9 +27,40 @@ STREAMED = ("ttft_1", "ttft_64", "interchunk", "many_streams")
 
 
 @pytest.fixture(scope="module")
-def quick(engine, demo_base_image) -> tuple[dict, list[str]]:
+def bystander(engine, demo_image, demo_base_image, tmp_path_factory):
+    """A deployment the benchmark did not create, running beside it (as a person's script's would be).
+
+    Yields its container and (id, StartedAt) from before the run; removed after.
+    """
+    settings = Settings(home=tmp_path_factory.mktemp("bystander-home"), token="bystander",
+                        demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
+    h = {"Authorization": "Bearer bystander"}
+    with serve(create_app(settings, engine=engine)) as url:
+        r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
+                       json={"recipe": "demo", "model": "demo-tiny", "served_name": f"t{RUN_ID}-bystander"})
+        assert r.status_code == 202, r.text
+        dep_id = r.json()["id"]
+        deadline = time.monotonic() + 120
+        while not (d := httpx.get(f"{url}/api/deployments/{dep_id}", headers=h, timeout=10).json())["ready"]:
+            assert d["status"] != "failed" and time.monotonic() < deadline, d
+            time.sleep(0.2)
+    container = engine.client.containers.get(d["container_id"])
+    yield container, (container.id, container.attrs["State"]["StartedAt"])
+    container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def quick(engine, demo_base_image, bystander) -> tuple[dict, list[str]]:
     """One quick run (LiteLLM left out: its start-up alone takes longer than the run)."""
     return asyncio.run(run(quick=True, with_litellm=False, sleep_image=demo_base_image, log=lambda _m: None))
+
+
+def test_a_deployment_the_bench_did_not_create_is_left_running(quick, bystander) -> None:
+    container, (container_id, started_at) = bystander
+    container.reload()
+    assert container.status == "running", f"the benchmark stopped a deployment it did not create: {container.status}"
+    assert (container.id, container.attrs["State"]["StartedAt"]) == (container_id, started_at), \
+        "the benchmark restarted or replaced a deployment it did not create"
 
 
 def test_every_figure_is_produced(quick) -> None:

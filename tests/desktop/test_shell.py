@@ -123,15 +123,19 @@ def test_window_remembers_size_and_page(make_main_window, qtbot):
     assert page == 3 and geometry is not None
 
 
-def test_quit_stops_running_models_when_told_not_to_keep_them(make_main_window, qtbot):
+def test_quit_stops_the_running_models_it_launched_when_told_not_to_keep_them(make_main_window, qtbot):
     window = make_main_window(keep_running=False)
     qtbot.waitUntil(lambda: window.deployments.loaded, timeout=10000)
     ghost = {"id": f"ghost-{RUN_ID}", "served_name": "ghost", "state": "running", "status": "ready"}
-    window.deployments.rows.set_deployments([ghost])  # a running model the backend does not know: stop fails fast
+    theirs = {"id": f"theirs-{RUN_ID}", "served_name": "theirs", "state": "running", "status": "ready"}
+    # Running models the backend does not know (a stop fails fast); only the first was launched here.
+    window.deployments.rows.set_deployments([ghost, theirs])
+    window.models.created.emit(ghost["id"])
     stopped: list[str] = []
     window._calls.client.post = _spy(window._calls.client.post, stopped)
     window.close()
-    assert window.isVisible() and "Stopping 1 running models" in window.banner.title.text()
+    assert window.isVisible() and "Stopping 1 running model this window launched" in window.banner.title.text()
+    assert "Leaving theirs running" in window.banner.hint.text(), window.banner.hint.text()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=15000)
     assert stopped == [f"/api/deployments/ghost-{RUN_ID}/stop"]
 
