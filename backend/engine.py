@@ -349,6 +349,12 @@ class Engine:
                 raise PortInUse(f"Port {info.host_port} on 127.0.0.1 is already in use by another program.",
                                 hint="Stop that program, or remove this deployment and launch it again "
                                      "with another port (or an automatic one).") from None
+            if "error setting rlimit" in text:
+                raise ModelDeckError(
+                    f"Docker could not start {attrs['Name'].lstrip('/')}: this engine may not raise the limits the "
+                    f"recipe asks for ({text})",
+                    hint="Rootless Docker and Docker inside a container cannot raise memlock: remove that line "
+                         "from the recipe's [resources] ulimits, or run the engine as root.") from None
             raise ModelDeckError(f"Docker could not start {attrs['Name'].lstrip('/')}: {text}") from None
 
     def enable_restarts(self, ref: str, max_retries: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from backend.engine import Engine
-from backend.errors import DeploymentNotFound, EngineUnavailable
+from backend.errors import DeploymentNotFound, EngineUnavailable, ModelDeckError
 from tests.conftest import RUN_ID, RUN_LABEL
 
 
@@ -52,3 +54,56 @@ def test_unlabelled_containers_are_invisible_and_untouchable(engine, demo_base_i
         assert c.status == "running"
     finally:
         c.remove(force=True)
+
+
+@pytest.mark.docker
+def test_created_container_runs_under_init_with_the_specs_limits(engine, demo_base_image):
+    """What a launch creates: Docker's init, the recipe's ulimits (SGLang's), and spec_of reads them back."""
+    from backend.spec import MANAGED_LABEL, ContainerSpec
+    from tests.support.live_server import free_port
+
+    spec = ContainerSpec(name=f"modeldeck-t{RUN_ID}-limits", image=demo_base_image,
+                         command=("sh", "-c", "ulimit -l; ulimit -s; sleep 30"), entrypoint=(),
+                         internal_port=8000, host_port=free_port(),
+                         labels={MANAGED_LABEL: "true", RUN_LABEL: RUN_ID, "modeldeck.entrypoint": "custom"},
+                         ulimits=(("memlock", -1), ("stack", 67108864)), shm_size="64m")
+    cid = engine.create(spec)
+    try:
+        attrs = engine.client.api.inspect_container(cid)
+        assert attrs["HostConfig"]["Init"] is True
+        assert sorted((u["Name"], u["Soft"], u["Hard"]) for u in attrs["HostConfig"]["Ulimits"]) == [
+            ("memlock", -1, -1), ("stack", 67108864, 67108864)]
+        assert engine.spec_of(cid).ulimits == (("memlock", -1), ("stack", 67108864))
+        try:
+            engine.start(cid)
+        except ModelDeckError as exc:
+            # An engine without the right to raise memlock (rootless, or Docker in a container like
+            # some CI machines): the refusal says so and what to do.
+            assert "may not raise the limits" in exc.message and "memlock" in exc.hint
+            return
+        deadline = time.monotonic() + 10
+        while len(engine.logs(cid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine.logs(cid)[:2] == ["unlimited", str(67108864 // 1024)]  # ulimit -s counts KiB
+    finally:
+        engine.remove(cid)
+
+
+@pytest.mark.docker
+def test_a_raised_stack_limit_reaches_the_server(engine, demo_base_image):
+    from backend.spec import MANAGED_LABEL, ContainerSpec
+    from tests.support.live_server import free_port
+
+    spec = ContainerSpec(name=f"modeldeck-t{RUN_ID}-stack", image=demo_base_image,
+                         command=("sh", "-c", "ulimit -s; sleep 30"), entrypoint=(), internal_port=8000,
+                         host_port=free_port(), labels={MANAGED_LABEL: "true", RUN_LABEL: RUN_ID},
+                         ulimits=(("stack", 67108864),))
+    cid = engine.create(spec)
+    try:
+        engine.start(cid)
+        deadline = time.monotonic() + 10
+        while not engine.logs(cid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine.logs(cid)[:1] == [str(67108864 // 1024)]  # ulimit -s counts KiB
+    finally:
+        engine.remove(cid)
