@@ -49,6 +49,9 @@ class ModelTotals:
     duration_s_sum: float = 0.0
     ttft_s_sum: float = 0.0
     ttft_count: int = 0
+    # Decode speed: tokens after the first, and the seconds they took (successful requests only).
+    decode_tokens: int = 0
+    decode_s_sum: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -82,6 +85,11 @@ class RequestLog:
             if m.ttft_s is not None:
                 t.ttft_s_sum += m.ttft_s
                 t.ttft_count += 1
+            if m.status < 400 and m.completion_tokens and m.completion_tokens > 1:
+                gen = m.duration_s - (m.ttft_s or 0.0)
+                if gen > 0:
+                    t.decode_tokens += m.completion_tokens - 1
+                    t.decode_s_sum += gen
             t.by_status[m.status] = t.by_status.get(m.status, 0) + 1
 
     def totals(self) -> dict[str, ModelTotals]:

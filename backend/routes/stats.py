@@ -223,5 +223,8 @@ def render_prometheus(s: StatsSnapshot) -> str:
             [({"model": m}, t.completion_tokens) for m, t in models])
     counter("modeldeck_prompt_tokens_total", "Prompt tokens read, by served model.",
             [({"model": m}, t.prompt_tokens) for m, t in models])
+    gauge("modeldeck_decode_tokens_per_second",
+          "Output tokens per second after the first token, as clients received them, by served model.",
+          [({"model": m}, t.decode_tokens_per_s) for m, t in models if t.decode_tokens_per_s is not None])
     gauge("modeldeck_requests_in_flight", "Proxied inference requests in progress.", [({}, req.in_flight)])
     return out.text()

@@ -98,6 +98,8 @@ class ModelRequestStats(_Frozen):
     avg_ttft_s: float | None
     ttft_s_sum: float
     ttft_count: int
+    decode_tokens_per_s: float | None = Field(
+        None, description="output tokens per second after the first token, over all successful requests")
     by_status: dict[int, int] = Field(default_factory=dict)
 
 
