@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import queue
 from datetime import datetime, timezone
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import httpx
@@ -22,6 +24,7 @@ from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavai
                             ImageUnavailable, InvalidLaunch, LaunchFailed, ModelDeckError, PortInUse)
 from backend.launch_plan import LaunchRequest, build_tag, choose_gpus, fill_placeholders, home_id, plan
 from backend.launches import LaunchProgress
+from backend.local_images import LocalBuild, build_events, load_local_build, source_cache_dir
 from backend.netutil import port_free
 from backend.proxy import Upstream
 from backend.secrets_store import stored_values
@@ -36,6 +39,17 @@ Status = Literal["pulling", "building", "creating", "starting", "loading", "read
 #: Exit codes of a server that was asked to stop (SIGTERM, SIGINT, SIGKILL after the grace period).
 STOP_EXIT_CODES = frozenset({0, 130, 137, 143})
 LOG_TAIL_LINES = 30
+#: How long a registry may stay silent before a pull counts as failed (and a local build, if any, stands in).
+PULL_ANSWER_TIMEOUT_S = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalFallback:
+    """A recipe's image built here from source: chosen, or standing by for a pull that fails."""
+
+    build: LocalBuild
+    cpu_only_gpus: bool  # GPUs were asked for: the CPU-only build must not stand in silently
+    replan: Callable[[str], ContainerSpec] | None = None  # the spec to create with another image
 
 
 class Deployment(BaseModel):
@@ -363,15 +377,18 @@ class DeploymentService:
         status = self.engine.status()
         if not status.reachable:
             raise EngineUnavailable(status.reason or "The Docker engine does not answer.", hint=status.hint)
-        image = self._planned_image(recipe, req, choose_gpus(recipe, req.gpus, status.gpu_runtime))
+        gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
+        image = self._planned_image(recipe, req, gpus)
+        fallback = self._choose_image(recipe, req, gpus)[1] if recipe.image.local_build else None
         # Outside the lock: a refresh talks to Docker and probes servers (seconds), and the
         # /v1 lookups on the event loop take this lock. The checks below read what it cached.
         self.refresh()
         with self._lock:
             reserved = {c.host_port for c in self._containers.values() if c.host_port}
             reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
-            spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
-                        gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
+            make_spec = functools.partial(plan, recipe, req, self.settings, host_port=req.port or 0,
+                                          gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
+            spec = make_spec(image=image)
             dep_id = spec.labels[f"{LABEL_PREFIX}id"]
             config_hash = spec.labels[f"{LABEL_PREFIX}config_hash"]
 
@@ -409,10 +426,38 @@ class DeploymentService:
             lp = LaunchProgress(dep_id, config_hash, recipe=recipe.name, model=req.model, image=spec.image,
                                 served_name=spec.labels[f"{LABEL_PREFIX}served_name"], host_port=host_port)
             self._launches[dep_id] = lp
+            if fallback is not None:  # the spec to create if the local build stands in for the pull
+                secret_values = spec.secret_values
+                fallback = dataclasses.replace(fallback, replan=lambda tag: dataclasses.replace(
+                    make_spec(image=tag), host_port=host_port, secret_values=secret_values))
         lp.emit("queued", f"Launching {recipe.title}: {req.model}")
-        threading.Thread(target=self._run_launch, args=(recipe, spec, lp), name=f"launch-{dep_id}",
-                         daemon=True).start()
+        threading.Thread(target=self._run_launch, args=(recipe, spec, lp), kwargs={"fallback": fallback},
+                         name=f"launch-{dep_id}", daemon=True).start()
         return self._view(dep_id, None, lp), lp
+
+    def _base_image(self) -> str:
+        """The base image builds start from, chosen now from what the engine has (backend/base_image.py)."""
+        return pick_base_image(self.settings.demo_base_image, self.engine.image_exists)
+
+    def _ensure_base_image(self, lp: LaunchProgress) -> str:
+        """The base image for a build, pulled first when it is not here.
+
+        Raises:
+            ImageUnavailable: it is not here and could not be pulled; the hint says to run
+                scripts/make-base-image (or to fix MODELDECK_DEMO_BASE_IMAGE).
+        """
+        base = self._base_image()
+        if self.engine.image_exists(base):
+            return base
+        lp.emit("pulling", f"Pulling the base image {base}")
+        try:
+            self._relay(self._pull_within(base, PULL_ANSWER_TIMEOUT_S), lp)
+        except ImageUnavailable as exc:
+            raise ImageUnavailable(
+                f"No base image to build from: {base} is not on this machine and could not be pulled "
+                f"({exc.message})", hint=missing_base_hint(base, self.settings.demo_base_image),
+                details=exc.details) from None
+        return base
 
     def _planned_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]) -> str:
         """The image a launch of ``req`` runs (a registry reference, or the tag of a local build).
@@ -426,7 +471,41 @@ class DeploymentService:
             if not context.is_dir():
                 raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
             image = build_tag(recipe, context, self._base_image())
+        elif recipe.image.local_build is not None or req.image_source == "local":
+            image = self._choose_image(recipe, req, gpus)[0]
         return image
+
+    def _choose_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]
+                      ) -> tuple[str | None, LocalFallback | None]:
+        """For a recipe with a published image: the image to plan with, and its local build if any.
+
+        With ``image_source`` "auto": the published image when it is here; else the local
+        build when it is here (and no GPUs are asked for: it is CPU-only); else the published
+        image, with the local build standing by for a pull that fails. "published" and "local"
+        pick one.
+
+        Raises:
+            InvalidLaunch: "local" for a recipe without a local build, or with GPUs.
+            RecipeError: the recipe's local build folder is missing or broken.
+        """
+        published = recipe.image_for(use_gpu=bool(gpus))
+        if recipe.image.local_build is None:
+            if req.image_source == "local":
+                raise InvalidLaunch(f"{recipe.title} has no local build; it runs from its published image only.",
+                                    hint="Leave image_source at 'auto'.")
+            return published, None
+        build = load_local_build(self.settings.catalog_dir, recipe.image.local_build)
+        if req.image_source == "local":
+            if gpus:
+                raise InvalidLaunch(
+                    f"The {recipe.title} image built here from source is CPU-only: it cannot use the GPUs asked for.",
+                    hint="Launch with no GPUs (gpus: []) to run it on the CPU, or choose the published image.")
+            return build.tag, LocalFallback(build, cpu_only_gpus=False)
+        if req.image_source == "published" or self.engine.image_exists(published):
+            return published, None
+        if not gpus and self.engine.image_exists(build.tag):
+            return build.tag, LocalFallback(build, cpu_only_gpus=False)
+        return published, LocalFallback(build, cpu_only_gpus=bool(gpus))
 
     def plan_launch(self, req: LaunchRequest) -> tuple[ContainerSpec, list[str]]:
         """The exact container a launch of ``req`` would create now, and warnings; creates and pulls nothing.
@@ -470,10 +549,11 @@ class DeploymentService:
             pass  # went away since status(): said above, or the next plan says it
         return dataclasses.replace(spec, host_port=host_port), warnings
 
-    def _run_launch(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress, resume: bool = False) -> None:
+    def _run_launch(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress, resume: bool = False,
+                    fallback: LocalFallback | None = None) -> None:
         try:
             if not resume:  # a resumed launch has its running container already
-                self._ensure_image(recipe, spec, lp)
+                spec = self._ensure_image(recipe, spec, lp, fallback)
                 lp.emit("creating", f"Creating container {spec.name}")
                 lp.container_id = self.engine.create(spec)
                 lp.emit("starting", f"Starting on 127.0.0.1:{spec.host_port}")
@@ -509,42 +589,81 @@ class DeploymentService:
                 pass
         lp.emit("failed", exc.message, details={**details, "hint": exc.hint, "code": exc.code})
 
-    def _base_image(self) -> str:
-        """The base image builds start from, chosen now from what the engine has (backend/base_image.py)."""
-        return pick_base_image(self.settings.demo_base_image, self.engine.image_exists)
-
-    def _ensure_base_image(self, lp: LaunchProgress) -> str:
-        """The base image for a build, pulled first when it is not here.
+    def _ensure_image(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress,
+                      fallback: LocalFallback | None = None) -> ContainerSpec:
+        """Make ``spec.image`` present (pull or build); the spec to create, re-planned if the local build stood in.
 
         Raises:
-            ImageUnavailable: it is not here and could not be pulled; the hint says to run
-                scripts/make-base-image (or to fix MODELDECK_DEMO_BASE_IMAGE).
+            ImageUnavailable: the pull failed (and the local build, where there is one, too).
         """
-        base = self._base_image()
-        if self.engine.image_exists(base):
-            return base
-        lp.emit("pulling", f"Pulling the base image {base}")
-        try:
-            self._relay(self.engine.pull(base), lp)
-        except ImageUnavailable as exc:
-            raise ImageUnavailable(
-                f"No base image to build from: {base} is not on this machine and could not be pulled "
-                f"({exc.message})", hint=missing_base_hint(base, self.settings.demo_base_image),
-                details=exc.details) from None
-        return base
-
-    def _ensure_image(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
         if self.engine.image_exists(spec.image):
-            return
+            return spec
         if recipe.image.build:
             context = self.settings.catalog_dir / recipe.image.build
             base = self._ensure_base_image(lp)
             lp.emit("building", f"Building image {spec.image} from {base} (first launch only)")
-            events = self.engine.build(context, spec.image, {"BASE_IMAGE": base})
-        else:
-            lp.emit("pulling", f"Pulling image {spec.image}")
-            events = self.engine.pull(spec.image)
-        self._relay(events, lp)
+            self._relay(self.engine.build(context, spec.image, {"BASE_IMAGE": base}), lp)
+            return spec
+        if fallback is not None and spec.image == fallback.build.tag:
+            self._build_local(fallback.build, lp)
+            return spec
+        lp.emit("pulling", f"Pulling image {spec.image}")
+        try:
+            self._relay(self._pull_within(spec.image, PULL_ANSWER_TIMEOUT_S), lp)
+            return spec
+        except ImageUnavailable as exc:
+            if fallback is None:
+                raise
+            if fallback.cpu_only_gpus:
+                raise ImageUnavailable(
+                    exc.message, details=exc.details,
+                    hint=f"{exc.hint or ''} {recipe.title}'s image built here from source is CPU-only, so it does "
+                         "not stand in when GPUs are asked for: launch with no GPUs (gpus: []) to run it on the "
+                         "CPU.".strip()) from None
+            tag = fallback.build.tag
+            lp.emit("building", f"{exc.message} Using the CPU-only image built here from source instead: {tag}.")
+        if not self.engine.image_exists(tag):
+            self._build_local(fallback.build, lp)
+        lp.image = tag
+        return fallback.replan(tag) if fallback.replan is not None else dataclasses.replace(spec, image=tag)
+
+    def _build_local(self, build: LocalBuild, lp: LaunchProgress) -> None:
+        lp.emit("building", f"Building {build.tag} from {build.source.package} {build.source.version} "
+                            "(first time only: downloads the source, then compiles for a few minutes)")
+        cache = source_cache_dir(self.settings.cache_dirs)
+        self._relay(build_events(self.engine, build, self._ensure_base_image(lp), cache), lp)
+
+    def _pull_within(self, ref: str, seconds: float) -> Iterator[ProgressEvent]:
+        """``engine.pull(ref)``, failing with ImageUnavailable when the registry says nothing for ``seconds``.
+
+        Docker's pull has no time-out of its own: a registry that neither answers nor refuses
+        (a firewall dropping packets) would hold the launch for minutes. Only the first answer
+        is timed; a pull that has started may take as long as its layers need.
+        """
+        q: queue.Queue = queue.Queue()
+
+        def run() -> None:
+            try:
+                for ev in self.engine.pull(ref):
+                    q.put(ev)
+                q.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader
+                q.put(exc)
+
+        threading.Thread(target=run, name=f"pull-{ref}", daemon=True).start()
+        timeout: float | None = seconds
+        while True:
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                raise ImageUnavailable(f"No registry answered for {ref} within {seconds:.0f} s.",
+                                       hint="Check the network or proxy, or try 'docker pull' by hand.") from None
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            timeout = None
+            yield item
 
     def _relay(self, events, lp: LaunchProgress) -> None:
         """Forward pull/build progress, at most ~10 events a second per layer."""
