@@ -1,4 +1,11 @@
-"""Finding the backend: attach to one that answers, or start `modeldeck-backend` with QProcess and wait for it."""
+"""Finding the backend: attach to one that answers, or start `modeldeck-backend` with QProcess and look after it.
+
+A backend this desktop started is restarted when it dies (after 1, 2, 4, 8 and 15 s; then it
+waits for the person's **Restart backend**), and the last lines of its output are kept for the
+window's banner. A backend the desktop only attached to is someone else's (a terminal, systemd,
+another desktop): its absence is reported, and the desktop never starts a second one in its
+place. Deployments are untouched either way: Docker holds them, not the backend.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,10 @@ from desktop.widgets.calls import Calls
 HEALTH_TIMEOUT_MS = 2000
 POLL_MS = 300
 START_TIMEOUT_S = 60.0
+#: Waits before each automatic restart of a backend this desktop started that died.
+RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: A backend that answered this long is healthy again: its next death starts the back-off anew.
+STABLE_S = 60.0
 
 
 def backend_command(port: int) -> tuple[str, list[str]]:
@@ -37,11 +48,14 @@ class BackendProcess(QObject):
         status(str): what it is doing now, in words for the window ("Starting the ModelDeck backend…").
         ready(str, str): the backend answers; its base URL and the token to use.
         failed(str): no backend, and none could be started; what to do.
+        died(str): the backend this desktop started exited while in use; title line, then its last
+            output lines. A restart follows by itself (``restart_pending``) unless the back-off ran out.
     """
 
     status = Signal(str)
     ready = Signal(str, str)
     failed = Signal(str)
+    died = Signal(str)
 
     def __init__(self, client: BackendClient, settings: DesktopSettings, *, spawn: bool = True,
                  parent: QObject | None = None):
@@ -58,6 +72,19 @@ class BackendProcess(QObject):
         self._poll.setSingleShot(True)
         self._poll.setInterval(POLL_MS)
         self._poll.timeout.connect(self._on_poll_timeout)
+        #: True while the backend in use is one this desktop started (kept across its restarts).
+        self.started_here = False
+        self.restarts = 0  # automatic restarts since the backend was last stable
+        self.last_exit: str = ""  # how the last backend this desktop started ended, with its last lines
+        self._ready_at = 0.0
+        self._restart_timer = QTimer(self)
+        self._restart_timer.setSingleShot(True)
+        self._restart_timer.timeout.connect(self._on_restart_timer_timeout)
+
+    @property
+    def restart_pending(self) -> bool:
+        """An automatic restart is scheduled."""
+        return self._restart_timer.isActive()
 
     @property
     def owned(self) -> bool:
@@ -77,6 +104,8 @@ class BackendProcess(QObject):
     def _on_health_ok(self, _body) -> None:
         self._poll.stop()
         self.is_ready = True
+        self._ready_at = time.monotonic()
+        self.started_here = self.owned
         token = self.settings.effective_token()
         self.client.configure(self.settings.backend_url, token)
         where = "started" if self.owned else "attached to"
@@ -136,16 +165,70 @@ class BackendProcess(QObject):
     def output_tail(self, lines: int = 12) -> str:
         return "\n".join(self._output.decode("utf-8", "replace").splitlines()[-lines:])
 
-    def _on_process_finished(self, code: int, _status) -> None:
+    def _on_process_finished(self, code: int, exit_status) -> None:
         proc, self.process = self.process, None
         if proc is not None:
             proc.deleteLater()
+        how = ("was killed" if exit_status == QProcess.ExitStatus.CrashExit else f"exited with code {code}")
+        self.last_exit = f"The ModelDeck backend this window started {how}.\n{self.output_tail()}".rstrip()
         if not self.is_ready:
             self._poll.stop()
+            if self.restarts:  # a restart that did not come up: keep backing off
+                self._schedule_restart(how)
+                return
             self.failed.emit(f"The ModelDeck backend exited (code {code}) before it answered.\n{self.output_tail()}")
-        else:
-            self.is_ready = False
-            self.status.emit(f"The ModelDeck backend stopped (code {code}).")
+            return
+        self.is_ready = False
+        if time.monotonic() - self._ready_at > STABLE_S:
+            self.restarts = 0
+        self._schedule_restart(how)
+
+    def _schedule_restart(self, how: str) -> None:
+        """Restart the backend this desktop started after the next back-off delay, or give up and say so."""
+        tail = self.output_tail()
+        if self.restarts >= len(RESTART_DELAYS_S):
+            self.died.emit(f"The ModelDeck backend this window started {how} again; it was restarted "
+                           f"{self.restarts} times and is not restarted by itself any more.\n{tail}".rstrip())
+            return
+        delay = RESTART_DELAYS_S[self.restarts]
+        self.restarts += 1
+        self._restart_timer.start(int(delay * 1000))
+        self.died.emit(f"The ModelDeck backend this window started {how}; restarting it in {delay:.0f} s "
+                       f"(attempt {self.restarts} of {len(RESTART_DELAYS_S)}).\n{tail}".rstrip())
+
+    def _on_restart_timer_timeout(self) -> None:
+        # Through start(): when something already answers at the URL (someone started a backend
+        # meanwhile), the desktop attaches to it instead of starting a second one.
+        self.start()
+
+    def restart(self) -> None:
+        """The person's **Restart backend**: stop the one this desktop started if it still runs, start anew.
+
+        Only for a backend this desktop started; the automatic back-off starts over.
+        """
+        if not (self.started_here or self.owned):
+            return
+        self._restart_timer.stop()
+        self.restarts = 0
+        self.is_ready = False
+        proc, self.process = self.process, None
+        if proc is not None:
+            proc.finished.disconnect(self._on_process_finished)
+            if proc.state() != QProcess.ProcessState.NotRunning:
+                # Hung: asked to stop (killed after 8 s); the new one starts once the port is free.
+                self.status.emit("Stopping the ModelDeck backend that does not answer…")
+                proc.finished.connect(self._on_hung_process_finished)
+                proc.terminate()
+                QTimer.singleShot(8000, proc, proc.kill)
+                return
+            proc.deleteLater()
+        self.start()
+
+    def _on_hung_process_finished(self, *_args) -> None:
+        sender = self.sender()
+        if sender is not None:
+            sender.deleteLater()
+        self.start()
 
     def _on_process_error_occurred(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
@@ -165,6 +248,8 @@ class BackendProcess(QObject):
                 it has not, and the GUI thread never waits for it.
         """
         self._poll.stop()
+        self._restart_timer.stop()
+        self.started_here = False
         self._calls.abort_all()
         self._calls = Calls(self.client, self)
         proc, self.process = self.process, None

@@ -20,7 +20,7 @@ from desktop.pages.deployments import DeploymentsPage
 from desktop.pages.first_run import FirstRunDialog
 from desktop.pages.models import ModelsPage
 from desktop.pages.settings import SettingsPage
-from desktop.settings_store import DesktopSettings, SettingsStore
+from desktop.settings_store import DesktopSettings, SettingsStore, is_local
 from desktop.tray import Tray, gpu_summary
 from desktop.widgets.banner import Banner
 from desktop.widgets.calls import Calls
@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         # engine belong to scripts, agents or other windows that may be using them.
         self.launched_here: set[str] = set()
         self.quit_note = ""  # what the last quit stopped and what it left running, and why
+        self._backend_trouble = False  # the banner shows why the backend this window started is gone
         self.first_run: FirstRunDialog | None = None
         self._calls = Calls(client, self)
         self.setWindowTitle("ModelDeck")
@@ -165,6 +166,7 @@ class MainWindow(QMainWindow):
             backend.status.connect(self.on_backend_status)
             backend.ready.connect(self.on_backend_ready)
             backend.failed.connect(self.on_backend_failed)
+            backend.died.connect(self.on_backend_died)
 
         shortcuts = [(f"Ctrl+{i + 1}", lambda i=i: self.show_page(i)) for i in range(len(PAGES))]
         shortcuts += [("Ctrl+L", self.launch), ("Ctrl+Q", self.close), ("F5", self.refresh)]
@@ -210,20 +212,50 @@ class MainWindow(QMainWindow):
 
     def on_backend_status(self, text: str) -> None:
         """Progress of finding or starting the backend (from BackendProcess.status)."""
-        if not self.backend_ok:
+        if not self.backend_ok and not self._backend_trouble:
             self.banner.show_message("info", text)
         self.statusBar().showMessage(text, 5000)
 
     def on_backend_failed(self, text: str) -> None:
         self.backend_ok = False
         title, _, rest = text.partition("\n")
-        self.banner.show_message("error", title, rest or None)
+        can_start = (self.backend is not None and self.backend.spawn_allowed
+                     and is_local(self.backend.settings.backend_url))
+        self.banner.show_message("error", title, rest or None,
+                                 action=("Restart backend", self.restart_backend) if can_start else None)
         self.engine_label.setText("Backend: not connected")
+
+    def on_backend_died(self, text: str) -> None:
+        """The backend this window started exited: say so, with its last lines; it restarts by itself."""
+        self.backend_ok = False
+        self._backend_trouble = True
+        self._engine_timer.stop()
+        title, _, rest = text.partition("\n")
+        self.banner.show_message("error", title, (rest + "\n" if rest else "") + "Deployments keep running: "
+                                 "Docker holds them, not the backend.",
+                                 action=("Restart backend", self.restart_backend))
+        self.engine_label.setText("Backend: restarting" if self.backend.restart_pending else "Backend: stopped")
+
+    def restart_backend(self) -> None:
+        """The banner's **Restart backend**: (re)start the backend this window looks after."""
+        if self.backend is None:
+            return
+        self._backend_trouble = False
+        self.backend_ok = False
+        self._engine_timer.stop()
+        self.banner.show_message("info", "Restarting the ModelDeck backend…")
+        if self.backend.started_here or self.backend.owned:
+            self.backend.restart()
+        else:
+            self.backend.start()
 
     def on_backend_ready(self, base_url: str, token: str) -> None:
         """The backend answers: fill every page and start watching the engine."""
         self.client.configure(base_url, token)
         self.backend_ok = True
+        if self._backend_trouble:
+            self.statusBar().showMessage("The ModelDeck backend was restarted; deployments were untouched.", 8000)
+        self._backend_trouble = False
         self.url_label.setText(base_url)
         self.banner.clear()
         for page in self.pages:
@@ -263,8 +295,18 @@ class MainWindow(QMainWindow):
 
     def _on_engine_failed(self, error: ApiError) -> None:
         self.engine = None
-        if error.status == 0:
-            self.banner.show_message("error", "The ModelDeck backend does not answer.", error.hint)
+        if not self.backend_ok:
+            return  # the backend is being (re)started: the banner already says so
+        if error.status == 0 and self.backend is not None and self.backend.started_here:
+            self.banner.show_message("error", "The ModelDeck backend this window started does not answer.",
+                                     f"{error.hint or ''} Restarting it keeps every deployment: Docker holds "
+                                     "them.".strip(), action=("Restart backend", self.restart_backend))
+        elif error.status == 0:
+            self.banner.show_message(
+                "error", f"The ModelDeck backend at {self.client.base_url} does not answer.",
+                "This window did not start it (a terminal, systemd or another ModelDeck did), so it does not "
+                "start a second one: start it again where it runs (modeldeck-backend, or systemctl --user "
+                "start modeldeck-backend). This window reconnects by itself.")
         else:
             self.banner.show_message("warning", f"Could not read the engine state: {error.message}", error.hint)
         self.engine_label.setText("Engine: unknown")
