@@ -1,0 +1,109 @@
+"""The Playground compares the demo and a real runtime side by side: llama.cpp with a real GGUF (CPU)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from backend.app import create_app
+from backend.local_images import load_local_build
+from backend.settings import REPO_ROOT, Settings
+from desktop.client import BackendClient
+from desktop.pages.playground import PlaygroundPage
+from tests.conftest import IN_CI, RUN_ID, RUN_LABEL
+from tests.support.live_server import serve
+
+pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.slow, pytest.mark.qt_log_ignore("propagateSizeHints")]
+TOKEN = "desk-llama-token"
+H = {"Authorization": f"Bearer {TOKEN}"}
+SCREENSHOT = "/tmp/modeldeck-playground-demo-vs-llamacpp.png"
+
+
+@pytest.fixture(scope="module")
+def backend(engine, demo_image, demo_base_image, tmp_path_factory):
+    """A real backend allowed to mount a folder holding the tiny GGUF; (url, model path)."""
+    tag = load_local_build(REPO_ROOT / "containers", "llama-cpp").tag
+    if not engine.image_exists(tag):
+        msg = f"llama.cpp's local image {tag} is not built: run scripts/test once"
+        if IN_CI:
+            pytest.fail(msg + " (CI=true)", pytrace=False)
+        pytest.skip(msg)
+    models = tmp_path_factory.mktemp("desk-gguf")
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(models)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    settings = Settings(home=tmp_path_factory.mktemp("desk-llama-home"), token=TOKEN, model_dirs=[models],
+                        demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
+    with serve(create_app(settings, engine=engine)) as url:
+        yield url, str(models / "tiny-llama.gguf")
+
+
+def _ready(url: str, body: dict) -> str:
+    r = httpx.post(f"{url}/api/deployments", headers=H, timeout=30, json=body)
+    assert r.status_code in (200, 202), r.text
+    dep_id = r.json()["id"]
+    deadline = time.monotonic() + 180
+    while True:
+        d = httpx.get(f"{url}/api/deployments/{dep_id}", headers=H, timeout=10).json()
+        if d["ready"]:
+            break
+        assert d["status"] != "failed", d
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+    return dep_id
+
+
+@pytest.fixture(scope="module")
+def models(backend):
+    """Served names of a ready demo and a ready llama.cpp deployment (the recipe as shipped)."""
+    url, gguf = backend
+    demo, llama = f"t{RUN_ID}-desk-demo", f"t{RUN_ID}-desk-llama"
+    ids = [_ready(url, {"recipe": "demo", "model": "demo-tiny", "served_name": demo,
+                        "env": {"DEMO_TOKEN_DELAY": "0.02"}}),
+           _ready(url, {"recipe": "llama-cpp", "model": gguf, "served_name": llama})]
+    deadline = time.monotonic() + 10
+    while not {demo, llama} <= {m["id"] for m in httpx.get(f"{url}/v1/models", headers=H, timeout=10).json()["data"]}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    yield demo, llama
+    for dep_id in ids:
+        httpx.delete(f"{url}/api/deployments/{dep_id}", headers=H, timeout=60)
+
+
+def test_playground_compares_the_demo_and_llama_cpp_side_by_side(qtbot, backend, models):
+    url, _ = backend
+    demo, llama = models
+    client = BackendClient(url, TOKEN)
+    page = PlaygroundPage(client)
+    qtbot.addWidget(page)
+    page.resize(1400, 800)
+    page.show()
+    try:
+        qtbot.waitUntil(lambda: demo in page._models and llama in page._models, timeout=15000)
+        page.compare_check.setChecked(True)
+        left, right = page.columns[0], page.columns[1]
+        assert left.isVisible() and right.isVisible()
+        left.select_model(demo)
+        right.select_model(llama)
+        page.max_tokens_spin.setValue(48)
+        page.prompt_edit.setPlainText("Compare yourselves")
+        with qtbot.waitSignal(page.send_finished, timeout=60000):
+            page.send()
+        page.grab().save(SCREENSHOT)
+        for column, name in ((left, demo), (right, llama)):
+            reply = column.transcript.turns[-1]
+            assert reply.role == "assistant" and reply.model == name and reply.content
+            assert reply.metrics.completion_tokens > 0 and reply.metrics.tokens_per_s > 0
+            assert "tok/s" in column.metrics_label.text()
+        # llama-server counted its own tokens (the usage the stream carries): the reply stopped at the limit.
+        llama_reply = right.transcript.turns[-1]
+        assert llama_reply.metrics.from_usage and llama_reply.metrics.completion_tokens <= 48
+        print(f"\ndemo: {left.metrics_label.text()}\nllama.cpp: {right.metrics_label.text()}")
+    finally:
+        page.shutdown()
+        assert not [t for t in page.threads() if t.isRunning()]
+        client.deleteLater()
