@@ -100,6 +100,8 @@ class SettingsPage(QWidget):
         self.theme.currentIndexChanged.connect(self._on_theme_current_index_changed)
         self.keep_running = QCheckBox("Keep models running after ModelDeck quits")
         self.keep_running.setChecked(s.keep_running)
+        self.keep_running.setToolTip("Off: quitting stops the models this window launched or started, and only "
+                                     "those; models a script, an agent or another window started keep running.")
         self.keep_running.toggled.connect(self._save)
         look = QGroupBox("Appearance and behaviour")
         lf = QFormLayout(look)
