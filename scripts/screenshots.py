@@ -3,8 +3,8 @@
 Run through scripts/screenshots (which sets up the venv, Docker and the demo base image).
 It starts a real backend process on a free port with a throwaway home folder, launches two
 demo deployments, has the playground compare them, lets the monitor gather a few seconds of
-data, and grabs every page of the real main window (offscreen), in the light theme and one
-dark view.
+data, and grabs every page of the real main window (on X; offscreen without a display), in the
+light theme and one dark view. An argument saves them into another folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "assets" / "screenshots"
+OUT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "assets" / "screenshots"
 TOKEN = "screenshots-token"
 MODELS = ("demo", "demo-creative")
 
@@ -65,7 +65,8 @@ def launch_demos(url: str) -> None:
 
 
 def main() -> int:
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: still make the pictures
     sys.path.insert(0, str(ROOT))
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -136,7 +137,7 @@ def main() -> int:
             window.grab().save(str(OUT / "dark-deployments.png"))
             shots.append(OUT / "dark-deployments.png")
             for p in shots:
-                print(f"saved {p.relative_to(ROOT)}")
+                print(f"saved {p}")
         finally:
             if window is not None:
                 window._quitting = True

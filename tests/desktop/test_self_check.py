@@ -13,12 +13,16 @@ import pytest
 
 from desktop import self_check
 from desktop.backend_process import backend_command
+from tests.conftest import DISPLAY_PROBLEM
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_self_check(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", **env_vars}
+def run_self_check(*args: str, **env_vars: str | None) -> subprocess.CompletedProcess:
+    """``--self-check`` from source on the suite's platform (xcb on the X display tests/conftest.py found)."""
+    env = {**os.environ, **env_vars}
+    for key in [k for k, v in env_vars.items() if v is None]:
+        env.pop(key)
     return subprocess.run([sys.executable, "-m", "desktop", "--self-check", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -58,6 +62,18 @@ def test_self_check_from_source_passes_and_names_every_check():
     for name in self_check.CHECKS:
         assert re.search(rf"^\[(PASS|INFO)\] {re.escape(name)} ", report, re.M), report
     assert f"spawned ({Path(sys.executable).name})" in report and report.rstrip().endswith("self-check passed")
+    if DISPLAY_PROBLEM is None:  # the platform a person's desktop uses, on the X server the tests use
+        assert f"[PASS] platform  xcb (X display {os.environ['DISPLAY']})" in report, report
+
+
+@pytest.mark.gui
+def test_self_check_without_a_display_runs_offscreen_and_checks_xcbs_libraries():
+    # Offscreen truly needed: this is the headless case (no DISPLAY, no platform asked for).
+    result = run_self_check(DISPLAY=None, WAYLAND_DISPLAY=None, QT_QPA_PLATFORM=None, XDG_SESSION_TYPE=None)
+    report = result.stdout
+    assert result.returncode == 0, report + result.stderr[-3000:]
+    assert ("[PASS] platform  offscreen: no display named (DISPLAY, WAYLAND_DISPLAY unset); "
+            "xcb's system libraries are all present") in report, report
 
 
 @pytest.mark.gui
