@@ -102,7 +102,7 @@ ensure_x_display() {
         if [ -s "$fdfile" ]; then
             export DISPLAY=":$(tr -d '[:space:]' < "$fdfile")" QT_QPA_PLATFORM=xcb
             rm -f "$fdfile"
-            xdpyinfo >/dev/null 2>&1 && { say "Xvfb on $DISPLAY for the GUI tests"; return 0; }
+            xdpyinfo >/dev/null 2>&1 && { say "Xvfb on $DISPLAY (stopped on exit)"; return 0; }
         fi
         kill -0 "$XVFB_PID" 2>/dev/null || break
         sleep 0.1
