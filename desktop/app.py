@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import socket
 import sys
 
 from desktop import platform_libs
@@ -59,6 +61,37 @@ class Application:
         self.backend = BackendProcess(self.client, self.settings, spawn=not args.no_spawn)
         self.window = MainWindow(self.client, self.store, backend=self.backend)
         self.app.aboutToQuit.connect(self._on_app_about_to_quit)
+        self._quit_on_signals()
+
+    def _quit_on_signals(self) -> None:
+        """SIGTERM (logout, `kill`), SIGHUP (terminal closed) and Ctrl+C quit like Ctrl+Q does.
+
+        Python runs its signal handlers only between bytecodes, and Qt's event loop runs none:
+        the handler's wake-up byte goes through a socket that a QSocketNotifier watches, so the
+        quit happens on the GUI thread at once and the backend this window started stops with it.
+        """
+        from PySide6.QtCore import QSocketNotifier
+
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._signal_sockets = (reader, writer)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)  # the wake-up byte is what counts
+        self._signal_notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read, self.app)
+        self._signal_notifier.activated.connect(self._on_signal_notifier_activated)
+
+    def _on_signal_notifier_activated(self, *_args) -> None:
+        reader = self._signal_sockets[0]
+        try:
+            received = reader.recv(64)
+        except BlockingIOError:
+            return
+        if received:
+            names = ", ".join(sorted({signal.Signals(b).name for b in received if b in signal.Signals._value2member_map_}))
+            print(f"modeldeck: {names or 'signal'} received, quitting", file=sys.stderr, flush=True)
+            self.app.quit()
 
     def run(self) -> int:
         self.window.show()

@@ -113,3 +113,30 @@ def test_modeldeck_maps_its_window_spawns_its_backend_and_quits_on_ctrl_q(tmp_pa
     with socket.socket() as sock:  # the backend it spawned stopped with it
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     assert (tmp_path / "config" / "ModelDeck" / "ModelDeck.conf").is_file()  # its settings: the temp home's
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_quits_modeldeck_like_ctrl_q_and_stops_the_backend_it_started(tmp_path, signum):
+    """Logging out or `kill` sends SIGTERM (a closed terminal SIGHUP): the spawned backend must not outlive the app."""
+    xdotool, _ = _tools()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELDECK_TOKEN", "MODELDECK_HOME", "MODELDECK_PORT")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_CACHE_HOME=str(tmp_path / "cache"), QT_QPA_PLATFORM="xcb")
+    log = tmp_path / "modeldeck.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(MODELDECK), "--backend-url", f"http://127.0.0.1:{port}"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _find_window(xdotool, proc.pid, "^ModelDeck: first-run check$")  # its backend answers by then
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
+        with socket.socket() as sock:  # checked before the clean-up below could hide a survivor
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, "the backend the app started outlived it"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        _stop_backends_spawned_for(tmp_path / "config" / "modeldeck")
+    assert f"{signum.name} received, quitting" in log.read_text(errors="replace")
