@@ -125,6 +125,10 @@ class BackendProcess(QObject):
         self._spawn(port_of(url))
 
     def _spawn(self, port: int) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            # Two health checks failed at once (a restart and a reconnect): one backend is enough.
+            self._wait_for_spawned()
+            return
         env = QProcessEnvironment.systemEnvironment()
         for key, value in self.settings.backend_env().items():
             env.insert(key, value)
@@ -166,6 +170,12 @@ class BackendProcess(QObject):
         return "\n".join(self._output.decode("utf-8", "replace").splitlines()[-lines:])
 
     def _on_process_finished(self, code: int, exit_status) -> None:
+        sender = self.sender()
+        if isinstance(sender, QProcess) and sender is not self.process:
+            # A process this object no longer uses (replaced meanwhile): its end must not touch
+            # the current one, whose QProcess deleted now would kill a healthy backend.
+            sender.deleteLater()
+            return
         proc, self.process = self.process, None
         if proc is not None:
             proc.deleteLater()
