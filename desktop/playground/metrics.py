@@ -12,7 +12,10 @@ class ReplyMeter:
     """Feed it the stream's chunks as they arrive; ``result()`` gives the reply's metrics.
 
     Tokens are counted as content-bearing chunks (one token per chunk on the servers ModelDeck
-    runs) unless the final chunk carries ``usage``, whose figures win.
+    runs) unless the final chunk carries ``usage``, whose figures win. The decode speed is the
+    server's own where it reports one (llama.cpp's ``timings.predicted_per_second`` in the last
+    chunk): what a client receives also counts the network, the proxy and this GUI's event loop,
+    which for a fast small model on the CPU is most of the time.
     """
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter):
@@ -22,6 +25,7 @@ class ReplyMeter:
         self._end: float | None = None
         self._chunks = 0
         self._usage: dict | None = None
+        self._server_rate: float | None = None
 
     def content(self, text: str) -> None:
         """A chunk with generated text arrived now."""
@@ -35,6 +39,15 @@ class ReplyMeter:
         """The server's ``usage`` object (prompt_tokens, completion_tokens)."""
         if isinstance(usage, dict):
             self._usage = usage
+
+    def timings(self, timings: dict) -> None:
+        """The server's own timings (llama.cpp: ``predicted_n``, ``predicted_per_second``)."""
+        if not isinstance(timings, dict):
+            return
+        rate = timings.get("predicted_per_second")
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1e7 \
+                and (timings.get("predicted_n") or 0) > 1:
+            self._server_rate = float(rate)
 
     def finish(self) -> None:
         """The stream ended (done, stopped or failed); later calls keep the first end time."""
@@ -59,5 +72,8 @@ class ReplyMeter:
             # a one-token reply has no decode time, so fall back to the whole reply.
             decode = total - ttft
             rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else (tokens / total if total > 0 else None)
+        if self._server_rate is not None:
+            rate = self._server_rate
         return ReplyMetrics(ttft_s=ttft, completion_tokens=tokens, total_s=total, tokens_per_s=rate,
-                            prompt_tokens=prompt_tokens, from_usage=from_usage)
+                            prompt_tokens=prompt_tokens, from_usage=from_usage,
+                            rate_from_server=self._server_rate is not None)

@@ -86,6 +86,8 @@ class ReplyRun(QObject):
             return
         if data.get("usage") and self._meter:
             self._meter.usage(data["usage"])
+        if data.get("timings") and self._meter:
+            self._meter.timings(data["timings"])
         for choice in data.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue

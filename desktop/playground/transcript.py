@@ -15,6 +15,8 @@ class ReplyMetrics:
     tokens_per_s: float | None = None
     prompt_tokens: int | None = None
     from_usage: bool = False
+    #: ``tokens_per_s`` is the server's own decode timing (llama.cpp's ``timings``), not the client's.
+    rate_from_server: bool = False
 
     def summary(self) -> str:
         """One line for under the reply, e.g. ``TTFT 0.12 s · 42 tokens · 48.3 tok/s · 0.99 s``."""
@@ -24,7 +26,7 @@ class ReplyMetrics:
         if self.completion_tokens is not None:
             parts.append(f"{self.completion_tokens} tokens" + ("" if self.from_usage else " (counted)"))
         if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:.1f} tok/s")
+            parts.append(f"{self.tokens_per_s:.1f} tok/s" + (" (server)" if self.rate_from_server else ""))
         if self.total_s is not None:
             parts.append(f"{self.total_s:.2f} s total")
         return " · ".join(parts) or "no metrics"

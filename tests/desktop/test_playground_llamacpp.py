@@ -102,6 +102,9 @@ def test_playground_compares_the_demo_and_llama_cpp_side_by_side(qtbot, backend,
         # llama-server counted its own tokens (the usage the stream carries): the reply stopped at the limit.
         llama_reply = right.transcript.turns[-1]
         assert llama_reply.metrics.from_usage and llama_reply.metrics.completion_tokens <= 48
+        # llama.cpp's real decode speed, from its own timings in the last chunk (the demo sends none).
+        assert llama_reply.metrics.rate_from_server and "tok/s (server)" in right.metrics_label.text()
+        assert not left.transcript.turns[-1].metrics.rate_from_server
         print(f"\ndemo: {left.metrics_label.text()}\nllama.cpp: {right.metrics_label.text()}")
     finally:
         page.shutdown()

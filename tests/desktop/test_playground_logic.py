@@ -153,6 +153,26 @@ def test_meter_counts_chunks_and_prefers_usage():
     assert "9 tokens" in m.summary() and "TTFT 0.20 s" in m.summary()
 
 
+def test_meter_prefers_the_servers_own_decode_timing():
+    clock = FakeClock()
+    meter = ReplyMeter(clock)
+    clock.t += 0.1
+    meter.content("a")
+    clock.t += 0.5
+    meter.content("b")
+    meter.finish()
+    assert meter.result().tokens_per_s == pytest.approx(2.0) and not meter.result().rate_from_server
+    for junk in ("fast", {"predicted_per_second": "9"}, {"predicted_per_second": True, "predicted_n": 5},
+                 {"predicted_per_second": -3.0, "predicted_n": 5}, {"predicted_per_second": 800.0, "predicted_n": 1}):
+        meter.timings(junk)  # not a rate, or a one-token reply with no decode time: the client's figure stays
+    assert meter.result().tokens_per_s == pytest.approx(2.0)
+    # llama-server's last chunk: "timings": {"predicted_n": 47, "predicted_per_second": 4980.3, ...}
+    meter.timings({"predicted_n": 47, "predicted_ms": 9.44, "predicted_per_second": 4980.3})
+    m = meter.result()
+    assert m.tokens_per_s == pytest.approx(4980.3) and m.rate_from_server
+    assert "4980.3 tok/s (server)" in m.summary()
+
+
 def test_meter_without_tokens():
     m = ReplyMeter(FakeClock()).result()
     assert m.ttft_s is None and m.tokens_per_s is None and m.completion_tokens == 0
