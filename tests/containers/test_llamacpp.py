@@ -164,6 +164,114 @@ def test_chat_through_v1_with_the_openai_client(client, tiny):
     assert tiny["served"] in [m.id for m in client.models.list().data]
 
 
+def test_a_slow_loading_gguf_is_ready_only_after_llama_servers_503_while_loading(api, model_dir, llamacpp_image):
+    """The tiny model is ready in ~0.1 s, too fast to see llama-server's own loading phase; this one is not.
+
+    A 512-wide, 16-layer model (112 MiB) has a 1 GiB KV cache at its 32768-token context, which
+    llama-server allocates and zeroes after its HTTP server is up: for a second or more, /health
+    (and every other path) answers 503 "Loading model". The test polls the container's published
+    port itself every ~20 ms while the backend's launch waits, and checks that the backend called
+    the deployment ready only after that phase, never during it.
+    """
+    folder = model_dir / "slow"  # inside the backend's model folder (MODELDECK_MODEL_DIRS); removed at the end
+    served = f"t{RUN_ID}-llama-slow"
+    # Wall-clock times throughout: the launch events carry time.time() too.
+    health: list[tuple[float, float, int | str, str]] = []  # (sent, answered, status or error, body)
+    views: list[tuple[float, float, str, bool]] = []  # GET /api/deployments/{id}: (sent, answered, status, ready)
+    events: list[dict] = []
+    port: list[int] = []
+    port_known, stop = threading.Event(), threading.Event()
+    dep_id = None
+
+    def follow_events() -> None:
+        with httpx.stream("GET", f"{api}/api/deployments/{dep_id}/events", headers=AUTH, timeout=120) as s:
+            for name, data in sse_events(s):
+                if name == "progress":
+                    events.append(json.loads(data))
+
+    def poll_health() -> None:
+        if not port_known.wait(120):
+            return
+        with httpx.Client(timeout=5, trust_env=False) as c:
+            while not stop.is_set():
+                sent = time.time()
+                try:
+                    r = c.get(f"http://127.0.0.1:{port[0]}/health")
+                    health.append((sent, time.time(), r.status_code, r.text))
+                    if r.status_code == 200:
+                        return  # llama-server never goes back to loading
+                except httpx.HTTPError as exc:  # not listening yet
+                    health.append((sent, time.time(), type(exc).__name__, ""))
+                stop.wait(0.02)
+
+    try:
+        run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(folder),
+                              "--name", "slow-llama", "--width", "512", "--layers", "16"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        path = folder / "slow-llama.gguf"
+        assert path.stat().st_size > 100 * 2 ** 20
+        r = httpx.post(f"{api}/api/deployments", headers=AUTH, timeout=30,
+                       json={"recipe": "llama-cpp", "model": str(path), "served_name": served})
+        assert r.status_code in (200, 202), r.text
+        dep_id = r.json()["id"]
+        threads = [threading.Thread(target=f, daemon=True) for f in (follow_events, poll_health)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        with httpx.Client(headers=AUTH, timeout=30) as c:
+            while time.monotonic() < deadline:
+                sent = time.time()
+                d = c.get(f"{api}/api/deployments/{dep_id}").json()
+                views.append((sent, time.time(), d["status"], d["ready"]))
+                if d["host_port"] and not port:
+                    port.append(d["host_port"])
+                    port_known.set()
+                if d["ready"] or d["status"] in ("ready", "failed"):
+                    break
+                time.sleep(0.02)
+        threads[0].join(30)  # the events stream ends with the launch
+        threads[1].join(10)  # the poller ends at its first 200
+        stop.set()
+
+        phases = [e["phase"] for e in events]
+        assert phases and phases[-1] == "ready", events[-3:]
+        loading_at = next(e["time"] for e in events if e["phase"] == "loading")
+        ready_at = events[-1]["time"]
+        codes = [h[2] for h in health]
+        summary = (f"/health polled {len(codes)} times: {codes.count(503)} x 503, "
+                   f"{sum(not isinstance(x, int) for x in codes)} not listening, "
+                   f"200 at the end: {codes[-1:] == [200]}; "
+                   f"loading -> ready {ready_at - loading_at:.2f} s")
+        print(summary)
+        loads = [h for h in health if h[2] == 503]
+        assert loads, "llama-server's loading phase was never seen: " + summary
+        loading_error = {"message": "Loading model", "type": "unavailable_error", "code": 503}
+        assert all(json.loads(h[3])["error"] == loading_error for h in loads), loads[0][3]
+        # Seen while the backend's launch was in its loading phase, by its events and by its API.
+        assert any(loading_at <= h[0] and h[1] <= ready_at for h in loads), summary
+        loading_views = [v for v in views if v[2] == "loading" and not v[3]]
+        assert loading_views and any(loading_views[0][1] <= h[0] and h[1] <= loading_views[-1][0] for h in loads), \
+            (summary, views)
+        # Never ready while llama-server still said 503: every 503 was asked before the ready event,
+        # and before any view of the deployment that said ready.
+        first_ready = next(v for v in views if v[3] or v[2] == "ready")
+        assert max(h[0] for h in loads) < min(ready_at, first_ready[1]), (summary, views)
+        # The server went from 503 to 200 once, and answers 200 from then on.
+        assert codes[-1] == 200 and 503 not in codes[codes.index(200):], summary
+        assert all(h[2] == 200 for h in health if h[0] > ready_at), summary
+        # The bigger model still generates.
+        with openai.OpenAI(base_url=f"{api}/v1", api_key=TOKEN, max_retries=0, timeout=60) as client:
+            reply = client.chat.completions.create(model=served, max_tokens=4,
+                                                   messages=[{"role": "user", "content": "Hello"}])
+        assert reply.usage.completion_tokens == 4
+    finally:
+        stop.set()
+        if dep_id:
+            httpx.delete(f"{api}/api/deployments/{dep_id}", headers=AUTH, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_fit_check_reads_the_real_files_size_and_header(api, model_dir):
     path = model_dir / "tiny" / "tiny-llama.gguf"
     r = httpx.post(f"{api}/api/fit-check", headers=AUTH, timeout=30,
