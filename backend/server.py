@@ -54,6 +54,10 @@ def _serve(argv: list[str] | None) -> int:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings.from_env(**overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        # httpx logs every request at INFO: the readiness probes of each model, every few seconds,
+        # would bury what matters (the desktop's banner shows a dead backend's last lines).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if not port_free(settings.port, settings.host):
         print(f"modeldeck-backend: port {settings.port} on {settings.host} is already in use by another program.\n"
