@@ -61,7 +61,9 @@ class FitVerdict:
 
 
 def gib(n: int | float) -> str:
-    """``n`` bytes as "15.2 GiB"."""
+    """``n`` bytes as "15.2 GiB", or "4.8 MiB" below one GiB (a tiny GGUF is not "0.0 GiB")."""
+    if abs(n) < GIB:
+        return f"{n / (1 << 20):.1f} MiB"
     return f"{n / GIB:.1f} GiB"
 
 

@@ -4,12 +4,14 @@ equivalent `docker run` command, then progress."""
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIntValidator
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QFrame, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QStackedWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from desktop import fonts, theme
 from desktop.client import ApiError, BackendClient
@@ -58,6 +60,37 @@ def parse_env(text: str) -> tuple[dict[str, str], str | None]:
             return env, f"Environment line {n} is not KEY=VALUE."
         env[key.strip()] = value
     return env, None
+
+
+class _FormScroll(QScrollArea):
+    """The form; it scrolls only where the screen is too short for it (rows never overlap on a laptop).
+
+    QScrollArea's own size hint is capped at a small size whatever its content: this one asks for
+    the whole form, bounded by what the screen can show beside the dialog's title and buttons.
+    """
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint() if self.widget() is not None else super().sizeHint()
+        frame = 2 * self.frameWidth()
+        return QSize(inner.width() + frame + self.verticalScrollBar().sizeHint().width(),
+                     self._bounded(inner.height() + frame))
+
+    def minimumSizeHint(self) -> QSize:
+        # As tall as the form up to the bound, so the dialog grows with it (a new error line,
+        # Advanced opened) exactly as it did without the scroll area; past the bound it scrolls.
+        return QSize(super().minimumSizeHint().width(), self.sizeHint().height())
+
+    def _bounded(self, height: int) -> int:
+        screen = self.screen()
+        return min(height, int(screen.availableGeometry().height() * 0.62)) if screen is not None else height
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the form's size changed: the dialog's layout asks again
+            window = self.window()
+            if hasattr(window, "grow_to_content"):
+                QTimer.singleShot(0, window, window.grow_to_content)
+        return super().eventFilter(watched, event)
 
 
 class LaunchDialog(QDialog):
@@ -170,8 +203,13 @@ class LaunchDialog(QDialog):
 
         self.progress = LaunchProgressView()
         self.progress.finished.connect(self._on_progress_finished)
+        self._form_scroll = form_scroll = _FormScroll()
+        form_scroll.setWidgetResizable(True)
+        form_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        form_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        form_scroll.setWidget(form_page)
         self.pages = QStackedWidget()
-        self.pages.addWidget(form_page)
+        self.pages.addWidget(form_scroll)
         self.pages.addWidget(self.progress)
 
         title = QLabel(recipe.get("title") or recipe.get("name") or "")
@@ -274,10 +312,41 @@ class LaunchDialog(QDialog):
         self.gpu_reason.setText(f"Could not ask the backend about GPUs: {error.message}")
         self.gpu_reason.show()
 
+    def _fit_to_content(self) -> None:
+        """As tall as the form wants, within the screen (adjustSize() stops at two thirds of it,
+        which left the form scrolling on a screen with room to spare)."""
+        hint = self.sizeHint()
+        screen = self.screen()
+        height = hint.height() if screen is None else min(hint.height(), int(screen.availableGeometry().height() * 0.95))
+        self.resize(max(self.width(), hint.width()), max(height, self.minimumSizeHint().height()))
+
+    def grow_to_content(self) -> None:
+        """Taller by what the form lacks (a GPU note or an error line arrived), within the screen."""
+        form = self._form_scroll
+        lacking = form.widget().sizeHint().height() - form.viewport().height()
+        screen = self.screen()
+        if lacking <= 0 or screen is None or self.pages.currentWidget() is not form:
+            return
+        self.resize(self.width(), min(self.height() + lacking, int(screen.availableGeometry().height() * 0.95)))
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self, self.grow_to_content)
+
+    def _default_served_name(self, model: str) -> str:
+        """What the backend will call the model when the served name is left empty (its rule)."""
+        if self.recipe.get("served_name_is_model"):
+            return model or "same as the model"
+        if model and model == (self.recipe.get("default_model") or "") and self.recipe.get("default_served_name"):
+            return self.recipe["default_served_name"]
+        if model.startswith("/"):
+            return PurePosixPath(model).stem or "same as the model"
+        return model or "same as the model"
+
     def _on_advanced_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
-        self.adjustSize()
+        self._fit_to_content()
         if on:
             self._plan_timer.start()
 
@@ -322,6 +391,7 @@ class LaunchDialog(QDialog):
             self.port.setFocus()
 
     def _on_form_changed(self, *_args) -> None:
+        self.served.setPlaceholderText(self._default_served_name(self.model.text().strip()))
         problems = {self.model: (self.model_error, model_problem(self.model.text())),
                     self.served: (self.served_error, served_name_problem(self.served.text()))}
         for edit, (label, problem) in problems.items():

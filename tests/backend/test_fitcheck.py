@@ -395,3 +395,8 @@ def test_verdict_sglang_compares_with_its_static_memory_fraction():
     assert reserved_fraction(VLLM, ["--gpu-memory-utilization", "0.6"]) == 0.6
     assert reserved_fraction(SGLANG, ["--mem-fraction-static", "lots"]) == 0.88
     assert reserved_fraction(TGI) is None
+
+
+def test_sizes_below_a_gib_read_in_mib():
+    from backend.fitcheck import gib
+    assert gib(5 * 2**20) == "5.0 MiB" and gib(15.2 * 2**30) == "15.2 GiB" and gib(2**30) == "1.0 GiB"

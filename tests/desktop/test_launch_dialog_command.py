@@ -58,3 +58,36 @@ def test_advanced_shows_the_docker_run_command_as_fields_change(make_main_window
     dialog.served.setText(f"{name}-b")
     qtbot.waitUntil(lambda: f"--name modeldeck-{name}-b" in dialog.command.toPlainText(), timeout=10000)
     dialog.close()
+
+
+def test_the_dialog_fits_the_screen_and_names_what_the_backend_will_serve(make_main_window, qtbot):
+    """With Advanced open the form can be taller than a laptop's screen: it scrolls, rows never overlap."""
+    window = make_main_window()
+    qtbot.waitUntil(lambda: any(c.recipe["name"] == "llama-cpp" for c in window.models.cards), timeout=10000)
+    card = next(c for c in window.models.cards if c.recipe["name"] == "llama-cpp")
+    qtbot.mouseClick(card.launch_button, Qt.MouseButton.LeftButton)
+    dialog = window.models._dialogs[-1]
+    qtbot.waitExposed(dialog)
+    assert dialog.served.placeholderText() == card.recipe["default_served_name"]
+    # The screen has room: the whole form shows, nothing hidden below a scroll bar.
+    qtbot.waitUntil(lambda: dialog.pages.currentWidget().verticalScrollBar().maximum() == 0)
+    dialog.model.setText("/models/tiny-llama.gguf")  # a local file: served as its stem
+    assert dialog.served.placeholderText() == "tiny-llama"
+    dialog.model.setText("org/Some-GGUF:Q4_K_M")
+    assert dialog.served.placeholderText() == "org/Some-GGUF:Q4_K_M"
+
+    dialog.advanced_toggle.setChecked(True)
+    qtbot.waitUntil(lambda: dialog.command.toPlainText() != "" or dialog.command_note.text() != "", timeout=10000)
+    screen = dialog.screen().availableGeometry()
+    form = dialog.pages.currentWidget()
+    # However tall the form gets, the dialog asks for no more than the screen has: past that it scrolls.
+    assert form._bounded(10**6) == int(screen.height() * 0.62)
+    assert dialog.minimumSizeHint().height() <= screen.height() and dialog.sizeHint().height() <= screen.height()
+    # Below that bound the dialog grows with the form (Advanced opened), as it did without scrolling.
+    qtbot.waitUntil(lambda: form.verticalScrollBar().maximum() == 0 or form.height() >= form.sizeHint().height())
+    rows = [dialog.model, dialog.served, dialog.gpu, dialog.args, dialog.env, dialog.command]
+    for upper, lower in zip(rows, rows[1:]):  # no two rows drawn over each other
+        assert upper.mapTo(form.widget(), upper.rect().bottomLeft()).y() < lower.mapTo(form.widget(), lower.rect().topLeft()).y()
+    note_top = dialog.command_note.mapTo(form.widget(), dialog.command_note.rect().topLeft()).y()
+    assert dialog.command.mapTo(form.widget(), dialog.command.rect().bottomLeft()).y() < note_top
+    dialog.close()
