@@ -54,6 +54,17 @@ def _check_body(value: object) -> None:
             _check_body(item)
 
 
+def _absolute_path(v: str) -> str:
+    """An HTTP path on the model server.
+
+    Raises:
+        ValueError: it does not start with '/'.
+    """
+    if not v.startswith("/"):
+        raise ValueError("must start with '/'")
+    return v
+
+
 class GpuNeed(str, Enum):
     required = "required"
     optional = "optional"
@@ -111,9 +122,7 @@ class ServerSpec(_Strict):
     @field_validator("openai_base")
     @classmethod
     def _base(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        return v.rstrip("/") or "/"
+        return _absolute_path(v).rstrip("/") or "/"
 
     @field_validator("command", "entrypoint", "model_args", "local_model_args")
     @classmethod
@@ -156,9 +165,7 @@ class ModelCheck(_Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        _check_placeholders(v)
+        _check_placeholders(_absolute_path(v))
         return v
 
     @field_validator("body")
@@ -180,9 +187,7 @@ class ReadinessSpec(_Strict):
     @field_validator("health_path", "models_path")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        return v
+        return v if v is None else _absolute_path(v)
 
 
 class PostStartCall(_Strict):
@@ -196,9 +201,7 @@ class PostStartCall(_Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        return v
+        return _absolute_path(v)
 
     @field_validator("body")
     @classmethod

@@ -73,16 +73,22 @@ def _key(xdotool: str, wid: str, keys: str) -> None:
     subprocess.run([xdotool, "key", "--clearmodifiers", keys], check=True, timeout=10)
 
 
-def test_modeldeck_maps_its_window_spawns_its_backend_and_quits_on_ctrl_q(tmp_path):
-    xdotool, xwininfo = _tools()
+def _start_modeldeck(home: Path) -> tuple[int, Path, subprocess.Popen]:
+    """The `modeldeck` command on this display with ``home`` as HOME and XDG folders; (backend port, log, process)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODELDECK_TOKEN", "MODELDECK_HOME", "MODELDECK_PORT")}
-    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"), QT_QPA_PLATFORM="xcb")
-    log = tmp_path / "modeldeck.log"
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"),
+               XDG_CACHE_HOME=str(home / "cache"), QT_QPA_PLATFORM="xcb")
+    log = home / "modeldeck.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(MODELDECK), "--backend-url", f"http://127.0.0.1:{port}"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
+    return port, log, proc
+
+
+def test_modeldeck_maps_its_window_spawns_its_backend_and_quits_on_ctrl_q(tmp_path):
+    xdotool, xwininfo = _tools()
+    port, log, proc = _start_modeldeck(tmp_path)
     try:
         main = _find_window(xdotool, proc.pid, "^ModelDeck$")
         info = _window_info(xwininfo, main)
@@ -119,14 +125,7 @@ def test_modeldeck_maps_its_window_spawns_its_backend_and_quits_on_ctrl_q(tmp_pa
 def test_a_signal_quits_modeldeck_like_ctrl_q_and_stops_the_backend_it_started(tmp_path, signum):
     """Logging out or `kill` sends SIGTERM (a closed terminal SIGHUP): the spawned backend must not outlive the app."""
     xdotool, _ = _tools()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELDECK_TOKEN", "MODELDECK_HOME", "MODELDECK_PORT")}
-    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"), QT_QPA_PLATFORM="xcb")
-    log = tmp_path / "modeldeck.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(MODELDECK), "--backend-url", f"http://127.0.0.1:{port}"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    port, log, proc = _start_modeldeck(tmp_path)
     try:
         _find_window(xdotool, proc.pid, "^ModelDeck: first-run check$")  # its backend answers by then
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
