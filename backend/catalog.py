@@ -155,10 +155,9 @@ class ServerSpec(_Strict):
         return out
 
 
-class ModelCheck(_Strict):
-    """A call that answers 200 only once the chosen model is there (Ollama: ``POST /api/show``)."""
+class _ServerCall(_Strict):
+    """An HTTP call to the model server: a path and a JSON body whose strings launch fills like the command."""
 
-    method: Literal["GET", "POST"] = "GET"
     path: str
     body: dict = Field(default_factory=dict)
 
@@ -173,6 +172,12 @@ class ModelCheck(_Strict):
     def _body(cls, v: dict) -> dict:
         _check_body(v)
         return v
+
+
+class ModelCheck(_ServerCall):
+    """A call that answers 200 only once the chosen model is there (Ollama: ``POST /api/show``)."""
+
+    method: Literal["GET", "POST"] = "GET"
 
 
 class ReadinessSpec(_Strict):
@@ -190,24 +195,11 @@ class ReadinessSpec(_Strict):
         return v if v is None else _absolute_path(v)
 
 
-class PostStartCall(_Strict):
+class PostStartCall(_ServerCall):
     """An HTTP call made once the server is healthy (Ollama pulls its model this way)."""
 
     method: Literal["GET", "POST", "PUT"] = "POST"
-    path: str
-    body: dict = Field(default_factory=dict)
     timeout: Annotated[float, Field(gt=0, le=7200)] = 1800.0
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return _absolute_path(v)
-
-    @field_validator("body")
-    @classmethod
-    def _body(cls, v: dict) -> dict:
-        _check_body(v)
-        return v
 
 
 class GpuSpec(_Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from backend.spec import ContainerSpec, Mount
+from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 # Compose's own rule for project names (lower case, digits, '-' and '_', first a letter or digit).
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -151,7 +151,7 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
     lines += ["    init: true",
               f"    restart: {_quote(restart)}",
               "    security_opt:",
-              '      - "no-new-privileges:true"']
+              *(f"      - {_quote(o)}" for o in SECURITY_OPT)]
     if spec.gpu_ids:
         lines += ["    deploy:", "      resources:", "        reservations:", "          devices:",
                   '            - driver: "nvidia"']

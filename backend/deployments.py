@@ -140,13 +140,12 @@ class DeploymentService:
         by_id = {c.labels.get(f"{LABEL_PREFIX}id", c.name): c for c in containers}
         with self._lock:
             self.engine_up, self._engine_error = True, None
-            before, self._running_before_outage = self._running_before_outage, None
-            for c in containers:
-                if before and c.state in ("exited", "dead") and c.id in before and before[c.id] == c.started_at:
-                    self._stopped_in_outage[c.id] = c.started_at
-            self._stopped_in_outage = {c.id: c.started_at for c in containers
-                                       if self._stopped_in_outage.get(c.id, "-") == c.started_at
-                                       and c.state in ("exited", "dead")}
+            # Stopped while the engine was away: running before it went, found stopped from that same
+            # start now; remembered until the container starts again or is gone.
+            before, self._running_before_outage = self._running_before_outage or {}, None
+            self._stopped_in_outage = {
+                c.id: c.started_at for c in containers if c.state in ("exited", "dead")
+                and any(c.id in seen and seen[c.id] == c.started_at for seen in (before, self._stopped_in_outage))}
             self._containers = by_id
             launching = {d for d, lp in self._launches.items() if not lp.done}
         for dep_id, c in by_id.items():
@@ -378,14 +377,12 @@ class DeploymentService:
         if not status.reachable:
             raise EngineUnavailable(status.reason or "The Docker engine does not answer.", hint=status.hint)
         gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
-        image = self._planned_image(recipe, req, gpus)
-        fallback = self._choose_image(recipe, req, gpus)[1] if recipe.image.local_build else None
+        image, fallback = self._planned_image(recipe, req, gpus)
         # Outside the lock: a refresh talks to Docker and probes servers (seconds), and the
         # /v1 lookups on the event loop take this lock. The checks below read what it cached.
         self.refresh()
         with self._lock:
-            reserved = {c.host_port for c in self._containers.values() if c.host_port}
-            reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
+            reserved = self._reserved_ports()
             make_spec = functools.partial(plan, recipe, req, self.settings, host_port=req.port or 0,
                                           gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
             spec = make_spec(image=image)
@@ -459,21 +456,25 @@ class DeploymentService:
                 details=exc.details) from None
         return base
 
-    def _planned_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]) -> str:
-        """The image a launch of ``req`` runs (a registry reference, or the tag of a local build).
+    def _reserved_ports(self) -> set[int]:
+        """Host ports deployments and running launches hold (call with ``_lock`` held)."""
+        reserved = {c.host_port for c in self._containers.values() if c.host_port}
+        return reserved | {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
+
+    def _planned_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]
+                       ) -> tuple[str | None, LocalFallback | None]:
+        """The image a launch of ``req`` runs (a registry reference, or the tag of a build made
+        here), and the recipe's local build where it is chosen or stands by (see ``_choose_image``).
 
         Raises:
-            InvalidLaunch: the recipe's build folder is missing.
+            InvalidLaunch: the recipe's build folder is missing; see ``_choose_image``.
         """
-        image = recipe.image_for(use_gpu=bool(gpus))
         if recipe.image.build:
             context = self.settings.catalog_dir / recipe.image.build
             if not context.is_dir():
                 raise InvalidLaunch(f"Build folder {context} of recipe '{recipe.name}' is missing.")
-            image = build_tag(recipe, context, self._base_image())
-        elif recipe.image.local_build is not None or req.image_source == "local":
-            image = self._choose_image(recipe, req, gpus)[0]
-        return image
+            return build_tag(recipe, context, self._base_image()), None
+        return self._choose_image(recipe, req, gpus)
 
     def _choose_image(self, recipe: Recipe, req: LaunchRequest, gpus: tuple[str, ...]
                       ) -> tuple[str | None, LocalFallback | None]:
@@ -523,10 +524,9 @@ class DeploymentService:
         if not status.reachable:
             warnings.append(f"The Docker engine does not answer ({status.reason}): a launch would fail now.")
         gpus = choose_gpus(recipe, req.gpus, status.gpu_runtime)
-        image = self._planned_image(recipe, req, gpus)
+        image, local = self._planned_image(recipe, req, gpus)
         with self._lock:
-            reserved = {c.host_port for c in self._containers.values() if c.host_port}
-            reserved |= {lp.host_port for lp in self._launches.values() if not lp.done and lp.host_port}
+            reserved = self._reserved_ports()
         spec = plan(recipe, req, self.settings, image=image, host_port=req.port or 0,
                     gpu_runtime=status.gpu_runtime, machine_gpus=self.machine_gpus())
         if req.port is not None:
@@ -540,11 +540,12 @@ class DeploymentService:
                             "a launch would be refused.")
         try:
             if status.reachable and not self.engine.image_exists(image):
+                built_here = recipe.image.build or (local is not None and image == local.build.tag)
                 warnings.append(f"Image {image} is not on this engine yet: a launch "
-                                + ("builds it first." if recipe.image.build or "-local:" in image
+                                + ("builds it first." if built_here
                                    else "pulls it first." + (" Where no registry answers, it builds a CPU-only "
                                                              "image here from source instead."
-                                                             if recipe.image.local_build else "")))
+                                                             if local is not None else "")))
         except EngineUnavailable:
             pass  # went away since status(): said above, or the next plan says it
         return dataclasses.replace(spec, host_port=host_port), warnings
@@ -717,18 +718,20 @@ class DeploymentService:
             time.sleep(recipe.readiness.interval)
 
     def _post_start(self, recipe: Recipe, spec: ContainerSpec, lp: LaunchProgress) -> None:
+        gpus = spec.gpu_ids
         values = {"model": spec.labels[f"{LABEL_PREFIX}model"], "served_name": spec.labels[f"{LABEL_PREFIX}served_name"],
-                  "port": str(recipe.server.port)}
+                  "port": str(recipe.server.port),
+                  "gpu_count": str((self.machine_gpus() or 1) if gpus == ("all",) else len(gpus))}
         for call in recipe.post_start:
-            body = fill_placeholders(call.body, values)
-            lp.emit("loading", f"{call.method} {call.path} (preparing the model)")
+            body, path = fill_placeholders(call.body, values), fill_placeholders(call.path, values)
+            lp.emit("loading", f"{call.method} {path} (preparing the model)")
             try:
-                r = httpx.request(call.method, f"http://127.0.0.1:{spec.host_port}{call.path}", json=body,
+                r = httpx.request(call.method, f"http://127.0.0.1:{spec.host_port}{path}", json=body,
                                   timeout=call.timeout, trust_env=False)
             except httpx.HTTPError as exc:
-                raise LaunchFailed(f"Preparing the model failed: {call.path} did not answer ({exc}).") from None
+                raise LaunchFailed(f"Preparing the model failed: {path} did not answer ({exc}).") from None
             if r.status_code >= 400:
-                raise LaunchFailed(f"Preparing the model failed: {call.path} answered {r.status_code}: {r.text[:300]}")
+                raise LaunchFailed(f"Preparing the model failed: {path} answered {r.status_code}: {r.text[:300]}")
 
     def _check_model(self, spec: ContainerSpec, lp: LaunchProgress) -> None:
         """Ready only when the server says it has the model (recipes with ``readiness.model_check``).

@@ -16,7 +16,7 @@ import requests.exceptions
 
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, ImageUnavailable,
                             ModelDeckError, PortInUse)
-from backend.spec import MANAGED_LABEL, ContainerSpec, Mount
+from backend.spec import MANAGED_LABEL, SECURITY_OPT, ContainerSpec, Mount
 
 SOCKET_CANDIDATES = (
     "/var/run/docker.sock",
@@ -290,7 +290,7 @@ class Engine:
             shm_size=spec.shm_size,
             ipc_mode=spec.ipc_mode,
             ulimits=[docker.types.Ulimit(name=n, soft=v, hard=v) for n, v in spec.ulimits] or None,
-            security_opt=["no-new-privileges:true"],
+            security_opt=list(SECURITY_OPT),
             # No restarts while launching, so a crash keeps its exit code and logs for the
             # report; the launch turns on the spec's policy once the server is ready.
             restart_policy={"Name": "no"},

@@ -158,13 +158,18 @@ def choose_gpus(recipe: Recipe, requested: list[str] | None, gpu_runtime: bool) 
     return tuple(requested)
 
 
-def build_tag(recipe: Recipe, context: Path, base_image: str) -> str:
-    """Tag of a locally built image: changes whenever the build context or the base image does."""
-    digest = hashlib.sha256(base_image.encode())
+def context_digest(context: Path, *extra: str) -> str:
+    """A short hash of a build folder's files (names and contents) and ``extra`` strings."""
+    digest = hashlib.sha256("\0".join(extra).encode())
     for path in sorted(p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(context)).encode())
         digest.update(path.read_bytes())
-    return f"modeldeck/{recipe.name}:{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def build_tag(recipe: Recipe, context: Path, base_image: str) -> str:
+    """Tag of a locally built image: changes whenever the build context or the base image does."""
+    return f"modeldeck/{recipe.name}:{context_digest(context, base_image)}"
 
 
 def _fill(template: str, values: dict[str, str]) -> str:

@@ -13,14 +13,13 @@ One builder for everything: the backend's launch fallback and ``scripts/test`` (
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
-import queue
 import shutil
 import ssl
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ import httpx
 
 from backend.engine import Engine, ProgressEvent
 from backend.errors import ImageUnavailable, ModelDeckError, RecipeError
+from backend.launch_plan import context_digest
 
 SOURCE_FILE = "source.toml"
 PYPI_JSON = "https://pypi.org/pypi/{package}/{version}/json"
@@ -60,14 +60,10 @@ class LocalBuild:
     stands_in_for: str = ""
     cpu_only: bool = True
 
-    @property
+    @functools.cached_property
     def tag(self) -> str:
         """The image tag: changes with the source version and with any file of the folder."""
-        digest = hashlib.sha256()
-        for path in sorted(p for p in self.context.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(self.context)).encode())
-            digest.update(path.read_bytes())
-        return f"modeldeck/{self.name}-local:{self.source.version}-{digest.hexdigest()[:12]}"
+        return f"modeldeck/{self.name}-local:{self.source.version}-{context_digest(self.context)}"
 
 
 def load_local_build(catalog_dir: Path, name: str) -> LocalBuild:
@@ -150,23 +146,35 @@ def fetch_source(source: SourceArchive, cache: Path,
         progress: called with (bytes so far, total bytes or None) while downloading.
 
     Raises:
+        ImageUnavailable: as ``download``.
+    """
+    for done, total in download(source, cache):
+        if progress is not None:
+            progress(done, total)
+    return cache / source.filename
+
+
+def download(source: SourceArchive, cache: Path) -> Iterator[tuple[int, int | None]]:
+    """Download the archive into ``cache`` unless it is there intact; yields (bytes so far, total or None).
+
+    Raises:
         ImageUnavailable: PyPI could not be reached, has no such sdist, or the download does
             not match the pinned checksum.
     """
     path = cache / source.filename
     if path.is_file() and _sha256(path) == source.sha256:
-        return path
+        return
     cache.mkdir(parents=True, exist_ok=True)
     hint = ("Check the network and proxy settings (HTTPS_PROXY), or download it yourself: "
             f"pip download --no-binary :all: --no-deps {source.package}=={source.version} -d {cache}")
+    partial = path.with_name(path.name + ".part")
+    digest = hashlib.sha256()
     try:
         with _client() as client:
             urls = _sdist_urls(client, source)
             if not urls:
                 raise ImageUnavailable(f"PyPI lists no sdist {source.filename} for {source.package} {source.version}.",
                                        hint="Pin a version that has one in its source.toml.")
-            partial = path.with_name(path.name + ".part")
-            digest = hashlib.sha256()
             with client.stream("GET", urls[0]) as resp, partial.open("wb") as fh:
                 resp.raise_for_status()
                 total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None
@@ -175,8 +183,7 @@ def fetch_source(source: SourceArchive, cache: Path,
                     fh.write(block)
                     digest.update(block)
                     done += len(block)
-                    if progress is not None:
-                        progress(done, total)
+                    yield done, total
     except httpx.HTTPError as exc:
         raise ImageUnavailable(f"Downloading {source.filename} from PyPI failed: {type(exc).__name__}: {exc}",
                                hint=hint) from None
@@ -189,7 +196,6 @@ def fetch_source(source: SourceArchive, cache: Path,
                                f"({digest.hexdigest()[:16]}... is not {source.sha256[:16]}...).",
                                hint="Something between here and PyPI changed the file; try again, or check the proxy.")
     partial.replace(path)
-    return path
 
 
 def build_events(engine: Engine, build: LocalBuild, base_image: str, cache: Path) -> Iterator[ProgressEvent]:
@@ -203,9 +209,13 @@ def build_events(engine: Engine, build: LocalBuild, base_image: str, cache: Path
     """
     src = build.source
     path = cache / src.filename
-    if not (path.is_file() and _sha256(path) == src.sha256):
-        yield ProgressEvent(phase="building", message=f"Downloading {src.filename} from PyPI", layer="source")
-        yield from _download_with_events(src, cache)
+    last = 0.0
+    for done, total in download(src, cache):  # about 5 progress events a second
+        now = time.monotonic()
+        if now - last >= 0.2 or (total is not None and done >= total):
+            last = now
+            yield ProgressEvent(phase="building", message=f"Downloading {src.filename}", layer="source",
+                                current=done, total=total)
     with tempfile.TemporaryDirectory(prefix=f"modeldeck-{build.name}-") as tmp:
         ctx = Path(tmp)
         for item in build.context.iterdir():
@@ -219,40 +229,6 @@ def build_events(engine: Engine, build: LocalBuild, base_image: str, cache: Path
                                                       f"on {base_image} (a few minutes, once per machine)")
         yield from engine.build(ctx, build.tag, {"BASE_IMAGE": base_image, "SDIST": src.filename},
                                 hint=_build_hint(base_image))
-
-
-def _download_with_events(src: SourceArchive, cache: Path) -> Iterator[ProgressEvent]:
-    """Run ``fetch_source`` in a thread; yield its byte progress (about 5 events a second) as it comes.
-
-    Raises:
-        ImageUnavailable: as ``fetch_source``.
-    """
-    q: queue.Queue[ProgressEvent | None] = queue.Queue()
-    outcome: dict[str, ModelDeckError] = {}
-    last = [0.0]
-
-    def progress(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.2 or (total is not None and done >= total):
-            last[0] = now
-            q.put(ProgressEvent(phase="building", message=f"Downloading {src.filename}", layer="source",
-                                current=done, total=total))
-
-    def run() -> None:
-        try:
-            fetch_source(src, cache, progress)
-        except ModelDeckError as exc:
-            outcome["error"] = exc
-        except Exception as exc:  # noqa: BLE001 - the reader must hear of any failure
-            outcome["error"] = ImageUnavailable(f"Downloading {src.filename} failed: {exc}")
-        finally:
-            q.put(None)
-
-    threading.Thread(target=run, name=f"fetch-{src.filename}", daemon=True).start()
-    while (ev := q.get()) is not None:
-        yield ev
-    if "error" in outcome:
-        raise outcome["error"]
 
 
 def _build_hint(base_image: str) -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 
-from backend.spec import ContainerSpec, Mount
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from backend.launch_plan import ENV_NAME_RE
+from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 
 def _csv_field(text: str) -> str:
@@ -24,40 +22,34 @@ def _mount(mount: Mount) -> list[str]:
     return ["-v", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
 
 
-def _parts(spec: ContainerSpec) -> tuple[list[str], list[str]]:
-    """The options of ``docker run -d`` and what follows them (image, entrypoint rest, command)."""
+def _parts(spec: ContainerSpec) -> tuple[list[list[str]], list[str]]:
+    """The options of ``docker run -d``, one group per option, and what follows them (image,
+    entrypoint rest, command)."""
     for name in spec.secret_env:
-        if not _ENV_NAME.fullmatch(name):
+        if not ENV_NAME_RE.fullmatch(name):
             raise ValueError(f"secret name {name!r} is not an environment variable name")
-    args = ["--name", spec.name, "--init"]
     restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
-    args += ["--restart", restart, "--security-opt", "no-new-privileges:true"]
     host = f"[{spec.host_ip}]" if ":" in spec.host_ip else spec.host_ip
-    args += ["-p", f"{host}:{spec.host_port}:{spec.internal_port}"]
+    opts = [["--name", spec.name], ["--init"], ["--restart", restart],
+            *(["--security-opt", o] for o in SECURITY_OPT), ["-p", f"{host}:{spec.host_port}:{spec.internal_port}"]]
     if spec.gpu_ids == ("all",):
-        args += ["--gpus", "all"]
+        opts.append(["--gpus", "all"])
     elif spec.gpu_ids:
-        args += ["--gpus", '"device=' + ",".join(spec.gpu_ids) + '"']
+        opts.append(["--gpus", '"device=' + ",".join(spec.gpu_ids) + '"'])
     if spec.shm_size:
-        args += ["--shm-size", spec.shm_size]
+        opts.append(["--shm-size", spec.shm_size])
     if spec.ipc_mode:
-        args += ["--ipc", spec.ipc_mode]
-    for name, value in spec.ulimits:
-        args += ["--ulimit", f"{name}={value}:{value}"]
-    for key, value in spec.environment.items():
-        if key not in spec.secret_env:
-            args += ["-e", f"{key}={value}"]
-    for name in spec.secret_env:
-        args += ["-e", name]
-    for mount in spec.mounts:
-        args += _mount(mount)
-    for key, value in spec.labels.items():
-        args += ["--label", f"{key}={value}"]
+        opts.append(["--ipc", spec.ipc_mode])
+    opts += [["--ulimit", f"{name}={value}:{value}"] for name, value in spec.ulimits]
+    opts += [["-e", f"{key}={value}"] for key, value in spec.environment.items() if key not in spec.secret_env]
+    opts += [["-e", name] for name in spec.secret_env]
+    opts += [_mount(mount) for mount in spec.mounts]
+    opts += [["--label", f"{key}={value}"] for key, value in spec.labels.items()]
     rest: list[str] = []
     if spec.entrypoint is not None:
-        args += ["--entrypoint", spec.entrypoint[0] if spec.entrypoint else ""]
+        opts.append(["--entrypoint", spec.entrypoint[0] if spec.entrypoint else ""])
         rest = list(spec.entrypoint[1:])
-    return args, [spec.image, *rest, *spec.command]
+    return opts, [spec.image, *rest, *spec.command]
 
 
 def docker_run_args(spec: ContainerSpec) -> list[str]:
@@ -76,7 +68,7 @@ def docker_run_args(spec: ContainerSpec) -> list[str]:
         ValueError: a secret's name is not an environment variable name.
     """
     opts, tail = _parts(spec)
-    return ["docker", "run", "-d", *opts, *tail]
+    return ["docker", "run", "-d", *(a for group in opts for a in group), *tail]
 
 
 def render_docker_run(spec: ContainerSpec) -> str:
@@ -86,15 +78,6 @@ def render_docker_run(spec: ContainerSpec) -> str:
         ValueError: see ``docker_run_args``.
     """
     opts, tail = _parts(spec)
-    lines = ["docker run -d"]
-    i = 0
-    while i < len(opts):
-        # Options come in pairs but --init, which stands alone.
-        if opts[i] == "--init":
-            lines.append(opts[i])
-            i += 1
-        else:
-            lines.append(f"{opts[i]} {shlex.quote(opts[i + 1])}")
-            i += 2
-    lines.append(" ".join(shlex.quote(a) for a in tail))
+    lines = ["docker run -d", *(" ".join(shlex.quote(a) for a in group) for group in opts),
+             " ".join(shlex.quote(a) for a in tail)]
     return " \\\n  ".join(lines) + "\n"

@@ -19,6 +19,10 @@ class Mount:
     read_only: bool = False
 
 
+#: Every container ModelDeck creates runs with these (launches, the compose export, the docker run line).
+SECURITY_OPT = ("no-new-privileges:true",)
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     """Everything the engine needs to create one model container, and nothing it may not do.

@@ -20,7 +20,7 @@ from backend.errors import DeploymentNotFound
 from backend.fitcheck import estimate_memory, fit_verdict
 from backend.launch_plan import LaunchRequest
 from backend.launches import LaunchEvent
-from backend.spec import ContainerSpec
+from backend.spec import SECURITY_OPT, ContainerSpec
 
 router = APIRouter(prefix="/api", tags=["deployments"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -88,7 +88,7 @@ def _plan_answer(spec: ContainerSpec, warnings: list[str], automatic_port: bool)
         mounts=[PlannedMount(source=m.source, target=m.target, kind=m.kind, read_only=m.read_only)
                 for m in spec.mounts],
         gpus=list(spec.gpu_ids), shm_size=spec.shm_size, ipc=spec.ipc_mode, ulimits=dict(spec.ulimits),
-        init=True, security_opt=["no-new-privileges:true"],
+        init=True, security_opt=list(SECURITY_OPT),
         restart=f"no while launching, then on-failure:{spec.restart_max} once ready",
         labels=spec.labels, host_ip=spec.host_ip, host_port=spec.host_port, host_port_automatic=automatic_port,
         internal_port=spec.internal_port, docker_run=render_docker_run(spec), docker_run_args=docker_run_args(spec),
