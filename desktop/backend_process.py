@@ -222,23 +222,31 @@ class BackendProcess(QObject):
         self.restarts = 0
         self.is_ready = False
         proc, self.process = self.process, None
+        if proc is not None and proc.state() != QProcess.ProcessState.NotRunning:
+            # Still running (hung): the new one starts once it has exited and freed the port.
+            self.status.emit("Stopping the ModelDeck backend that does not answer…")
+            self._retire(proc, then=self.start)
+            return
         if proc is not None:
-            proc.finished.disconnect(self._on_process_finished)
-            if proc.state() != QProcess.ProcessState.NotRunning:
-                # Hung: asked to stop (killed after 8 s); the new one starts once the port is free.
-                self.status.emit("Stopping the ModelDeck backend that does not answer…")
-                proc.finished.connect(self._on_hung_process_finished)
-                proc.terminate()
-                QTimer.singleShot(8000, proc, proc.kill)
-                return
-            proc.deleteLater()
+            self._retire(proc)
         self.start()
 
-    def _on_hung_process_finished(self, *_args) -> None:
-        sender = self.sender()
-        if sender is not None:
-            sender.deleteLater()
-        self.start()
+    def _retire(self, proc: QProcess, then=None) -> None:
+        """Let go of a backend process: asked to stop (SIGTERM), killed after 8 s if it has not,
+        deleted once it has exited, then ``then()``. The GUI thread never waits for it.
+        """
+        proc.finished.disconnect(self._on_process_finished)
+        if proc.state() == QProcess.ProcessState.NotRunning:
+            proc.deleteLater()
+            if then is not None:
+                then()
+            return
+        # Kept alive until it has exited: deleting a running QProcess kills it without a word.
+        proc.finished.connect(proc.deleteLater)
+        if then is not None:
+            proc.finished.connect(lambda *_: then())
+        proc.terminate()
+        QTimer.singleShot(8000, proc, proc.kill)
 
     def _on_process_error_occurred(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
@@ -265,17 +273,12 @@ class BackendProcess(QObject):
         proc, self.process = self.process, None
         if proc is None:
             return
+        if not wait or proc.state() == QProcess.ProcessState.NotRunning:
+            self._retire(proc)
+            return
         proc.finished.disconnect(self._on_process_finished)
-        if proc.state() == QProcess.ProcessState.NotRunning:
-            proc.deleteLater()
-            return
         proc.terminate()
-        if wait:
-            if not proc.waitForFinished(8000):
-                proc.kill()
-                proc.waitForFinished(2000)
-            proc.deleteLater()
-            return
-        # Kept alive until it has exited: deleting a running QProcess kills it without a word.
-        proc.finished.connect(proc.deleteLater)
-        QTimer.singleShot(8000, proc, proc.kill)
+        if not proc.waitForFinished(8000):
+            proc.kill()
+            proc.waitForFinished(2000)
+        proc.deleteLater()

@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         # engine belong to scripts, agents or other windows that may be using them.
         self.launched_here: set[str] = set()
         self.quit_note = ""  # what the last quit stopped and what it left running, and why
+        self._left_running: list[str] = []  # names of the running deployments the last quit leaves be
         self._backend_trouble = False  # the banner shows why the backend this window started is gone
         self.first_run: FirstRunDialog | None = None
         self._calls = Calls(client, self)
@@ -404,6 +405,7 @@ class MainWindow(QMainWindow):
             ours = [r.id for r in running if r.id in self.launched_here]
             others = [r.data.get("served_name") or r.id for r in running if r.id not in self.launched_here]
             self.quit_note = quit_note(ours, others)
+            self._left_running = others
             if ours:
                 event.ignore()
                 self._stop_ours_then_close(ours)
@@ -435,7 +437,7 @@ class MainWindow(QMainWindow):
     def _tell_left_running(self) -> None:
         """Say on standard error (and in the tray where there is one) what quitting leaves running, and why."""
         print(f"modeldeck: {self.quit_note}", file=sys.stderr, flush=True)
-        if self.tray is not None and self.tray.icon is not None and "running" in self.quit_note:
+        if self.tray is not None and self.tray.icon is not None and self._left_running:
             self.tray.icon.showMessage("ModelDeck", self.quit_note)
 
     def _on_quit_timer_timeout(self) -> None:

@@ -13,6 +13,7 @@ library this table does not know. Stdlib only: it runs before any Qt library is 
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import re
@@ -237,6 +238,23 @@ def has_display(env: Mapping[str, str]) -> bool:
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("XDG_SESSION_TYPE") == "wayland")
 
 
+def _loads(platform: str) -> bool:
+    """Whether the dynamic loader can load ``platform``'s plugin files, with everything they link to.
+
+    The same ``dlopen`` Qt will make a moment later, so loading them here costs nothing extra;
+    False for any reason (a missing library, a missing file) leaves the telling to ``check``.
+    """
+    root = pyside_dir()
+    if root is None:
+        return False
+    try:
+        for name in reversed(PLATFORMS[platform][0]):  # the Qt library first, then the plugin on it
+            ctypes.CDLL(str(root / name))
+    except OSError:
+        return False
+    return True
+
+
 def preflight(env: Mapping[str, str] | None = None, qt_args: Iterable[str] = ()) -> str | None:
     """One line saying why no platform Qt would try can load, with the install command; None if one can.
 
@@ -254,6 +272,8 @@ def preflight(env: Mapping[str, str] | None = None, qt_args: Iterable[str] = ())
     for name in tried:
         if name not in PLATFORMS:
             return None
+        if _loads(name):  # the everyday case, in milliseconds; ldd (~0.1 s) only to say what is missing
+            return None if name == "offscreen" or named else NO_DISPLAY
         result = check(name, env=env)
         if result.ok:
             return None if name == "offscreen" or named else NO_DISPLAY

@@ -75,11 +75,6 @@ class _FormScroll(QScrollArea):
         return QSize(inner.width() + frame + self.verticalScrollBar().sizeHint().width(),
                      self._bounded(inner.height() + frame))
 
-    def minimumSizeHint(self) -> QSize:
-        # As tall as the form up to the bound, so the dialog grows with it (a new error line,
-        # Advanced opened) exactly as it did without the scroll area; past the bound it scrolls.
-        return QSize(super().minimumSizeHint().width(), self.sizeHint().height())
-
     def _bounded(self, height: int) -> int:
         screen = self.screen()
         return min(height, int(screen.availableGeometry().height() * 0.62)) if screen is not None else height
@@ -88,8 +83,8 @@ class _FormScroll(QScrollArea):
         if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()  # the form's size changed: the dialog's layout asks again
             window = self.window()
-            if hasattr(window, "grow_to_content"):
-                QTimer.singleShot(0, window, window.grow_to_content)
+            if hasattr(window, "fit_to_form"):  # after the layout has settled
+                QTimer.singleShot(0, window, window.fit_to_form)
         return super().eventFilter(watched, event)
 
 
@@ -312,26 +307,25 @@ class LaunchDialog(QDialog):
         self.gpu_reason.setText(f"Could not ask the backend about GPUs: {error.message}")
         self.gpu_reason.show()
 
-    def _fit_to_content(self) -> None:
-        """As tall as the form wants, within the screen (adjustSize() stops at two thirds of it,
-        which left the form scrolling on a screen with room to spare)."""
-        hint = self.sizeHint()
-        screen = self.screen()
-        height = hint.height() if screen is None else min(hint.height(), int(screen.availableGeometry().height() * 0.95))
-        self.resize(max(self.width(), hint.width()), max(height, self.minimumSizeHint().height()))
+    def fit_to_form(self, shrink: bool = False) -> None:
+        """Taller by what the form lacks (a GPU note or an error line arrived, Advanced opened), within
+        the screen; with ``shrink`` also shorter when it needs less. Past the screen the form scrolls.
 
-    def grow_to_content(self) -> None:
-        """Taller by what the form lacks (a GPU note or an error line arrived), within the screen."""
+        (``adjustSize()`` stops at two thirds of the screen, which left the form scrolling on a
+        screen with room to spare.)
+        """
         form = self._form_scroll
-        lacking = form.widget().sizeHint().height() - form.viewport().height()
         screen = self.screen()
-        if lacking <= 0 or screen is None or self.pages.currentWidget() is not form:
+        if screen is None or self.pages.currentWidget() is not form:
             return
-        self.resize(self.width(), min(self.height() + lacking, int(screen.availableGeometry().height() * 0.95)))
+        lacking = form.widget().sizeHint().height() - form.viewport().height()
+        if lacking > 0 or (shrink and lacking < 0):
+            height = min(self.height() + lacking, int(screen.availableGeometry().height() * 0.95))
+            self.resize(self.width(), max(height, self.minimumSizeHint().height()))
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        QTimer.singleShot(0, self, self.grow_to_content)
+        QTimer.singleShot(0, self, self.fit_to_form)
 
     def _default_served_name(self, model: str) -> str:
         """What the backend will call the model when the served name is left empty (its rule)."""
@@ -346,7 +340,7 @@ class LaunchDialog(QDialog):
     def _on_advanced_toggled(self, on: bool) -> None:
         self.advanced.setVisible(on)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
-        self._fit_to_content()
+        self.fit_to_form(shrink=True)
         if on:
             self._plan_timer.start()
 
