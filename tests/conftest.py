@@ -5,12 +5,24 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+from typing import NoReturn
 
 import pytest
 
 from tests.support.x_display import x_display_problem
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def skip_or_fail(why: str) -> NoReturn:
+    """A part of the test machine is missing: a failure in CI (``CI=true``), a skip elsewhere.
+
+    CI installs everything the suite needs (scripts/test), so there a missing part is a broken
+    set-up, never a reason to run less.
+    """
+    if IN_CI:
+        pytest.fail(f"{why} (CI=true: this must run here)", pytrace=False)
+    pytest.skip(why)
 
 
 def _choose_qt_platform() -> str | None:
@@ -70,10 +82,7 @@ def engine() -> Engine:
     eng = Engine()
     status = eng.status()
     if not status.reachable:
-        msg = f"No Docker engine: {status.reason} {status.hint or ''}"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: Docker tests must run)", pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail(f"No Docker engine: {status.reason} {status.hint or ''}")
     yield eng
     client = eng.client
     for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
@@ -104,6 +113,18 @@ def settings(tmp_path, demo_base_image) -> Settings:
     """Settings for one test: its own home folder, containers labelled with the run id."""
     return Settings(home=tmp_path / "home", demo_base_image=demo_base_image,
                     extra_labels={RUN_LABEL: RUN_ID}, token="test-token")
+
+
+@pytest.fixture(scope="session")
+def llamacpp_image(engine) -> str:
+    """The locally built llama-server image; building it is scripts/test's job (5-10 minutes, once)."""
+    from backend.local_images import load_local_build
+
+    tag = load_local_build(Settings().catalog_dir, "llama-cpp").tag
+    if not engine.image_exists(tag):
+        skip_or_fail(f"llama.cpp's local image {tag} is not built: run scripts/test once, or "
+                     "'.venv/bin/python -m backend.local_images llama-cpp'")
+    return tag
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DISPLAY_PROBLEM
+from tests.conftest import DISPLAY_PROBLEM, skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,10 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.gui]
 
 def test_bundle_builds_and_passes_its_self_check(tmp_path):
     if sys.platform.startswith("linux") and not shutil.which("objdump"):
-        why = "PyInstaller needs objdump on Linux (apt-get install binutils; scripts/test does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+        skip_or_fail("PyInstaller needs objdump on Linux (apt-get install binutils; scripts/test does)")
     pyinstaller = Path(sys.executable).with_name("pyinstaller")
     assert pyinstaller.exists(), "pyinstaller is in the test extra: pip install -e '.[test]'"
     started = time.monotonic()

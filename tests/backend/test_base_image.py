@@ -9,7 +9,6 @@ import pytest
 
 from backend.app import create_app
 from backend.base_image import LOCAL_BASE_IMAGE, PUBLIC_BASE_IMAGE, pick_base_image
-from backend.launch_plan import build_tag
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve

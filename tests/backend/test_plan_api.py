@@ -12,15 +12,15 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import httpx
 import pytest
 
 from backend.app import create_app
 from backend.settings import Settings
-from tests.conftest import IN_CI, RUN_ID, RUN_LABEL
+from tests.conftest import RUN_ID, RUN_LABEL, skip_or_fail
 from tests.support.live_server import free_port, serve
+from tests.support.deployments import wait_ready
 
 pytestmark = [pytest.mark.docker]
 TOKEN = "plan-test-token"
@@ -124,17 +124,6 @@ def test_plan_refusals_say_what_to_do(api):
     assert r.status_code in (400, 422) and "CPU only" in r.json()["error"]["message"]
 
 
-def wait_ready(api: str, dep_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        d = httpx.get(f"{api}/api/deployments/{dep_id}", headers=AUTH, timeout=10).json()
-        if d.get("ready"):
-            return d
-        assert d.get("status") != "failed", d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_plan_is_what_a_launch_creates(api, engine, demo_image):
     body = {"recipe": "demo", "model": "demo-tiny", "served_name": f"t{RUN_ID}-plan-same", "port": free_port(),
@@ -144,7 +133,7 @@ def test_plan_is_what_a_launch_creates(api, engine, demo_image):
     r = httpx.post(f"{api}/api/deployments", headers=AUTH, json=body, timeout=30)
     assert r.status_code == 202, r.text
     try:
-        wait_ready(api, p["id"])
+        wait_ready(api, TOKEN, p["id"])
         attrs = engine.client.api.inspect_container(p["name"])
         assert attrs["Config"]["Cmd"] == p["command"] and attrs["Config"]["Image"] == p["image"]
         # Docker adds the image's own labels (modeldeck.build on the demo image); the rest are the plan's.
@@ -160,9 +149,7 @@ def test_plan_is_what_a_launch_creates(api, engine, demo_image):
 @pytest.mark.slow
 def test_docker_run_line_recreates_the_container(api, engine, demo_image):
     if shutil.which("docker") is None:
-        if IN_CI:
-            pytest.fail("the docker command line is needed to run the planned `docker run` (CI=true)")
-        pytest.skip("no docker command line on this machine")
+        skip_or_fail("the docker command line is needed to run the planned `docker run`")
     p = plan(api, recipe="demo", model="demo-tiny", served_name=f"t{RUN_ID}-plan-run", port=free_port())
     env = {**os.environ, "DOCKER_HOST": os.environ.get("DOCKER_HOST") or engine.endpoint}  # the engine in use
     try:
@@ -174,7 +161,7 @@ def test_docker_run_line_recreates_the_container(api, engine, demo_image):
         assert attrs["HostConfig"]["Init"] is True
         assert attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
         # The backend takes the container for its own (it carries the labels) and finds it ready.
-        d = wait_ready(api, p["id"], timeout=60)
+        d = wait_ready(api, TOKEN, p["id"], timeout=60)
         assert d["host_port"] == p["host_port"] and d["served_name"] == f"t{RUN_ID}-plan-run"
     finally:
         httpx.delete(f"{api}/api/deployments/{p['id']}", headers=AUTH, timeout=60)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 
-import httpx
 import pytest
 
 from backend.app import create_app
 from backend.settings import Settings
 from bench import report
 from bench.__main__ import run
-from tests.conftest import RUN_ID, RUN_LABEL
+from tests.conftest import RUN_ID, RUN_LABEL, skip_or_fail
 from tests.support.live_server import serve
+from tests.support.deployments import launch_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.gui]
 
@@ -34,16 +33,9 @@ def bystander(engine, demo_image, demo_base_image, tmp_path_factory):
     """
     settings = Settings(home=tmp_path_factory.mktemp("bystander-home"), token="bystander",
                         demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
-    h = {"Authorization": "Bearer bystander"}
     with serve(create_app(settings, engine=engine)) as url:
-        r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
-                       json={"recipe": "demo", "model": "demo-tiny", "served_name": f"t{RUN_ID}-bystander"})
-        assert r.status_code == 202, r.text
-        dep_id = r.json()["id"]
-        deadline = time.monotonic() + 120
-        while not (d := httpx.get(f"{url}/api/deployments/{dep_id}", headers=h, timeout=10).json())["ready"]:
-            assert d["status"] != "failed" and time.monotonic() < deadline, d
-            time.sleep(0.2)
+        d = launch_ready(url, "bystander", {"recipe": "demo", "model": "demo-tiny",
+                                            "served_name": f"t{RUN_ID}-bystander"})
     container = engine.client.containers.get(d["container_id"])
     yield container, (container.id, container.attrs["State"]["StartedAt"])
     container.remove(force=True)
@@ -83,7 +75,7 @@ def test_streamed_events_are_neither_merged_nor_lost(quick, target) -> None:
 def test_nginx_column_when_installed(quick) -> None:
     from bench.targets import nginx_binary
     if nginx_binary() is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light): its column is left out")
+        skip_or_fail("nginx is not installed (apt-get install nginx-light; scripts/test does): its column is left out")
     results, _notes = quick
     for figure in STREAMED:
         assert results["nginx"][figure]["merged"] == results["nginx"][figure]["lost"] == 0

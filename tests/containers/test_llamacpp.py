@@ -31,7 +31,7 @@ from backend.launches import LaunchProgress
 from backend.launch_plan import LaunchRequest, plan
 from backend.local_images import load_local_build
 from backend.settings import REPO_ROOT, Settings
-from tests.conftest import IN_CI, RUN_ID, RUN_LABEL
+from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve
 from tests.support.sse import sse_events
 
@@ -40,19 +40,6 @@ TOKEN = "llamacpp-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 UNREACHABLE = "registry.invalid/ggml-org/llama.cpp"  # .invalid never resolves (RFC 2606)
 EOS = 2  # tokenizer.ggml.eos_token_id of ggml-vocab-llama-spm.gguf
-
-
-@pytest.fixture(scope="module")
-def llamacpp_image(engine) -> str:
-    """The locally built llama-server image; building it is scripts/test's job (5 minutes, once)."""
-    tag = load_local_build(REPO_ROOT / "containers", "llama-cpp").tag
-    if not engine.image_exists(tag):
-        msg = (f"llama.cpp's local image {tag} is not built: run scripts/test once, or "
-               "'.venv/bin/python -m backend.local_images llama-cpp'")
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: the llama.cpp tests must run)", pytrace=False)
-        pytest.skip(msg)
-    return tag
 
 
 @pytest.fixture(scope="module")

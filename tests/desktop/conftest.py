@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from dataclasses import replace
 
-import httpx
 import pytest
 from PySide6.QtCore import QEvent, QThread
 from PySide6.QtWidgets import QApplication
@@ -21,6 +19,7 @@ from desktop.settings_store import DesktopSettings, SettingsStore
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve
+from tests.support.deployments import launch_ready, wait_served
 
 pytestmark = pytest.mark.gui
 
@@ -56,24 +55,9 @@ def demo_model(live_backend) -> str:
     """Served name of a ready demo deployment (launched once through the API)."""
     url, token = live_backend
     name = f"t{RUN_ID}-desk"
-    h = {"Authorization": f"Bearer {token}"}
-    r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": name,
-                         "env": {"DEMO_TOKEN_DELAY": "0.02"}})
-    r.raise_for_status()
-    dep_id = r.json()["id"]
-    deadline = time.monotonic() + 120
-    while True:
-        d = httpx.get(f"{url}/api/deployments/{dep_id}", headers=h, timeout=10).json()
-        if d["ready"]:
-            break
-        assert d["status"] != "failed", d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.3)
-    deadline = time.monotonic() + 10  # /v1 routing follows the refresh loop
-    while name not in [m["id"] for m in httpx.get(f"{url}/v1/models", headers=h, timeout=10).json()["data"]]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    launch_ready(url, token, {"recipe": "demo", "model": "demo-tiny", "served_name": name,
+                              "env": {"DEMO_TOKEN_DELAY": "0.02"}})
+    wait_served(url, token, name)
     return name
 
 

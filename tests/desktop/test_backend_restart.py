@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import replace
 
 import httpx
@@ -23,6 +22,7 @@ from tests.conftest import RUN_ID, RUN_LABEL
 from tests.reliability.support import TOKEN as EXTERNAL_TOKEN
 from tests.reliability.support import BackendProcess as ExternalBackend
 from tests.support.live_server import free_port
+from tests.support.deployments import launch_ready
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.slow]
 
@@ -48,18 +48,6 @@ def _close(window: MainWindow, backend: BackendProcess) -> None:
     window.client.deleteLater()
 
 
-def _launch(url: str, token: str, served: str) -> dict:
-    h = {"Authorization": f"Bearer {token}"}
-    r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": served})
-    assert r.status_code == 202, r.text
-    deadline = time.monotonic() + 120
-    while not (d := httpx.get(f"{url}/api/deployments/{r.json()['id']}", headers=h, timeout=10).json())["ready"]:
-        assert d["status"] != "failed" and time.monotonic() < deadline, d
-        time.sleep(0.2)
-    return d
-
-
 def test_a_backend_the_desktop_started_is_restarted_when_it_dies(qtbot, tmp_path, monkeypatch, engine,
                                                                    demo_image, demo_base_image):
     monkeypatch.setenv("MODELDECK_DEMO_BASE_IMAGE", demo_base_image)
@@ -73,7 +61,7 @@ def test_a_backend_the_desktop_started_is_restarted_when_it_dies(qtbot, tmp_path
             backend.start()
         assert backend.owned and backend.started_here
         token = (tmp_path / "home" / "token").read_text().strip()
-        dep = _launch(url, token, f"t{RUN_ID}-survives")
+        dep = launch_ready(url, token, {"recipe": "demo", "model": "demo-tiny", "served_name": f"t{RUN_ID}-survives"})
         qtbot.waitUntil(lambda: (r := window.deployments.rows.find(dep["id"])) is not None and r.status == "ready",
                         timeout=15000)
 

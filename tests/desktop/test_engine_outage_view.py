@@ -7,7 +7,6 @@ A real backend reaches the real engine through a socket forwarder the test cuts
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.reliability.socket_cut import SocketCut
 from tests.support.live_server import serve
+from tests.support.deployments import launch_ready
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.slow]
 TOKEN = "outage-view-token"
@@ -32,14 +32,7 @@ def test_deployments_table_shows_the_last_state_seen_while_the_engine_is_away(ma
     served = f"t{RUN_ID}-outage-view"
     try:
         with serve(create_app(settings)) as url:
-            r = httpx.post(f"{url}/api/deployments", headers=H, timeout=30,
-                           json={"recipe": "demo", "model": "demo-tiny", "served_name": served})
-            assert r.status_code == 202, r.text
-            dep_id = r.json()["id"]
-            deadline = time.monotonic() + 120
-            while not (d := httpx.get(f"{url}/api/deployments/{dep_id}", headers=H, timeout=10).json())["ready"]:
-                assert d["status"] != "failed" and time.monotonic() < deadline, d
-                time.sleep(0.2)
+            dep_id = launch_ready(url, TOKEN, {"recipe": "demo", "model": "demo-tiny", "served_name": served})["id"]
 
             window = make_main_window(url=url, token=TOKEN)
             page = window.deployments

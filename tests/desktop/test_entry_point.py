@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import DISPLAY_PROBLEM, IN_CI
+from tests.conftest import DISPLAY_PROBLEM, skip_or_fail
 from tests.support.live_server import free_port
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -32,10 +32,7 @@ def _tools() -> tuple[str, str]:
         pytest.skip(DISPLAY_PROBLEM)  # tests/conftest.py's _real_display fails it in CI
     xdotool, xwininfo = shutil.which("xdotool"), shutil.which("xwininfo")
     if not (xdotool and xwininfo):
-        why = "xdotool and xwininfo are needed (apt-get install xdotool x11-utils; scripts/test does)"
-        if IN_CI:
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
+        skip_or_fail("xdotool and xwininfo are needed (apt-get install xdotool x11-utils; scripts/test does)")
     return xdotool, xwininfo
 
 

@@ -13,13 +13,19 @@ from tests.desktop.conftest import SHOTS
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
 
 
-def test_advanced_shows_the_docker_run_command_as_fields_change(make_main_window, qtbot, live_backend):
-    window = make_main_window()
-    qtbot.waitUntil(lambda: any(c.recipe["name"] == "demo" for c in window.models.cards), timeout=10000)
-    card = next(c for c in window.models.cards if c.recipe["name"] == "demo")
+def _open_launch_dialog(window, qtbot, recipe: str):
+    """Click Launch on ``recipe``'s card as a person would; (the dialog, shown; the card)."""
+    qtbot.waitUntil(lambda: any(c.recipe["name"] == recipe for c in window.models.cards), timeout=10000)
+    card = next(c for c in window.models.cards if c.recipe["name"] == recipe)
     qtbot.mouseClick(card.launch_button, Qt.MouseButton.LeftButton)
     dialog = window.models._dialogs[-1]
-    qtbot.waitExposed(dialog)
+    with qtbot.waitExposed(dialog):
+        pass
+    return dialog, card
+
+
+def test_advanced_shows_the_docker_run_command_as_fields_change(make_main_window, qtbot, live_backend):
+    dialog, _card = _open_launch_dialog(make_main_window(), qtbot, "demo")
     name = f"t{RUN_ID}-cmd"
     dialog.served.setText(name)
     assert dialog.command.toPlainText() == "", "nothing is asked for while Advanced is closed"
@@ -62,12 +68,7 @@ def test_advanced_shows_the_docker_run_command_as_fields_change(make_main_window
 
 def test_the_dialog_fits_the_screen_and_names_what_the_backend_will_serve(make_main_window, qtbot):
     """With Advanced open the form can be taller than a laptop's screen: it scrolls, rows never overlap."""
-    window = make_main_window()
-    qtbot.waitUntil(lambda: any(c.recipe["name"] == "llama-cpp" for c in window.models.cards), timeout=10000)
-    card = next(c for c in window.models.cards if c.recipe["name"] == "llama-cpp")
-    qtbot.mouseClick(card.launch_button, Qt.MouseButton.LeftButton)
-    dialog = window.models._dialogs[-1]
-    qtbot.waitExposed(dialog)
+    dialog, card = _open_launch_dialog(make_main_window(), qtbot, "llama-cpp")
     assert dialog.served.placeholderText() == card.recipe["default_served_name"]
     # The screen has room: the whole form shows, nothing hidden below a scroll bar.
     qtbot.waitUntil(lambda: dialog.pages.currentWidget().verticalScrollBar().maximum() == 0)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from backend.app import create_app
-from backend.local_images import load_local_build
 from backend.settings import REPO_ROOT, Settings
 from desktop.client import BackendClient
 from desktop.pages.playground import PlaygroundPage
-from tests.conftest import IN_CI, RUN_ID, RUN_LABEL
+from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve
+from tests.support.deployments import launch_ready, wait_served
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.slow, pytest.mark.qt_log_ignore("propagateSizeHints")]
 TOKEN = "desk-llama-token"
@@ -24,14 +23,8 @@ SCREENSHOT = "/tmp/modeldeck-playground-demo-vs-llamacpp.png"
 
 
 @pytest.fixture(scope="module")
-def backend(engine, demo_image, demo_base_image, tmp_path_factory):
+def backend(engine, demo_image, demo_base_image, llamacpp_image, tmp_path_factory):
     """A real backend allowed to mount a folder holding the tiny GGUF; (url, model path)."""
-    tag = load_local_build(REPO_ROOT / "containers", "llama-cpp").tag
-    if not engine.image_exists(tag):
-        msg = f"llama.cpp's local image {tag} is not built: run scripts/test once"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true)", pytrace=False)
-        pytest.skip(msg)
     models = tmp_path_factory.mktemp("desk-gguf")
     run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(models)],
                          capture_output=True, text=True, timeout=300)
@@ -42,33 +35,16 @@ def backend(engine, demo_image, demo_base_image, tmp_path_factory):
         yield url, str(models / "tiny-llama.gguf")
 
 
-def _ready(url: str, body: dict) -> str:
-    r = httpx.post(f"{url}/api/deployments", headers=H, timeout=30, json=body)
-    assert r.status_code in (200, 202), r.text
-    dep_id = r.json()["id"]
-    deadline = time.monotonic() + 180
-    while True:
-        d = httpx.get(f"{url}/api/deployments/{dep_id}", headers=H, timeout=10).json()
-        if d["ready"]:
-            break
-        assert d["status"] != "failed", d
-        assert time.monotonic() < deadline, d
-        time.sleep(0.3)
-    return dep_id
-
-
 @pytest.fixture(scope="module")
 def models(backend):
     """Served names of a ready demo and a ready llama.cpp deployment (the recipe as shipped)."""
     url, gguf = backend
     demo, llama = f"t{RUN_ID}-desk-demo", f"t{RUN_ID}-desk-llama"
-    ids = [_ready(url, {"recipe": "demo", "model": "demo-tiny", "served_name": demo,
-                        "env": {"DEMO_TOKEN_DELAY": "0.02"}}),
-           _ready(url, {"recipe": "llama-cpp", "model": gguf, "served_name": llama})]
-    deadline = time.monotonic() + 10
-    while not {demo, llama} <= {m["id"] for m in httpx.get(f"{url}/v1/models", headers=H, timeout=10).json()["data"]}:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    ids = [launch_ready(url, TOKEN, {"recipe": "demo", "model": "demo-tiny", "served_name": demo,
+                                     "env": {"DEMO_TOKEN_DELAY": "0.02"}}, timeout=180)["id"],
+           launch_ready(url, TOKEN, {"recipe": "llama-cpp", "model": gguf, "served_name": llama}, timeout=180)["id"]]
+    for name in (demo, llama):
+        wait_served(url, TOKEN, name)
     yield demo, llama
     for dep_id in ids:
         httpx.delete(f"{url}/api/deployments/{dep_id}", headers=H, timeout=60)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
 from PySide6.QtCore import Qt
 
 from tests.conftest import RUN_ID
+from tests.support.deployments import launch_ready
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.slow]
 
@@ -27,16 +27,8 @@ def _deployment(live_backend, dep_id: str) -> dict:
 
 def _launch_elsewhere(live_backend, served: str) -> str:
     """A deployment launched through the API, as a script or an agent would; returns its id once ready."""
-    url, h = _api(live_backend)
-    r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": served})
-    assert r.status_code == 202, r.text
-    dep_id = r.json()["id"]
-    deadline = time.monotonic() + 120
-    while not (d := _deployment(live_backend, dep_id))["ready"]:
-        assert d["status"] != "failed" and time.monotonic() < deadline, d
-        time.sleep(0.2)
-    return dep_id
+    url, token = live_backend
+    return launch_ready(url, token, {"recipe": "demo", "model": "demo-tiny", "served_name": served})["id"]
 
 
 def _remove(live_backend, dep_id: str) -> None:

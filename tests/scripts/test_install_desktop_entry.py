@@ -9,7 +9,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install-desktop-entry"
@@ -40,7 +40,7 @@ def test_committed_icons_have_every_size():
 
 def test_installs_entry_and_icons_pointing_at_something_runnable(tmp_path):
     if not (ROOT / "dist/modeldeck/modeldeck").exists() and not (ROOT / ".venv/bin/modeldeck").exists():
-        pytest.skip("neither the bundle nor the virtualenv's modeldeck is there to point at")
+        skip_or_fail("neither the bundle nor the virtualenv's modeldeck is there to point at")
     result = install(tmp_path)
     assert result.returncode == 0, result.stderr
     entry = entry_of(tmp_path)

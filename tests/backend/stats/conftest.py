@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import skip_or_fail
+
 TEST_LABEL = "modeldeck.test-run"
 RUN_UUID = uuid.uuid4().hex
 
@@ -19,10 +21,7 @@ def stats_image(engine, demo_base_image) -> str:
     """
     image = os.environ.get("MODELDECK_STATS_TEST_IMAGE") or demo_base_image
     if not engine.image_exists(image):
-        msg = f"image {image} is not present (scripts/test makes it; or set MODELDECK_DEMO_BASE_IMAGE)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail(f"image {image} is not present (scripts/test makes it; or set MODELDECK_DEMO_BASE_IMAGE)")
     return image
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from backend.stats.containers import CgroupReader, ContainerSource, container_id_of_pid
 
+from tests.conftest import skip_or_fail
+
 from .helpers import BUSY_LOOP, HOLD_100MB, wait_until
 
 MB = 1024 * 1024
@@ -83,7 +85,7 @@ def test_cgroup_v2_layouts(tmp_path, rel):
 
 def test_cgroup_v1_reader_detects_this_machine():
     if not Path("/sys/fs/cgroup").is_dir():
-        pytest.skip("no cgroup filesystem")
+        skip_or_fail("no cgroup filesystem")
     expected = 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
     assert CgroupReader().version == expected
 
