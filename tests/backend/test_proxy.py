@@ -218,7 +218,10 @@ def test_client_disconnect_closes_upstream_promptly(raw: httpx.Client, upstream:
     cancelled = upstream.cancelled
     body = {"model": "tiny", "messages": [], "max_tokens": 400, "stream": True, "x_delay": 0.02}
     with raw.stream("POST", "/v1/chat/completions", json=body) as r:
-        next(r.iter_raw())
+        # The iterator is kept: a temporary one is collected at once, and closing it closes the
+        # connection, so the client would leave here already (the test then raced the proxy).
+        chunks = r.iter_raw()
+        next(chunks)
         assert upstream.active_streams == 1
     left = time.monotonic()
     assert wait_until(lambda: upstream.active_streams == 0, timeout=0.5), \

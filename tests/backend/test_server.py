@@ -56,7 +56,8 @@ def test_serves_writes_a_private_token_and_stops_with_a_stream_open(tmp_path, en
         assert httpx.get(f"{base}/api/deployments").status_code == 401
 
         with httpx.stream("GET", f"{base}/api/stats/stream", headers=auth, timeout=10) as s:
-            next(s.iter_lines())
+            lines = s.iter_lines()  # kept: collecting it would close the stream before the Ctrl+C
+            next(lines)
             started = time.monotonic()
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=10)

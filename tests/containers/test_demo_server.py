@@ -286,7 +286,8 @@ def test_sigterm_stops_the_server_within_2_s(demo_model_file, tmp_path) -> None:
         with httpx.Client(base_url=demo.url, timeout=30) as client:
             body = {"model": "demo", "messages": USER, "max_tokens": 4000, "ignore_eos": True, "stream": True}
             with client.stream("POST", CHAT, json=body) as reply:
-                next(reply.iter_lines())
+                lines = reply.iter_lines()  # kept: collecting it would close the stream now
+                next(lines)
                 demo.process.send_signal(signal.SIGTERM)
                 started = time.monotonic()
                 assert demo.process.wait(timeout=2) == 0

@@ -54,7 +54,8 @@ def test_streaming_client_leaves(demo, when):
         with client.stream("POST", f"{backend.url}/v1/chat/completions", headers=AUTH, json=body(served, True)) as r:
             assert r.status_code == 200
             if when == "after first token":
-                next(r.iter_lines())
+                lines = r.iter_lines()  # kept: collecting it would close the stream before t_left
+                next(lines)
             else:
                 assert httpx.get(health).json()["active_generations"] == 1
             t_left = time.monotonic()
