@@ -180,7 +180,7 @@ ensure_llamacpp_image() {
     local tag log="$WORK/llama-cpp-build.log"
     tag="$("$VENV/bin/python" -m backend.local_images llama-cpp --print-tag)" || return 1
     docker image inspect "$tag" >/dev/null 2>&1 && return 0
-    say "Building $tag: llama.cpp's llama-server from source (CPU; about 5 minutes on 2 cores, once per machine; log: $log)"
+    say "Building $tag: llama.cpp's llama-server from source (CPU; 5-10 minutes on 2 cores, once per machine; log: $log)"
     if ! "$VENV/bin/python" -m backend.local_images llama-cpp >"$log" 2>&1; then
         tail -25 "$log" >&2
         return 1
