@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import __version__
 from backend.catalog import load_catalog
 from backend.deployments import DeploymentService
 from backend.engine import Engine
-from backend.errors import ModelDeckError
+from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
 from backend.proxy import make_http_client
@@ -41,42 +41,39 @@ file `token` in ModelDeck's folder (readable by you only).
 """
 
 
-def _error(status: int, code: str, message: str, hint: str | None = None, details: dict | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "hint": hint,
-                                                               "details": details or {}}})
-
-
 def _install_error_handlers(app: FastAPI) -> None:
-    """Map domain errors to HTTP in one place; /v1 answers in OpenAI's shape (registered after)."""
+    """Map domain errors to HTTP in one place; backend.errors chooses the shape from the path.
+
+    /v1's HTTP and validation errors are OpenAI-specific (registered after these).
+    """
 
     @app.exception_handler(ModelDeckError)
-    async def on_domain_error(request: Request, exc: ModelDeckError) -> JSONResponse:
-        if request.url.path.startswith("/v1"):
-            return JSONResponse(status_code=exc.status, content={"error": {
-                "message": str(exc), "type": "invalid_request_error" if exc.status < 500 else "server_error",
-                "param": None, "code": exc.code}})
-        return _error(exc.status, exc.code, exc.message, exc.hint, exc.details)
+    async def on_domain_error(request: Request, exc: ModelDeckError) -> Response:
+        return domain_error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = []
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
-        return _error(422, "invalid_request", "The request is not valid: " + "; ".join(problems),
-                      "Fix the named fields and send it again; /docs shows every field.",
-                      {"errors": problems})
+        return error_response(Flavour.MODELDECK, 422, "invalid_request",
+                              "The request is not valid: " + "; ".join(problems),
+                              "Fix the named fields and send it again; /docs shows every field.",
+                              {"errors": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         hint = "See /docs for the routes this API has." if exc.status_code in (404, 405) else None
-        return _error(exc.status_code, f"http_{exc.status_code}", str(exc.detail), hint)
+        return error_response(Flavour.MODELDECK, exc.status_code, f"http_{exc.status_code}", str(exc.detail),
+                              hint, {})
 
     @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", f"Unexpected error: {type(exc).__name__}: {exc}",
-                      "This is a bug in ModelDeck; the backend log has the details.")
+        return error_response(Flavour.MODELDECK, 500, "internal_error",
+                              f"Unexpected error: {type(exc).__name__}: {exc}",
+                              "This is a bug in ModelDeck; the backend log has the details.", {})
 
     openai_routes.install_openai_error_handlers(app)
 

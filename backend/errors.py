@@ -1,6 +1,12 @@
-"""Domain errors of the backend: each says what went wrong and what to do about it."""
+"""Domain errors of the backend and the one renderer that turns any error into the body a client reads."""
 
 from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+
+from starlette.responses import Response
 
 
 class ModelDeckError(Exception):
@@ -93,3 +99,90 @@ class LaunchFailed(ModelDeckError):
                          details={"exit_code": exit_code, "log_tail": log_tail or []})
         self.exit_code = exit_code
         self.log_tail = log_tail or []
+
+
+# --------------------------------------------------------------------------- rendering
+
+OPENAI_PREFIX = "/v1"
+
+
+class Flavour(enum.Enum):
+    """The two error shapes clients read.
+
+    ``MODELDECK``: ``{"error": {"code", "message", "hint", "details"}}`` (the control API).
+    ``OPENAI``: ``{"error": {"message", "type", "param", "code"}}`` (everything under /v1, so
+    that OpenAI clients raise their own error classes with the message in them).
+    """
+
+    MODELDECK = "modeldeck"
+    OPENAI = "openai"
+
+
+def flavour_for(path: str) -> Flavour:
+    """The shape a request to ``path`` is answered in: OpenAI's under /v1, ModelDeck's elsewhere."""
+    if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
+        return Flavour.OPENAI
+    return Flavour.MODELDECK
+
+
+# OpenAI's error types by status; statuses not listed are server errors from 500 on.
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's ``type`` for an error answered with ``status``."""
+    return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(flavour: Flavour, status: int, code: str | int | None, message: str, hint: str | None = None,
+               details: dict | None = None, *, type: str | None = None, param: str | None = None) -> bytes:
+    """The JSON bytes of an error in ``flavour``'s shape.
+
+    Args:
+        flavour: which shape (see :class:`Flavour`).
+        status: the HTTP status it is answered with (picks OpenAI's ``type`` when none is given).
+        code: a stable machine-readable code (OpenAI's ``code`` may also be a status number or None).
+        message: what went wrong.
+        hint: what to do about it; OpenAI's shape has no field for it, so it follows the message.
+        details: extra facts (ModelDeck's shape only); the key is left out when None, as the
+            front door's refusals and the stats route have always answered.
+        type: OpenAI's ``type``, when it is not the one the status implies.
+        param: OpenAI's ``param``: the request field at fault.
+
+    Returns:
+        UTF-8 JSON, compact, as FastAPI's JSONResponse writes it.
+    """
+    if flavour is Flavour.OPENAI:
+        error: dict = {"message": f"{message} {hint}" if hint else message,
+                       "type": type or openai_type(status), "param": param, "code": code}
+    else:
+        error = {"code": code, "message": message, "hint": hint}
+        if details is not None:
+            error["details"] = details
+    return json.dumps({"error": error}, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def error_response(where: Flavour | str, status: int, code: str | int | None, message: str,
+                   hint: str | None = None, details: dict | None = None, *, type: str | None = None,
+                   param: str | None = None, headers: Mapping[str, str] | None = None) -> Response:
+    """An error answer: the one place that chooses the shape and builds the body.
+
+    Args:
+        where: the request's path (the shape follows it), or a :class:`Flavour` to force one.
+        status, code, message, hint, details, type, param: see :func:`error_body`.
+        headers: extra response headers (``Retry-After``, ``WWW-Authenticate``, ...).
+
+    Returns:
+        A JSON response, usable as an ASGI app by middleware that has no request object.
+    """
+    flavour = where if isinstance(where, Flavour) else flavour_for(where)
+    return Response(error_body(flavour, status, code, message, hint, details, type=type, param=param),
+                    status, headers=headers, media_type="application/json")
+
+
+def domain_error_response(path: str, exc: ModelDeckError) -> Response:
+    """How a :class:`ModelDeckError` raised while answering ``path`` reaches the client."""
+    return error_response(path, exc.status, exc.code, exc.message, exc.hint, exc.details)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from backend.errors import Flavour, error_body, error_response
 from backend.metrics import RequestLog, RequestMetrics
 from backend.upstream_pool import UpstreamTransport
 
@@ -115,19 +116,6 @@ def make_http_client(
     )
 
 
-def error_body(message: str, type: str, code: str | int | None = None,
-               param: str | None = None) -> dict:
-    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def error_response(status: int, message: str, type: str, code: str | int | None = None,
-                   param: str | None = None, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response in OpenAI's error shape."""
-    return Response(json.dumps(error_body(message, type, code, param)).encode(), status,
-                    headers=headers, media_type="application/json")
-
-
 class _Rejected(Exception):
     """A request ModelDeck answers itself, before or instead of the model server."""
 
@@ -137,7 +125,8 @@ class _Rejected(Exception):
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
     def response(self, headers: dict[str, str] | None = None) -> Response:
-        return error_response(self.status, self.message, self.type, self.code, self.param, headers)
+        return error_response(Flavour.OPENAI, self.status, self.code, self.message, type=self.type,
+                              param=self.param, headers=headers)
 
 
 @dataclass(slots=True)
@@ -258,8 +247,8 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
         log.exception("proxying %s for model %s failed", endpoint, ex.model)
         if not ex.recorded:
             _record(request_log, ex, 500, error="internal error")
-        return error_response(500, "ModelDeck failed while proxying this request; the backend "
-                              "log has the details.", "server_error", 500)
+        return error_response(Flavour.OPENAI, 500, 500, "ModelDeck failed while proxying this request; "
+                              "the backend log has the details.")
 
 
 async def _send_unless_client_leaves(http: httpx.AsyncClient, upstream_request: httpx.Request,
@@ -435,8 +424,8 @@ class _EventStream(StreamingResponse):
 
 
 def _error_event(message: str, code: int) -> bytes:
-    error = {"message": message, "type": "upstream_error", "param": None, "code": code}
-    return b"data: " + json.dumps({"error": error}).encode() + b"\n\ndata: [DONE]\n\n"
+    body = error_body(Flavour.OPENAI, code, code, message, type="upstream_error")
+    return b"data: " + body + b"\n\ndata: [DONE]\n\n"
 
 
 def _usage_in(data: bytes) -> dict | None:

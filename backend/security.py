@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import os
 import re
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote_plus
+
+from backend.errors import error_response
 
 DEFAULT_PUBLIC_PATHS = frozenset({"/api/health"})
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -170,8 +171,8 @@ class SecurityMiddleware:
     Responses pass through untouched — no buffering, so streamed tokens and Server-Sent
     Events flow as they are produced, and client disconnects reach the app.
 
-    Error bodies follow OpenAI's shape under ``/v1/`` and ModelDeck's
-    ``{"error": {"code", "message", "hint"}}`` everywhere else.
+    Error bodies come from ``backend.errors.error_response``: OpenAI's shape under ``/v1/``
+    and ModelDeck's ``{"error": {"code", "message", "hint"}}`` everywhere else.
     """
 
     def __init__(self, app, *, token: str, public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
@@ -331,31 +332,20 @@ def _without_token_param(scope):
     return {**scope, "query_string": b"&".join(kept)}
 
 
-_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error"}
-
-
-def _error_body(path: str, status: int, code: str, message: str, hint: str) -> bytes:
-    if path == "/v1" or path.startswith("/v1/"):
-        error = {"message": f"{message} {hint}",
-                 "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
-                 "param": None, "code": code}
-    else:
-        error = {"code": code, "message": message, "hint": hint}
-    return json.dumps({"error": error}).encode("utf-8")
-
-
 async def _refuse(scope, send, status: int, code: str, message: str, hint: str) -> None:
-    body = _error_body(scope["path"], status, code, message, hint)
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store")]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="modeldeck"'))
     if scope["type"] == "websocket":
         # Closing before accept makes the server answer the handshake with 403. (The
         # "websocket.http.response" extension could carry 401 and a body, but browsers do
         # not show either to scripts, and uvicorn logs it as an unfinished handshake.)
         await send({"type": "websocket.close", "code": 1008})
         return
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = {"cache-control": "no-store"}
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="modeldeck"'
+    response = error_response(scope["path"], status, code, message, hint, headers=headers)
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive():
+    # A plain Response never reads the request; the refused body must stay unread.
+    raise RuntimeError("an error response does not read the request")

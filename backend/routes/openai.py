@@ -9,15 +9,14 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from backend import proxy
+from backend.errors import OPENAI_PREFIX, Flavour, error_response, flavour_for
 
-PREFIX = "/v1"
-router = APIRouter(prefix=PREFIX, tags=["openai"])
+router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"])
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -117,8 +116,8 @@ async def get_model(model: str, request: Request) -> Any:
     """One ready model by served name; 404 in OpenAI's shape when none serves it or it is not ready."""
     upstream = request.app.state.upstreams.lookup(model)
     if upstream is None or not upstream.ready:
-        return proxy.error_response(404, f"The model '{model}' does not exist or is not ready.",
-                                    "invalid_request_error", "model_not_found", "model")
+        return error_response(Flavour.OPENAI, 404, "model_not_found",
+                              f"The model '{model}' does not exist or is not ready.", param="model")
     return ModelCard(id=upstream.served_name, created=int(time.time()),
                      deployment_id=upstream.deployment_id)
 
@@ -146,14 +145,8 @@ async def embeddings(request: Request) -> Response:
     return await _forward(request, "embeddings")
 
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}
-
-
 def _under_v1(request: Request) -> bool:
-    path = request.scope.get("path", "")
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return flavour_for(request.scope.get("path", "")) is Flavour.OPENAI
 
 
 async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
@@ -183,8 +176,7 @@ def install_openai_error_handlers(app: FastAPI) -> None:
             message = f"There is no {request.method} {request.scope.get('path')} in ModelDeck's OpenAI API."
         elif status == 405:
             message = f"{request.method} is not allowed on {request.scope.get('path')}."
-        kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        return proxy.error_response(status, message, kind, status, headers=exc.headers)
+        return error_response(Flavour.OPENAI, status, status, message, headers=exc.headers)
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         if not _under_v1(request):
@@ -193,9 +185,8 @@ def install_openai_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", ())]
         message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
-        return JSONResponse(proxy.error_body(message or "Invalid request.", "invalid_request_error",
-                                             "invalid_request", loc[-1] if loc else None),
-                            status_code=400)
+        return error_response(Flavour.OPENAI, 400, "invalid_request", message or "Invalid request.",
+                              param=loc[-1] if loc else None)
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

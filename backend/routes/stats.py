@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Iterable
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from backend.deps import StatsDep
+from backend.errors import Flavour, error_body, error_response
 from backend.stats.models import StatsHistory, StatsSnapshot
 
 router = APIRouter(tags=["stats"])
 
 HEARTBEAT_S = 15.0
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_NOT_READY = {
-    "error": {
-        "code": "stats_not_ready",
-        "message": "The stats sampler has not taken its first sample yet.",
-        "hint": "Try again in a second; the first sample is taken right after the backend starts.",
-    }
-}
+_NOT_READY = (503, "stats_not_ready", "The stats sampler has not taken its first sample yet.",
+              "Try again in a second; the first sample is taken right after the backend starts.")
 _NOT_READY_RESPONSE = {503: {"description": "No sample has been taken yet",
-                             "content": {"application/json": {"example": _NOT_READY}}}}
+                             "content": {"application/json": {
+                                 "example": json.loads(error_body(Flavour.MODELDECK, *_NOT_READY))}}}}
 
 
-def _not_ready() -> JSONResponse:
-    return JSONResponse(_NOT_READY, status_code=503, headers={"Retry-After": "1"})
+def _not_ready() -> Response:
+    return error_response(Flavour.MODELDECK, *_NOT_READY, headers={"Retry-After": "1"})
 
 
 @router.get("/api/stats", operation_id="get_stats", summary="The latest stats snapshot",
