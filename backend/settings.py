@@ -4,33 +4,81 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from platformdirs import user_config_path
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8765
+ENV_PREFIX = "MODELDECK_"
 CACHE_ENV_PREFIX = "MODELDECK_CACHE_DIR_"
+#: The folder's name under the platform's config folder. Lower case outside macOS and Windows:
+#: Linux users have had ~/.config/modeldeck since the first version, and it must not move.
+#: desktop/settings_store.py asks platformdirs the same question with the same name and flags.
+APP_DIR_NAME = "ModelDeck" if sys.platform in ("darwin", "win32") else "modeldeck"
 
 
 def default_home() -> Path:
-    """The platform's per-user folder for ModelDeck's config, token and data."""
+    """The platform's per-user folder for ModelDeck's config, token and data.
+
+    ``$XDG_CONFIG_HOME/modeldeck`` or ``~/.config/modeldeck`` on Linux, ``~/Library/Application
+    Support/ModelDeck`` on macOS, ``%APPDATA%\\ModelDeck`` on Windows (the roaming profile).
+    """
+    home = user_config_path(APP_DIR_NAME, appauthor=False, roaming=True)
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "ModelDeck"
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", Path.home())) / "ModelDeck"
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "modeldeck"
+        # platformdirs honours $XDG_CONFIG_HOME on macOS too, which earlier versions of ModelDeck
+        # did not: a token and history already in Application Support stay where they are.
+        legacy = Path.home() / "Library" / "Application Support" / APP_DIR_NAME
+        if home != legacy and legacy.is_dir() and not home.is_dir():
+            return legacy
+    return home
 
 
-class Settings(BaseModel):
+class _Environment(EnvSettingsSource):
+    """``MODELDECK_<FIELD>`` from a given mapping (the process environment by default).
+
+    Cache folders come from one variable per kind, ``MODELDECK_CACHE_DIR_<KIND>``, rather than
+    from one ``MODELDECK_CACHE_DIRS`` value.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names match without regard to case (the Windows rule), as pydantic-settings does for os.environ.
+        return {key.lower(): value for key, value in self._environ.items()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name == "cache_dirs":  # one variable per kind, below
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        caches = {key[len(CACHE_ENV_PREFIX):].lower(): Path(value).expanduser()
+                  for key, value in self._environ.items() if key.startswith(CACHE_ENV_PREFIX) and value}
+        if caches:
+            values["cache_dirs"] = caches
+        return values
+
+
+class Settings(BaseSettings):
     """Everything the backend can be told from outside.
 
     Every field has an environment variable ``MODELDECK_<FIELD>``; cache folders are
     read from ``MODELDECK_CACHE_DIR_<KIND>`` (for example
-    ``MODELDECK_CACHE_DIR_HUGGINGFACE=~/.cache/huggingface``).
+    ``MODELDECK_CACHE_DIR_HUGGINGFACE=~/.cache/huggingface``). ``Settings(...)`` takes only
+    what it is given; :meth:`from_env` reads the environment.
     """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     home: Path = Field(default_factory=default_home)
     host: str = "127.0.0.1"
@@ -44,14 +92,47 @@ class Settings(BaseModel):
     # Host folders for the runtimes' model caches, by cache kind ("huggingface",
     # "ollama", ...). A kind without a folder gets a named Docker volume instead.
     cache_dirs: dict[str, Path] = Field(default_factory=dict)
-    # Host folders whose files may be served as local models (mounted read-only).
-    model_dirs: list[Path] = Field(default_factory=list)
+    # Host folders whose files may be served as local models (mounted read-only);
+    # from the environment as MODELDECK_MODEL_DIRS, separated like PATH.
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     readiness_timeout_s: float | None = None  # overrides the recipes' own when set
     max_body_bytes: int = 8 * 1024 * 1024
     token: str | None = None  # fixed token (tests, headless use); else the token file
     # Labels added to every container ModelDeck creates (tests mark their run with one);
     # from the environment as MODELDECK_EXTRA_LABELS="key=value,key2=value2".
-    extra_labels: dict[str, str] = Field(default_factory=dict)
+    extra_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Constructed directly, settings are what the caller passed and nothing else (tests build
+        # many backends in one process whose environment names the suite's own); from_env adds
+        # the environment.
+        return (init_settings,)
+
+    @field_validator("home", "catalog_dir", mode="before")
+    @classmethod
+    def _expand_home(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str) else value
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split_folders(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [Path(p).expanduser() for p in value.split(os.pathsep) if p]
+        return value
+
+    @field_validator("extra_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+        return value
+
+    @field_validator("demo_base_image", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return value or None  # empty: chosen by what the engine has
 
     @property
     def token_path(self) -> Path:
@@ -62,31 +143,17 @@ class Settings(BaseModel):
         return self.home / "history.sqlite3"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        """Build settings from ``MODELDECK_*`` variables, then apply ``overrides``."""
-        env = os.environ if environ is None else environ
-        values: dict = {}
-        for name in cls.model_fields:
-            raw = env.get(f"MODELDECK_{name.upper()}")
-            if raw is None or name == "cache_dirs":
-                continue
-            if name == "extra_labels":
-                values[name] = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
-            elif name == "model_dirs":
-                values[name] = [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
-            elif name in {"home", "catalog_dir"}:
-                values[name] = Path(raw).expanduser()
-            elif raw or name != "demo_base_image":  # empty: choose by what is here
-                values[name] = raw
-        caches = {
-            key[len(CACHE_ENV_PREFIX):].lower(): Path(val).expanduser()
-            for key, val in env.items()
-            if key.startswith(CACHE_ENV_PREFIX) and val
-        }
-        if caches:
-            values["cache_dirs"] = caches
-        values.update(overrides)
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from ``MODELDECK_*`` variables, then apply ``overrides``.
+
+        Args:
+            environ: the variables to read; the process environment when None.
+            overrides: field values that win over the environment.
+        Raises:
+            pydantic.ValidationError: a variable's value does not fit its field (it names both).
+        """
+        values = _Environment(cls, os.environ if environ is None else environ)()
+        return cls(**{**values, **overrides})
 
 
 @lru_cache(maxsize=1)

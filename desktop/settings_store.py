@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from platformdirs import user_config_path
 from PySide6.QtCore import QByteArray, QSettings
 
 from desktop.client import DEFAULT_URL, read_token
@@ -17,14 +17,21 @@ DEFAULT_PORT = 8765
 CACHE_KINDS = ("huggingface", "ollama")
 
 
+#: The backend's home folder's name; backend/settings.py asks platformdirs with the same name
+#: and flags (the desktop may not import it), and tests/test_default_home.py checks they agree.
+APP_DIR_NAME = "ModelDeck" if sys.platform in ("darwin", "win32") else "modeldeck"
+
+
 def default_home() -> Path:
-    """The backend's default home folder (same rule as backend.settings.default_home)."""
+    """The backend's default home folder: the same answer as backend.settings.default_home()."""
+    home = user_config_path(APP_DIR_NAME, appauthor=False, roaming=True)
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "ModelDeck"
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", Path.home())) / "ModelDeck"
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "modeldeck"
+        # As in the backend: a folder earlier versions made in Application Support stays in use
+        # when $XDG_CONFIG_HOME (which platformdirs honours on macOS) points elsewhere.
+        legacy = Path.home() / "Library" / "Application Support" / APP_DIR_NAME
+        if home != legacy and legacy.is_dir() and not home.is_dir():
+            return legacy
+    return home
 
 
 def is_local(url: str) -> bool:
