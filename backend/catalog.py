@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backend.envnames import is_env_name, not_env_name
 from backend.errors import RecipeError, RecipeNotFound
 
 #: Placeholders a recipe's command may use; launch fills them in. ``gpu_count`` is the number of
@@ -22,7 +23,6 @@ ULIMIT_NAMES = frozenset({"memlock", "stack", "nofile"})
 #: A whole argument of a command that becomes ``model_args`` or ``local_model_args`` (see ServerSpec).
 MODEL_ARGS = "{model_args}"
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SIZE = r"^[0-9]+[bkmg]?$"
 
 
@@ -254,16 +254,16 @@ class EnvSpec(_Strict):
     @classmethod
     def _names(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
-            if not re.fullmatch(_ENV_NAME, k):
-                raise ValueError(f"'{k}' is not a valid environment variable name")
+            if not is_env_name(k):
+                raise ValueError(not_env_name(k))
         return v
 
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, v: list[str]) -> list[str]:
         for k in v:
-            if not re.fullmatch(_ENV_NAME, k):
-                raise ValueError(f"'{k}' is not a valid environment variable name")
+            if not is_env_name(k):
+                raise ValueError(not_env_name(k))
         return v
 
     @model_validator(mode="after")

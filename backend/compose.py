@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
+from backend.envnames import require_env_name
 from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 # Compose's own rule for project names (lower case, digits, '-' and '_', first a letter or digit).
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SERVICE_BAD = re.compile(r"[^a-zA-Z0-9._-]")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _entry(indent: str, key: str, value: str) -> str:
@@ -106,8 +106,7 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
         raise ValueError(f"'{project}' is not a valid compose project name "
                          "(lower-case letters, digits, '-' and '_'; first a letter or digit)")
     for name in spec.secret_env:
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(f"secret name {name!r} is not an environment variable name")
+        require_env_name(name, "secret name")
     service = _SERVICE_BAD.sub("-", spec.name) or "model"
     lines = [
         "# Exported by ModelDeck: the same container, run with `docker compose up -d`.",

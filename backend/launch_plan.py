@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.catalog import GpuNeed, Recipe
+from backend.envnames import is_env_name, not_env_name
 from backend.errors import InvalidLaunch
 from backend.settings import Settings
 from backend.spec import LABEL_PREFIX, MANAGED_LABEL, ContainerSpec, Mount
@@ -20,7 +21,6 @@ LABEL_VERSION = "1"
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,255}$")
 SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,127}$")
 GPU_ID_RE = re.compile(r"^(all|[0-9]{1,3}|GPU-[0-9a-fA-F-]{8,64}|MIG-[0-9a-fA-F/-]{8,80})$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: Variables that would let a launch change how the runtime itself loads code.
 FORBIDDEN_ENV = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONSTARTUP"})
 LOCAL_MODEL_TARGET = "/models"
@@ -53,8 +53,8 @@ class LaunchRequest(BaseModel):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for k, val in v.items():
-            if not ENV_NAME_RE.match(k):
-                raise ValueError(f"'{k}' is not a valid environment variable name (letters, digits, '_').")
+            if not is_env_name(k):
+                raise ValueError(not_env_name(k))
             if k in FORBIDDEN_ENV:
                 raise ValueError(f"'{k}' may not be set: it changes how the runtime loads code.")
             if "\x00" in val or len(val) > 4096:

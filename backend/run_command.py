@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from backend.launch_plan import ENV_NAME_RE
+from backend.envnames import require_env_name
 from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 
@@ -26,8 +26,7 @@ def _parts(spec: ContainerSpec) -> tuple[list[list[str]], list[str]]:
     """The options of ``docker run -d``, one group per option, and what follows them (image,
     entrypoint rest, command)."""
     for name in spec.secret_env:
-        if not ENV_NAME_RE.fullmatch(name):
-            raise ValueError(f"secret name {name!r} is not an environment variable name")
+        require_env_name(name, "secret name")
     restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
     host = f"[{spec.host_ip}]" if ":" in spec.host_ip else spec.host_ip
     opts = [["--name", spec.name], ["--init"], ["--restart", restart],

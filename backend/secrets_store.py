@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import secrets as _random
 from pathlib import Path
 
+from backend.envnames import require_env_name
+
 SECRETS_FOLDER = "secrets"
 HF_TOKEN = "HF_TOKEN"
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def secret_path(home: Path, name: str) -> Path:
@@ -18,9 +18,7 @@ def secret_path(home: Path, name: str) -> Path:
     Raises:
         ValueError: ``name`` is not an environment variable name (it becomes a file name).
     """
-    if not _NAME_RE.match(name):
-        raise ValueError(f"secret name {name!r} is not an environment variable name")
-    return home / SECRETS_FOLDER / name
+    return home / SECRETS_FOLDER / require_env_name(name, "secret name")
 
 
 def read_secret(home: Path, name: str) -> str | None:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFormLayout, QFram
 
 from desktop import fonts, theme
 from desktop.client import ApiError, BackendClient
+from desktop.envnames import is_env_name
 from desktop.widgets.calls import Calls
 from desktop.formatting import format_bytes
 from desktop.widgets.launch_progress import LaunchProgressView
@@ -23,7 +24,6 @@ from desktop.widgets.launch_progress import LaunchProgressView
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,255}$")
 LOCAL_PATH_RE = re.compile(r"^/[A-Za-z0-9._\-/:@+]{1,4095}$")
 SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,127}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 FIT_STYLE = {"ok": ("okText", "✓"), "warn": ("warnText", "!"), "too_big": ("errorText", "✕"), "unknown": ("", "?")}
 
 
@@ -56,7 +56,7 @@ def parse_env(text: str) -> tuple[dict[str, str], str | None]:
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if not sep or not ENV_NAME_RE.match(key.strip()):
+        if not sep or not is_env_name(key.strip()):
             return env, f"Environment line {n} is not KEY=VALUE."
         env[key.strip()] = value
     return env, None
