@@ -37,7 +37,7 @@ class ClearResult(BaseModel):
 _NOT_FOUND = {404: {"description": "No history entry has this id."}}
 
 
-@router.get("", operation_id="list_history", summary="List past runs, newest first",
+@router.get("", operation_id="listHistory", summary="List past runs, newest first",
             response_model=list[HistorySummary])
 def list_history(history: HistoryDep,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -48,7 +48,7 @@ def list_history(history: HistoryDep,
     return history.list(limit=limit, offset=offset, query=q, model=model)
 
 
-@router.get("/export", operation_id="export_history", summary="Download runs as a JSON file",
+@router.get("/export", operation_id="exportHistory", summary="Download runs as a JSON file",
             response_model=list[HistoryEntry],
             responses={200: {"description": f"A JSON array, sent as the attachment {EXPORT_FILENAME}."}})
 def export_history(history: HistoryDep, q: SearchQuery = None, model: ModelFilter = None) -> Response:
@@ -59,14 +59,14 @@ def export_history(history: HistoryDep, q: SearchQuery = None, model: ModelFilte
                     headers={"Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"'})
 
 
-@router.get("/{entry_id}", operation_id="get_history_entry", summary="Read one run",
+@router.get("/{entry_id}", operation_id="getHistoryEntry", summary="Read one run",
             response_model=HistoryEntry, responses=_NOT_FOUND)
 def get_history_entry(entry_id: EntryId, history: HistoryDep) -> HistoryEntry:
     """The whole run: messages or prompt, parameters, output and metrics. 404 if unknown."""
     return history.get(entry_id)
 
 
-@router.delete("/{entry_id}", operation_id="delete_history_entry", summary="Delete one run",
+@router.delete("/{entry_id}", operation_id="deleteHistoryEntry", summary="Delete one run",
                status_code=204, response_class=Response, responses=_NOT_FOUND)
 def delete_history_entry(entry_id: EntryId, history: HistoryDep) -> Response:
     """Delete one run. 404 if unknown."""
@@ -74,7 +74,7 @@ def delete_history_entry(entry_id: EntryId, history: HistoryDep) -> Response:
     return Response(status_code=204)
 
 
-@router.delete("", operation_id="clear_history", summary="Delete every run", response_model=ClearResult)
+@router.delete("", operation_id="clearHistory", summary="Delete every run", response_model=ClearResult)
 def clear_history(history: HistoryDep) -> ClearResult:
     """Delete the whole history; answers how many runs were removed."""
     return ClearResult(deleted=history.clear())

@@ -101,7 +101,7 @@ async def _forward(request: Request, endpoint: str) -> Response:
                                history=getattr(state, "history", None))
 
 
-@router.get("/models", operation_id="openai_list_models", summary="List ready models",
+@router.get("/models", operation_id="listModels", summary="List ready models",
             response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The deployments that can answer now, by the model name to put in requests."""
@@ -110,7 +110,7 @@ async def list_models(request: Request) -> ModelList:
                            for u in request.app.state.upstreams.ready_models()])
 
 
-@router.get("/models/{model:path}", operation_id="openai_get_model", summary="Describe a ready model",
+@router.get("/models/{model:path}", operation_id="retrieveModel", summary="Describe a ready model",
             response_model=ModelCard, responses={404: _ERRORS[404]})
 async def get_model(model: str, request: Request) -> Any:
     """One ready model by served name; 404 in OpenAI's shape when none serves it or it is not ready."""
@@ -122,7 +122,7 @@ async def get_model(model: str, request: Request) -> Any:
                      deployment_id=upstream.deployment_id)
 
 
-@router.post("/chat/completions", operation_id="openai_chat_completions",
+@router.post("/chat/completions", operation_id="createChatCompletion",
              summary="Chat completion (streamed or not)", openapi_extra=_body(ChatCompletionRequest),
              responses={**_STREAMED, **_ERRORS})
 async def chat_completions(request: Request) -> Response:
@@ -130,7 +130,7 @@ async def chat_completions(request: Request) -> Response:
     return await _forward(request, "chat/completions")
 
 
-@router.post("/completions", operation_id="openai_completions",
+@router.post("/completions", operation_id="createCompletion",
              summary="Text completion (streamed or not)", openapi_extra=_body(CompletionRequest),
              responses={**_STREAMED, **_ERRORS})
 async def completions(request: Request) -> Response:
@@ -138,7 +138,7 @@ async def completions(request: Request) -> Response:
     return await _forward(request, "completions")
 
 
-@router.post("/embeddings", operation_id="openai_embeddings", summary="Embeddings",
+@router.post("/embeddings", operation_id="createEmbedding", summary="Embeddings",
              openapi_extra=_body(EmbeddingRequest), responses=_ERRORS)
 async def embeddings(request: Request) -> Response:
     """Forward to the deployment serving `model`."""

@@ -28,7 +28,7 @@ def _not_ready() -> Response:
     return error_response(Flavour.MODELDECK, *_NOT_READY, headers={"Retry-After": "1"})
 
 
-@router.get("/api/stats", operation_id="get_stats", summary="The latest stats snapshot",
+@router.get("/api/stats", operation_id="getStats", summary="The latest stats snapshot",
             response_model=StatsSnapshot, responses=_NOT_READY_RESPONSE)
 async def get_stats(stats: StatsDep):
     """Host, GPUs, deployments and request totals as of the sampler's last tick."""
@@ -50,7 +50,7 @@ def _snapshot_json(snapshot: StatsSnapshot) -> bytes:
     return _serialized[1]
 
 
-@router.get("/api/stats/history", operation_id="get_stats_history",
+@router.get("/api/stats/history", operation_id="getStatsHistory",
             summary="Stats snapshots of the last seconds", response_model=StatsHistory)
 def get_stats_history(stats: StatsDep,
                       seconds: float = Query(60, ge=1, le=960, description="how far back, in seconds")):
@@ -58,7 +58,7 @@ def get_stats_history(stats: StatsDep,
     return StatsHistory(seconds=seconds, interval=stats.interval, snapshots=stats.history(seconds))
 
 
-@router.get("/api/stats/stream", operation_id="stream_stats", summary="Live stats as Server-Sent Events",
+@router.get("/api/stats/stream", operation_id="streamStats", summary="Live stats as Server-Sent Events",
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: stats` with a StatsSnapshot as `data`, per sample"}})
@@ -91,7 +91,7 @@ async def _events(stats) -> AsyncIterator[bytes]:
         sub.close()
 
 
-@router.get("/metrics", operation_id="get_metrics", summary="Stats in Prometheus text format",
+@router.get("/metrics", operation_id="getMetrics", summary="Stats in Prometheus text format",
             response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}}, **_NOT_READY_RESPONSE})
 def get_metrics(stats: StatsDep):

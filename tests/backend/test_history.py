@@ -400,7 +400,6 @@ def test_routes_are_documented(api):
     client, _ = api
     spec = client.get("/openapi.json").json()
     ops = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
-    assert set(ops) == {"list_history", "export_history", "get_history_entry", "delete_history_entry",
-                        "clear_history"}
+    assert set(ops) == {"listHistory", "exportHistory", "getHistoryEntry", "deleteHistoryEntry", "clearHistory"}
     assert all(op.get("summary") for op in ops.values())
-    assert "history" in ops["list_history"]["tags"]
+    assert "history" in ops["listHistory"]["tags"]
