@@ -3,82 +3,95 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from backend.envnames import require_env_name
+import yaml
+
 from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 # Compose's own rule for project names (lower case, digits, '-' and '_', first a letter or digit).
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SERVICE_BAD = re.compile(r"[^a-zA-Z0-9._-]")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _entry(indent: str, key: str, value: str) -> str:
-    """One ``key: value`` mapping line; ``value`` is already rendered.
+class _Quoted(str):
+    """A string written double-quoted: every value, and every key that comes from the spec.
 
-    YAML limits implicit keys to 1024 characters, so a longer (escaped) key is written
-    with the explicit ``? key`` form, which has no limit.
+    Quoted, no string is read back as a number, a boolean or null (by YAML 1.1 or compose's 1.2),
+    and PyYAML escapes whatever is outside printable ASCII in that style (``allow_unicode`` off),
+    so no character can end the scalar, start a comment or be folded as a line break (YAML treats
+    U+0085, U+2028 and U+2029 as line breaks). Compose's own field names stay plain.
     """
-    quoted = _quote(key)
-    if len(quoted) < 1000:
-        return f"{indent}{quoted}: {value}"
-    return f"{indent}? {quoted}\n{indent}: {value}"
 
 
-def _quote(text: str) -> str:
-    """One YAML double-quoted scalar that reads back as exactly ``text`` (compose escapes included).
-
-    Compose interpolates ``$`` in every value, so ``$`` is doubled: compose turns ``$$`` back
-    into ``$`` and the container sees the original string. Everything outside printable ASCII
-    is escaped, so no character can end the scalar, start a comment, or be folded as a line
-    break (YAML treats U+0085, U+2028 and U+2029 as line breaks).
-    """
-    out = ['"']
-    for ch in text.replace("$", "$$"):
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif 0x20 <= code <= 0x7E:
-            out.append(ch)
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+def _literal(text: str) -> _Quoted:
+    # Compose interpolates ``$`` in every key and value, so ``$`` is doubled: compose turns ``$$``
+    # back into ``$`` and the container sees the original string.
+    return _Quoted(text.replace("$", "$$"))
 
 
-def _flow(items: tuple[str, ...] | list[str]) -> str:
-    return "[" + ", ".join(_quote(i) for i in items) + "]"
+class _Dumper(yaml.SafeDumper):
+    pass
 
 
-def _port(spec: ContainerSpec) -> list[str]:
+_Dumper.add_representer(
+    _Quoted, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style='"'))
+
+
+def _port(spec: ContainerSpec) -> Any:
     if ":" in spec.host_ip:  # IPv6: the short "ip:host:container" form would be ambiguous
-        return ["      - target: %d" % spec.internal_port,
-                "        published: %s" % _quote(str(spec.host_port)),
-                "        host_ip: %s" % _quote(spec.host_ip),
-                '        protocol: "tcp"']
-    return ["      - " + _quote(f"{spec.host_ip}:{spec.host_port}:{spec.internal_port}")]
+        return {"target": spec.internal_port, "published": _Quoted(str(spec.host_port)),
+                "host_ip": _literal(spec.host_ip), "protocol": _Quoted("tcp")}
+    return _literal(f"{spec.host_ip}:{spec.host_port}:{spec.internal_port}")
 
 
-def _volume(mount: Mount) -> list[str]:
+def _volume(mount: Mount) -> Any:
     if ":" in mount.source or ":" in mount.target:
         # A ':' in a path (a Windows drive, an odd folder name) breaks the short form.
-        lines = ["      - type: " + _quote(mount.kind),
-                 "        source: " + _quote(mount.source),
-                 "        target: " + _quote(mount.target)]
+        long = {"type": _literal(mount.kind), "source": _literal(mount.source), "target": _literal(mount.target)}
         if mount.read_only:
-            lines.append("        read_only: true")
-        return lines
-    short = f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")
-    return ["      - " + _quote(short)]
+            long["read_only"] = True
+        return long
+    return _literal(f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else ""))
+
+
+def _service(spec: ContainerSpec) -> dict[str, Any]:
+    svc: dict[str, Any] = {"container_name": _literal(spec.name), "image": _literal(spec.image)}
+    if spec.entrypoint is not None:
+        svc["entrypoint"] = [_literal(a) for a in spec.entrypoint]
+    if spec.command:
+        svc["command"] = [_literal(a) for a in spec.command]
+    svc["ports"] = [_port(spec)]
+    env: dict[str, _Quoted] = {_literal(k): _literal(v) for k, v in spec.environment.items()
+                           if k not in spec.secret_env}
+    # Secret names were checked to be variable names, so the reference needs no escaping.
+    env.update({_Quoted(name): _Quoted("${%s}" % name) for name in spec.secret_env})
+    if env:
+        svc["environment"] = env
+    if spec.labels:
+        svc["labels"] = {_literal(k): _literal(v) for k, v in spec.labels.items()}
+    if spec.mounts:
+        svc["volumes"] = [_volume(m) for m in spec.mounts]
+    if spec.shm_size:
+        svc["shm_size"] = _literal(spec.shm_size)
+    if spec.ipc_mode:
+        svc["ipc"] = _literal(spec.ipc_mode)
+    if spec.ulimits:
+        svc["ulimits"] = {_literal(name): value for name, value in spec.ulimits}
+    # init: launches run the server under Docker's init too (engine.create), so it reaps and forwards signals.
+    svc["init"] = True
+    svc["restart"] = _Quoted(f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no")
+    svc["security_opt"] = [_literal(o) for o in SECURITY_OPT]
+    if spec.gpu_ids:
+        device: dict[str, Any] = {"driver": _Quoted("nvidia")}
+        if spec.gpu_ids == ("all",):
+            device["count"] = _Quoted("all")
+        else:
+            device["device_ids"] = [_literal(g) for g in spec.gpu_ids]
+        device["capabilities"] = [_Quoted("gpu")]
+        svc["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
+    return svc
 
 
 def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
@@ -106,65 +119,22 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
         raise ValueError(f"'{project}' is not a valid compose project name "
                          "(lower-case letters, digits, '-' and '_'; first a letter or digit)")
     for name in spec.secret_env:
-        require_env_name(name, "secret name")
-    service = _SERVICE_BAD.sub("-", spec.name) or "model"
-    lines = [
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"secret name {name!r} is not an environment variable name")
+    header = [
         "# Exported by ModelDeck: the same container, run with `docker compose up -d`.",
         "# Stop or remove the ModelDeck deployment first (same container name and port).",
     ]
     if spec.secret_env:
-        lines.append("# Secrets are read from your shell or a .env file beside this one: "
-                     + ", ".join(spec.secret_env) + ".")
-    lines += [f"name: {_quote(project)}", "services:", f"  {_quote(service)}:",
-              f"    container_name: {_quote(spec.name)}",
-              f"    image: {_quote(spec.image)}"]
-    if spec.entrypoint is not None:
-        lines.append(f"    entrypoint: {_flow(spec.entrypoint)}")
-    if spec.command:
-        lines.append(f"    command: {_flow(spec.command)}")
-    lines.append("    ports:")
-    lines += _port(spec)
-
-    env = {k: _quote(v) for k, v in spec.environment.items() if k not in spec.secret_env}
-    # Secret names were checked above, so the reference needs no escaping.
-    env.update({name: '"${%s}"' % name for name in spec.secret_env})
-    if env:
-        lines.append("    environment:")
-        lines += [_entry("      ", k, v) for k, v in env.items()]
-    if spec.labels:
-        lines.append("    labels:")
-        lines += [_entry("      ", k, _quote(v)) for k, v in spec.labels.items()]
-    if spec.mounts:
-        lines.append("    volumes:")
-        for mount in spec.mounts:
-            lines += _volume(mount)
-    if spec.shm_size:
-        lines.append(f"    shm_size: {_quote(spec.shm_size)}")
-    if spec.ipc_mode:
-        lines.append(f"    ipc: {_quote(spec.ipc_mode)}")
-    if spec.ulimits:
-        lines.append("    ulimits:")
-        lines += [f"      {name}: {value}" for name, value in spec.ulimits]
-    restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
-    # init: launches run the server under Docker's init too (engine.create), so it reaps and forwards signals.
-    lines += ["    init: true",
-              f"    restart: {_quote(restart)}",
-              "    security_opt:",
-              *(f"      - {_quote(o)}" for o in SECURITY_OPT)]
-    if spec.gpu_ids:
-        lines += ["    deploy:", "      resources:", "        reservations:", "          devices:",
-                  '            - driver: "nvidia"']
-        if spec.gpu_ids == ("all",):
-            lines.append('              count: "all"')
-        else:
-            lines.append(f"              device_ids: {_flow(spec.gpu_ids)}")
-        lines.append('              capabilities: ["gpu"]')
-
+        header.append("# Secrets are read from your shell or a .env file beside this one: "
+                      + ", ".join(spec.secret_env) + ".")
+    doc: dict[str, Any] = {"name": _Quoted(project),
+                           "services": {_literal(_SERVICE_BAD.sub("-", spec.name) or "model"): _service(spec)}}
     volumes = sorted({m.source for m in spec.mounts if m.kind == "volume"})
     if volumes:
         # `name:` keeps the volume's own name (compose would prefix the project), so the
         # export reuses the cache ModelDeck already filled instead of downloading again.
-        lines.append("volumes:")
-        for name in volumes:
-            lines += [f"  {_quote(name)}:", f"    name: {_quote(name)}"]
-    return "\n".join(lines) + "\n"
+        doc["volumes"] = {_literal(v): {"name": _literal(v)} for v in volumes}
+    # No line width: a long command stays on one line rather than folded inside its quotes.
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=2**31 - 1)
+    return "\n".join(header) + "\n" + body
