@@ -39,7 +39,6 @@ class Application:
         from desktop import theme
         from desktop.backend_process import BackendProcess
         from desktop.client import BackendClient
-        from desktop.gc_guard import GuiThreadGarbageCollector
         from desktop.main_window import MainWindow
         from desktop.settings_store import SettingsStore
 
@@ -50,7 +49,6 @@ class Application:
         QApplication.setDesktopFileName("modeldeck")
         QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
         self.app = QApplication.instance() or QApplication([argv[0], *qt_args])
-        self.gc_guard = GuiThreadGarbageCollector(self.app)
         self.store = SettingsStore(args.settings_file)
         self.settings = self.store.load()
         if args.backend_url:
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args, qt_args = parse_args(argv[1:])
     if args.self_check:
         from desktop import self_check
-        return self_check.run(argv[0], args.self_check_timeout)
+        return self_check.run(argv[0], Application, args.self_check_timeout)
     problem = platform_libs.preflight(qt_args=qt_args)
     if problem:
         print(problem, file=sys.stderr, flush=True)

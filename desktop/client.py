@@ -1,18 +1,20 @@
-"""The desktop's only way to the backend: async REST calls on Qt's network stack, and SSE streams in threads."""
+"""The desktop's only way to the backend: REST calls and SSE streams, both asynchronous on Qt's network stack."""
 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from PySide6.QtCore import QByteArray, QObject, QThread, QUrl, Signal
+from PySide6.QtCore import QByteArray, QCoreApplication, QObject, QTimer, QUrl, Signal
 from PySide6.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
+
+from desktop.sse import SseParser
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 REQUEST_TIMEOUT_MS = 15000
+#: How long a stream may take to connect; after that only its own read limit applies (none by default).
+STREAM_CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class BackendClient(QObject):
     """REST calls to the backend without blocking the GUI thread (QNetworkAccessManager).
 
     Use from the GUI thread: ``client.get("/api/deployments").succeeded.connect(slot)``.
-    Streams (``stream(...)``) run in their own QThread; see ``SseStream``.
+    Streams (``stream(...)``) are read as their bytes arrive, on the same thread; see ``SseStream``.
     """
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str = "", parent: QObject | None = None):
@@ -132,19 +134,27 @@ class BackendClient(QObject):
         return Reply(self._nam.put(req, QByteArray(json.dumps(body or {}).encode())), self)
 
     def stream(self, path: str, *, method: str = "GET", body: dict | None = None,
-               headers: dict[str, str] | None = None) -> "SseStream":
+               headers: dict[str, str] | None = None, read_timeout: float | None = None,
+               parent: QObject | None = None) -> "SseStream":
         """A not-yet-started SSE reader for ``path``; connect its signals, then ``start()``."""
-        return SseStream(self.base_url + path, {**self.headers(), **(headers or {})}, method=method, body=body)
+        return SseStream(self.base_url + path, {**self.headers(), **(headers or {})}, method=method, body=body,
+                         read_timeout=read_timeout, parent=parent)
 
 
-class SseStream(QThread):
-    """Reads one Server-Sent Events stream in its own thread (napari's StatusChecker pattern).
+class SseStream(QObject):
+    """Reads one Server-Sent Events stream from a QNetworkReply as its bytes arrive (no thread).
+
+    Each stream has its own QNetworkAccessManager: Qt opens at most six connections per host
+    and manager, and four compare columns, the Monitor, a log window and a launch would
+    otherwise hold all of them and queue every REST call behind streams that never end.
+    ``stop()`` aborts the reply and returns at once; after it no signal comes.
 
     Signals:
         event(str, object): event name ("message" when unnamed) and its data, JSON-decoded
             when it is JSON (raw string otherwise, e.g. "[DONE]").
-        failed(object): an ApiError: HTTP error answers, connection loss, a bad stream.
-        ended(): the stream closed (after the last event or a failure), also after stop().
+        failed(object): an ApiError: HTTP error answers, connection loss, a bad stream,
+            nothing heard for ``read_timeout`` seconds (the backend's streams ping every 15 s).
+        ended(): the stream closed, after the last event or a failure (not after stop()).
     """
 
     event = Signal(str, object)
@@ -152,65 +162,129 @@ class SseStream(QThread):
     ended = Signal()
 
     def __init__(self, url: str, headers: dict[str, str], *, method: str = "GET", body: dict | None = None,
-                 read_timeout: float | None = None):
-        super().__init__()
+                 read_timeout: float | None = None, parent: QObject | None = None):
+        super().__init__(parent)
         self.url, self.method, self.body = url, method, body
-        self._headers = {"Accept": "text/event-stream", **headers}
-        self._timeout = httpx.Timeout(10.0, read=read_timeout)
-        self._stop = threading.Event()
-        self._response: httpx.Response | None = None
-        self._lock = threading.Lock()
+        self._headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **headers}
+        self._read_timeout = read_timeout
+        self._nam: QNetworkAccessManager | None = None
+        self._reply: QNetworkReply | None = None
+        self._parser = SseParser()
+        self._status = 0
+        self._error_body = b""
+        self._idle_failure: str | None = None
+        self._stopped = False
+        self._connected = False
+        self._idle = QTimer(self)
+        self._idle.setSingleShot(True)
+        self._idle.timeout.connect(self._on_idle_timeout)
+
+    @property
+    def running(self) -> bool:
+        """Started and neither ended nor stopped."""
+        return self._reply is not None
+
+    def start(self) -> None:
+        req = QNetworkRequest(QUrl(self.url))
+        for k, v in self._headers.items():
+            req.setRawHeader(QByteArray(k.encode()), QByteArray(v.encode()))
+        # Events must be handed over as they arrive: no cache, and HTTP/1.1 (never a buffered HTTP/2 stream).
+        req.setAttribute(QNetworkRequest.Attribute.CacheLoadControlAttribute,
+                         QNetworkRequest.CacheLoadControl.AlwaysNetwork)
+        req.setAttribute(QNetworkRequest.Attribute.CacheSaveControlAttribute, False)
+        req.setAttribute(QNetworkRequest.Attribute.Http2AllowedAttribute, False)
+        self._nam = QNetworkAccessManager(self)
+        if self.method == "GET":
+            reply = self._nam.get(req)
+        else:
+            req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
+            data = QByteArray(json.dumps(self.body or {}).encode())
+            reply = self._nam.sendCustomRequest(req, QByteArray(self.method.encode()), data)
+        self._reply = reply
+        reply.requestSent.connect(self._on_reply_request_sent)
+        reply.metaDataChanged.connect(self._on_reply_meta_data_changed)
+        reply.readyRead.connect(self._on_reply_ready_read)
+        reply.finished.connect(self._on_reply_finished)
+        self._idle.start(int(STREAM_CONNECT_TIMEOUT_S * 1000))
 
     def stop(self) -> None:
-        """Ask the stream to end; closes the connection so a blocked read returns at once."""
-        self._stop.set()
-        with self._lock:
-            if self._response is not None:
-                try:
-                    self._response.close()
-                except Exception:  # noqa: BLE001 - closing from another thread may race
-                    pass
+        """End the stream now: the connection closes (the backend sees the client leave); nothing is emitted."""
+        self._stopped = True
+        self._idle.stop()
+        reply = self._reply
+        if reply is not None:
+            for signal, slot in ((reply.requestSent, self._on_reply_request_sent),
+                                 (reply.metaDataChanged, self._on_reply_meta_data_changed),
+                                 (reply.readyRead, self._on_reply_ready_read),
+                                 (reply.finished, self._on_reply_finished)):
+                signal.disconnect(slot)
+            reply.abort()
+        self._release()
 
-    def run(self) -> None:
-        try:
-            with httpx.Client(timeout=self._timeout, trust_env=False) as http:
-                with http.stream(self.method, self.url, headers=self._headers,
-                                 json=self.body if self.method != "GET" else None) as response:
-                    with self._lock:
-                        self._response = response
-                    if self._stop.is_set():
-                        return
-                    if response.status_code >= 400:
-                        self.failed.emit(_parse_error(response.status_code, response.read(), "request failed"))
-                        return
-                    self._read(response)
-        except (httpx.HTTPError, OSError, RuntimeError) as exc:
-            if not self._stop.is_set():
-                self.failed.emit(ApiError(0, "stream_lost", f"The stream from the backend broke ({exc}).",
-                                          "Check that the backend still runs."))
-        finally:
-            self.ended.emit()
+    def _release(self) -> None:
+        # The manager (and the reply under it) goes later: this may run inside the reply's own
+        # finished signal, and an owner may drop this stream from a slot connected to ended.
+        nam, self._nam, self._reply = self._nam, None, None
+        if nam is not None:
+            nam.setParent(QCoreApplication.instance())
+            nam.deleteLater()
 
-    def _read(self, response: httpx.Response) -> None:
-        name, data = "message", []
-        for line in response.iter_lines():
-            if self._stop.is_set():
+    def _restart_idle(self) -> None:
+        if self._read_timeout is None:
+            self._idle.stop()
+        else:
+            self._idle.start(int(self._read_timeout * 1000))
+
+    def _emit_events(self, raw: bytes) -> bool:
+        """Parse and emit; False when a slot stopped the stream meanwhile."""
+        for ev in self._parser.feed(raw):
+            self.event.emit(ev.name, ev.payload())
+            if self._stopped:
+                return False
+        return True
+
+    def _on_reply_request_sent(self) -> None:
+        self._connected = True  # from here on only the read limit applies
+        self._restart_idle()
+
+    def _on_reply_meta_data_changed(self) -> None:
+        self._status = self._reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0
+        self._restart_idle()
+
+    def _on_reply_ready_read(self) -> None:
+        raw = bytes(self._reply.readAll().data())
+        self._restart_idle()
+        if self._status >= 400:
+            self._error_body += raw
+        else:
+            self._emit_events(raw)
+
+    def _on_idle_timeout(self) -> None:
+        self._idle_failure = (f"nothing arrived for {self._read_timeout:g} s" if self._connected
+                              else f"no connection within {STREAM_CONNECT_TIMEOUT_S:g} s")
+        self._reply.abort()  # finished follows at once and reports it
+
+    def _on_reply_finished(self) -> None:
+        reply = self._reply
+        self._idle.stop()
+        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or self._status
+        rest = bytes(reply.readAll().data()) if reply.isOpen() else b""
+        if status >= 400:
+            failure = _parse_error(status, self._error_body + rest, "request failed")
+        elif self._idle_failure is not None or reply.error() != QNetworkReply.NetworkError.NoError:
+            failure = ApiError(0, "stream_lost",
+                               f"The stream from the backend broke ({self._idle_failure or reply.errorString()}).",
+                               "Check that the backend still runs.")
+        else:
+            failure = None
+        self._release()
+        if failure is None and rest and not self._emit_events(rest):
+            return
+        if failure is not None:
+            self.failed.emit(failure)
+            if self._stopped:
                 return
-            if not line:
-                if data:
-                    text = "\n".join(data)
-                    try:
-                        payload = json.loads(text)
-                    except ValueError:
-                        payload = text
-                    self.event.emit(name, payload)
-                name, data = "message", []
-            elif line.startswith(":"):
-                continue
-            elif line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
+        self.ended.emit()
 
 
 def read_token(home: Path) -> str:

@@ -2,7 +2,8 @@
 
 Made for a freshly built bundle (CI runs it on Xvfb with xcb): a data file or hidden import that
 PyInstaller left out shows up here as a failed line instead of on a user's desktop. It runs the
-real start-up path (``desktop.app.Application``) with a throw-away settings file and backend home,
+real start-up path (the ``Application`` that ``desktop.app.main`` hands over: this module never imports
+``desktop.app``, which dispatches here) with a throw-away settings file and backend home,
 so it never touches the person's own settings, token or window state. It runs on the platform the
 app would use (xcb where ``DISPLAY`` is set, Wayland where ``WAYLAND_DISPLAY`` is; offscreen only
 when no display is named) and checks that platform's system libraries first (desktop/platform_libs.py).
@@ -14,6 +15,7 @@ import os
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,8 +211,11 @@ class SelfCheck(QObject):
         self.application.app.exit(self.exit_code)
 
 
-def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
-    """Run the self-check in this process; returns 0 when every check passed (see module docstring)."""
+def run(argv0: str, make_application: Callable[[list[str]], object], timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Run the self-check in this process; returns 0 when every check passed (see module docstring).
+
+    ``make_application(argv)`` builds the app as ``modeldeck`` would (``desktop.app.Application``).
+    """
     origin = f"{'bundle' if getattr(sys, 'frozen', False) else 'source'}: {Path(sys.executable).parent}"
     libraries = libraries_result(os.environ)
     was_headless = headless(os.environ)
@@ -224,7 +229,6 @@ def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     for key in ENV_IGNORED:  # check the bundle's own catalog and a fresh token, whatever the shell says
         os.environ.pop(key, None)
 
-    from desktop.app import Application
     from desktop.settings_store import DesktopSettings, SettingsStore
 
     with tempfile.TemporaryDirectory(prefix="modeldeck-self-check-") as tmp:
@@ -233,7 +237,7 @@ def run(argv0: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         SettingsStore(ini).save(DesktopSettings(backend_url=url, home=str(Path(tmp) / "home")))
         print(f"ModelDeck self-check ({origin}), backend at {url}, limit {timeout_s:.0f} s", flush=True)
         try:
-            application = Application([argv0, "--settings-file", str(ini)])
+            application = make_application([argv0, "--settings-file", str(ini)])
         except Exception as exc:  # a missing asset or module fails here, before there is a window
             print(CheckResult("window", False, f"the app did not start: {exc!r}").line(), flush=True)
             print("self-check FAILED", flush=True)

@@ -83,9 +83,7 @@ def main() -> int:
         window = None
         try:
             launch_demos(url)
-            app = QApplication.instance() or QApplication(sys.argv[:1])
-            from desktop.gc_guard import GuiThreadGarbageCollector
-            gc_guard = GuiThreadGarbageCollector(app)  # noqa: F841 - lives as long as the app
+            app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 - must outlive the window
 
             def wait(ms: int) -> None:
                 loop = QEventLoop()

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Iterable
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from backend.deps import StatsDep
@@ -30,24 +30,43 @@ def _not_ready() -> Response:
 
 @router.get("/api/stats", operation_id="getStats", summary="The latest stats snapshot",
             response_model=StatsSnapshot, responses=_NOT_READY_RESPONSE)
-async def get_stats(stats: StatsDep):
+async def get_stats(stats: StatsDep, request: Request):
     """Host, GPUs, deployments and request totals as of the sampler's last tick."""
     snapshot = stats.latest()
     if snapshot is None:
         return _not_ready()
-    return Response(_snapshot_json(snapshot), media_type="application/json")
+    return Response(snapshot_json_cache(request.app).of(snapshot), media_type="application/json")
 
 
-_serialized: list = [None, b""]  # (snapshot, its JSON): a snapshot is immutable and served many times
+class SnapshotJson:
+    """The latest snapshot's JSON, made once however many pollers and stream subscribers read it.
+
+    A snapshot is immutable and served many times in its tick: a thread-pool hop plus
+    response-model validation per request cost more than reading the snapshot. One per app
+    (``app.state.snapshot_json``), so two apps in one process never serve each other's.
+    """
+
+    __slots__ = ("_snapshot", "_json")
+
+    def __init__(self) -> None:
+        self._snapshot: StatsSnapshot | None = None
+        self._json = b""
+
+    def of(self, snapshot: StatsSnapshot) -> bytes:
+        """``snapshot`` as JSON bytes, serialised only when it is not the one seen last."""
+        if self._snapshot is not snapshot:
+            self._json = snapshot.model_dump_json().encode()
+            self._snapshot = snapshot
+        return self._json
 
 
-def _snapshot_json(snapshot: StatsSnapshot) -> bytes:
-    # The latest snapshot's JSON, made once however many pollers and stream subscribers read
-    # it in the tick (a thread-pool hop plus response-model validation per request cost more
-    # than reading the snapshot).
-    if _serialized[0] is not snapshot:
-        _serialized[:] = [snapshot, snapshot.model_dump_json().encode()]
-    return _serialized[1]
+def snapshot_json_cache(app) -> SnapshotJson:
+    """The app's snapshot JSON cache, made on first use (apps built without the factory have one too)."""
+    try:
+        return app.state.snapshot_json
+    except AttributeError:
+        app.state.snapshot_json = cache = SnapshotJson()
+        return cache
 
 
 @router.get("/api/stats/history", operation_id="getStatsHistory",
@@ -62,16 +81,16 @@ def get_stats_history(stats: StatsDep,
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: stats` with a StatsSnapshot as `data`, per sample"}})
-async def stream_stats(stats: StatsDep) -> StreamingResponse:
+async def stream_stats(stats: StatsDep, request: Request) -> StreamingResponse:
     """One ``stats`` event per sample, starting with the latest; ``: ping`` comments keep idle proxies open.
 
     The response ends when the client goes away or the sampler's subscriptions are closed.
     """
-    return StreamingResponse(_events(stats), media_type="text/event-stream",
+    return StreamingResponse(_events(stats, snapshot_json_cache(request.app)), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(stats) -> AsyncIterator[bytes]:
+async def _events(stats, cache: SnapshotJson) -> AsyncIterator[bytes]:
     # Subscribed inside the generator so that the finally below always pairs with it:
     # when the client goes away the server cancels this generator and the
     # subscription is released.
@@ -86,7 +105,7 @@ async def _events(stats) -> AsyncIterator[bytes]:
                 yield b": ping\n\n"
             else:
                 # Every subscriber gets the same snapshot object: serialised once, not once each.
-                yield b"event: stats\ndata: " + _snapshot_json(snapshot) + b"\n\n"
+                yield b"event: stats\ndata: " + cache.of(snapshot) + b"\n\n"
     finally:
         sub.close()
 

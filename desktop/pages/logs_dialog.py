@@ -103,9 +103,7 @@ class LogsDialog(QDialog):
         self.state.setText(f"Log stream stopped: {error}")
 
     def _on_stream_ended(self) -> None:
-        if self._stream is not None:
-            self._stream.wait()
-            self._stream = None
+        self._stream = None
 
     def _on_flush_timeout(self) -> None:
         if not self._pending or self.pause.isChecked():
@@ -161,12 +159,11 @@ class LogsDialog(QDialog):
         QGuiApplication.clipboard().setText(selected or self.view.toPlainText())
 
     def shutdown(self) -> None:
-        """Stop the log stream and wait for its thread."""
+        """Abort the log stream; returns at once, so closing never waits."""
         self._flush.stop()
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
-            stream.wait()
 
     def done(self, result: int) -> None:
         self.shutdown()

@@ -78,7 +78,6 @@ class MonitorPage(QWidget):
         self.window = TimeWindow(span=60.0, parent=self)  # like a task manager: the last minute first
         self.window.changed.connect(self._on_window_changed)
         self._stream: SseStream | None = None
-        self._old_streams: list[SseStream] = []
         self._started = False
         self._closing = False
         self._layout_version = -1
@@ -158,8 +157,9 @@ class MonitorPage(QWidget):
             out += card.charts
         return out
 
-    def threads(self) -> list[SseStream]:
-        return [s for s in [self._stream, *self._old_streams] if s is not None]
+    def streams(self) -> list[SseStream]:
+        """The live stats stream while it is open."""
+        return [s for s in [self._stream] if s is not None and s.running]
 
     def ingest(self, snapshot: dict) -> bool:
         """Chart one StatsSnapshot (decoded JSON); False when it is not newer than the last."""
@@ -178,19 +178,16 @@ class MonitorPage(QWidget):
         reply.failed.connect(self._on_history_reply_failed)
 
     def shutdown(self) -> None:
-        """Stop the stream and wait for its thread (the window is closing)."""
+        """Abort the stream (the window is closing); returns at once."""
         self._closing = True
         self._retry.stop()
-        for stream in self.threads():
+        stream, self._stream = self._stream, None
+        if stream is not None:
             stream.stop()
-        for stream in self.threads():
-            stream.wait(5000)
-        self._old_streams = [s for s in self._old_streams if not s.isFinished()]
 
     def _open_stream(self) -> None:
         if self._closing:
             return
-        self._old_streams = [s for s in self._old_streams if not s.isFinished()]
         stream = self._client.stream("/api/stats/stream")
         stream.event.connect(self._on_stream_event)
         stream.failed.connect(self._on_stream_failed)
@@ -313,7 +310,6 @@ class MonitorPage(QWidget):
     def _on_stream_ended(self) -> None:
         stream = self.sender()
         if stream is self._stream:
-            self._old_streams.append(stream)
             self._stream = None
             if not self._retry.isActive():
                 self._schedule_retry("The stats stream ended.")

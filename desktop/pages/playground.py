@@ -180,8 +180,9 @@ class PlaygroundPage(QWidget):
         prompt = self.prompt_edit.toPlainText().strip() or column.transcript.last_user_text() or "Hello!"
         return column.request_for(prompt, self.params())
 
-    def threads(self) -> list:
-        return [t for column in self.columns for t in column.threads()]
+    def streams(self) -> list:
+        """Every column's open streams."""
+        return [s for column in self.columns for s in column.streams()]
 
     def show_error(self, text: str) -> None:
         """Show ``text`` in red above the columns until the next action ('' hides it)."""
@@ -253,7 +254,7 @@ class PlaygroundPage(QWidget):
         return text
 
     def shutdown(self) -> None:
-        """Stop every stream and wait for its thread (the window is closing)."""
+        """Abort every stream (the window is closing); returns at once."""
         self._models_timer.stop()
         for column in self.columns:
             column.shutdown()

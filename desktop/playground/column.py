@@ -30,7 +30,7 @@ class ReplyColumn(QFrame):
         self._client = client
         self.transcript = Transcript()
         self._run: ReplyRun | None = None
-        self._runs: list[ReplyRun] = []  # kept until their threads have finished
+        self._runs: list[ReplyRun] = []  # kept until their streams have ended (a reply may end before its stream)
         self._turn: Turn | None = None
 
         self.model_combo = QComboBox()
@@ -140,21 +140,20 @@ class ReplyColumn(QFrame):
         self.metrics_label.setText(last.metrics.summary() if last else " ")
         self._render(now=True)
 
-    def shutdown(self, timeout_ms: int = 5000) -> bool:
-        """Stop every stream and wait for its thread; True when none is left running."""
-        ok = True
+    def shutdown(self) -> None:
+        """Abort every stream now (the window is closing); nothing waits."""
         for run in self._runs:
-            ok = run.shutdown(timeout_ms) and ok
-        self._runs = [r for r in self._runs if not r.stream.isFinished()]
-        return ok
+            run.shutdown()
+        self._prune_runs()
 
-    def threads(self) -> list:
-        return [r.stream for r in self._runs]
+    def streams(self) -> list:
+        """The streams still open."""
+        return [r.stream for r in self._runs if r.stream.running]
 
     def _prune_runs(self) -> None:
         keep = []
         for run in self._runs:
-            if run.stream.isFinished():
+            if not run.stream.running:
                 run.deleteLater()
             else:
                 keep.append(run)

@@ -5,7 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from desktop.playground.chunks import Chunk
 from desktop.playground.transcript import ReplyMetrics
+
+
+def decode_rate(tokens: int | None, ttft_s: float | None, total_s: float) -> float | None:
+    """The desktop's one tokens-per-second: tokens after the first over the time after the first.
+
+    That is how servers report decode speed; a one-token reply has no decode time, so it falls
+    back to the whole reply. None before the first token.
+    """
+    if not tokens or ttft_s is None:
+        return None
+    decode = total_s - ttft_s
+    if tokens > 1 and decode > 0:
+        return (tokens - 1) / decode
+    return tokens / total_s if total_s > 0 else None
 
 
 class ReplyMeter:
@@ -26,6 +41,14 @@ class ReplyMeter:
         self._chunks = 0
         self._usage: dict | None = None
         self._server_rate: float | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        """A decoded stream chunk arrived now (see ``desktop.playground.chunks``)."""
+        self.content(chunk.text)
+        if chunk.usage is not None:
+            self.usage(chunk.usage)
+        if chunk.timings is not None:
+            self.timings(chunk.timings)
 
     def content(self, text: str) -> None:
         """A chunk with generated text arrived now."""
@@ -66,14 +89,7 @@ class ReplyMeter:
         if self._usage is not None and isinstance(self._usage.get("completion_tokens"), int):
             tokens, from_usage = self._usage["completion_tokens"], True
             prompt_tokens = self._usage.get("prompt_tokens")
-        rate = None
-        if tokens and ttft is not None:
-            # Decode speed: tokens after the first over the time after the first, as servers report it;
-            # a one-token reply has no decode time, so fall back to the whole reply.
-            decode = total - ttft
-            rate = (tokens - 1) / decode if tokens > 1 and decode > 0 else (tokens / total if total > 0 else None)
-        if self._server_rate is not None:
-            rate = self._server_rate
+        rate = self._server_rate if self._server_rate is not None else decode_rate(tokens, ttft, total)
         return ReplyMetrics(ttft_s=ttft, completion_tokens=tokens, total_s=total, tokens_per_s=rate,
                             prompt_tokens=prompt_tokens, from_usage=from_usage,
                             rate_from_server=self._server_rate is not None)

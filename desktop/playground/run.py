@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from desktop.client import ApiError, BackendClient, SseStream
+from desktop.playground.chunks import parse_chunk
 from desktop.playground.metrics import ReplyMeter
 from desktop.playground.request import CHAT_PATH
 from desktop.playground.transcript import ReplyMetrics
@@ -14,7 +15,7 @@ class ReplyRun(QObject):
     """A chat completion streaming from the backend (one per column and send).
 
     Exactly one of ``done`` / ``failed`` ends it, once; ``stop()`` ends it with ``done``
-    (finish reason "stopped") at once and ignores whatever the thread still delivers.
+    (finish reason "stopped") at once: the stream is aborted and delivers nothing more.
 
     Signals:
         delta(str): generated text that just arrived.
@@ -56,11 +57,10 @@ class ReplyRun(QObject):
         if not self._over:
             self._end_done("stopped")
 
-    def shutdown(self, timeout_ms: int = 5000) -> bool:
-        """Stop and wait for the thread; True when it has finished."""
-        self._stream.stop()
+    def shutdown(self) -> None:
+        """Stop without a verdict (the window is closing): no ``done`` or ``failed`` follows."""
         self._over = True
-        return self._stream.wait(timeout_ms)
+        self._stream.stop()
 
     def metrics(self) -> ReplyMetrics:
         return self._meter.result() if self._meter else ReplyMetrics()
@@ -72,33 +72,22 @@ class ReplyRun(QObject):
         self.done.emit(self.metrics(), reason)
 
     def _on_stream_event(self, _name: str, data: object) -> None:
-        if self._over:
+        chunk = parse_chunk(data)
+        if self._over or chunk is None:
             return
-        if data == "[DONE]":
+        if chunk.done:
             self._end_done(self._finish or "stop")
             return
-        if not isinstance(data, dict):
+        if chunk.error is not None:
+            self._fail(f"The model stopped with an error: {chunk.error}")
             return
-        if "error" in data:
-            err = data["error"]
-            message = err.get("message") if isinstance(err, dict) else str(err)
-            self._fail(f"The model stopped with an error: {message}")
-            return
-        if data.get("usage") and self._meter:
-            self._meter.usage(data["usage"])
-        if data.get("timings") and self._meter:
-            self._meter.timings(data["timings"])
-        for choice in data.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-            if text:
-                self._got_text = True
-                if self._meter:
-                    self._meter.content(text)
-                self.delta.emit(text)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+        if self._meter:
+            self._meter.add(chunk)
+        if chunk.text:
+            self._got_text = True
+            self.delta.emit(chunk.text)
+        if chunk.finish_reason:
+            self._finish = chunk.finish_reason
 
     def _fail(self, message: str) -> None:
         self._over = True

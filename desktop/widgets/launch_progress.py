@@ -145,7 +145,6 @@ class LaunchProgressView(QWidget):
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
-            stream.wait()
 
     def _on_stream_event(self, name: str, data: object) -> None:
         if name != "progress" or not isinstance(data, dict):
@@ -162,9 +161,7 @@ class LaunchProgressView(QWidget):
             self.bar.setValue(0)
 
     def _on_stream_ended(self) -> None:
-        stream = self.sender()
-        if stream is self._stream and stream is not None:
-            stream.wait()
+        if self.sender() is self._stream:
             self._stream = None
 
     def _render(self) -> None:

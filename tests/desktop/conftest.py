@@ -7,13 +7,13 @@ import os
 from dataclasses import replace
 
 import pytest
-from PySide6.QtCore import QEvent, QThread
+from PySide6.QtCore import QEvent
 from PySide6.QtWidgets import QApplication
 
 from backend.app import create_app
 from desktop import theme
 from desktop.backend_process import BackendProcess
-from desktop.client import BackendClient
+from desktop.client import BackendClient, SseStream
 from desktop.main_window import MainWindow
 from desktop.settings_store import DesktopSettings, SettingsStore
 from backend.settings import Settings
@@ -30,12 +30,12 @@ os.makedirs(SHOTS, exist_ok=True)  # QPixmap.save fails silently into a missing 
 
 @pytest.fixture(scope="session", autouse=True)
 def gui_thread_gc(qapp):
-    """As in the app: Python's cycle collector runs on the GUI thread only (see desktop.gc_guard).
+    """Python's cycle collector runs on the GUI thread only (see tests/desktop/gui_gc.py).
 
-    Without it, a collection triggered in the in-process backend's thread or a stream's
-    thread can free Qt objects off the GUI thread and crash the test run.
+    Without it, a collection triggered in the in-process backend's thread can free Qt
+    objects off the GUI thread and crash the test run.
     """
-    from desktop.gc_guard import GuiThreadGarbageCollector
+    from tests.desktop.gui_gc import GuiThreadGarbageCollector
     guard = GuiThreadGarbageCollector()
     yield guard
     guard.stop()
@@ -61,8 +61,8 @@ def demo_model(live_backend) -> str:
     return name
 
 
-def running_threads() -> list[QThread]:
-    return [o for o in gc.get_objects() if isinstance(o, QThread) and _alive(o) and o.isRunning()]
+def open_streams() -> list[SseStream]:
+    return [o for o in gc.get_objects() if isinstance(o, SseStream) and _alive(o) and o.running]
 
 
 def _alive(obj) -> bool:
@@ -81,7 +81,7 @@ def make_main_window(qtbot, live_backend, tmp_path):
     """Factory: a shown MainWindow attached to ``live_backend`` (or another URL/token).
 
     Teardown closes every window made, then checks that no top-level widget leaked and that
-    every QThread stopped.
+    every stream was closed with its window.
     """
     before = set(QApplication.topLevelWidgets())
     made: list[tuple[MainWindow, BackendClient]] = []
@@ -122,4 +122,4 @@ def make_main_window(qtbot, live_backend, tmp_path):
                     timeout=10000)
     leaked = set(QApplication.topLevelWidgets()) - before
     assert not leaked, f"top-level widgets leaked: {leaked}"
-    assert not running_threads(), f"threads still running: {running_threads()}"
+    assert not open_streams(), f"streams still open: {open_streams()}"

@@ -1,4 +1,9 @@
-"""Run Python's cycle collector on the GUI thread only, so Qt objects are never freed from a worker thread."""
+"""For the desktop tests: Python's cycle collector on the GUI thread only, so Qt objects are never freed elsewhere.
+
+The app itself runs Python on the GUI thread alone (streams are QNetworkReplies, not threads),
+so it needs none of this. The desktop tests do: their backend is uvicorn in a thread of the
+same process, and a collection that its allocations trigger there could free a widget.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ class GuiThreadGarbageCollector(QObject):
     """Disables automatic garbage collection and collects from a GUI-thread timer instead.
 
     Python runs its cycle collector in whichever thread happens to allocate when a
-    threshold is crossed. In a Qt program that may be a stream's worker thread, and a
+    threshold is crossed. In these tests that may be the in-process backend's thread, and a
     collected cycle holding a QObject then deletes it off the GUI thread: a crash, not an
     exception. Calibre has long solved this the same way: check the collector's counters a
     few times a second on the GUI thread and collect the generations that are due.

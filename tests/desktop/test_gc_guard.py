@@ -1,4 +1,4 @@
-"""The GUI-thread garbage collector: automatic collection off, cycles still collected, on the GUI thread."""
+"""The tests' GUI-thread collector (tests/desktop/gui_gc.py): automatic collection off, cycles collected on the GUI thread."""
 
 from __future__ import annotations
 

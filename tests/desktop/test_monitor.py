@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from PySide6.QtCore import Qt
 
@@ -11,6 +9,7 @@ from desktop.client import BackendClient
 from desktop.monitor.store import deployment_key
 from desktop.pages.monitor import MonitorPage
 from desktop.widgets.chart import LineChart
+from tests.support.live_server import free_port
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
 
@@ -27,7 +26,7 @@ def monitor(qtbot, live_backend):
     page.show()
     yield page
     page.shutdown()
-    assert not [t for t in page.threads() if t.isRunning()]
+    assert not page.streams()
     client.deleteLater()
 
 
@@ -35,7 +34,7 @@ def test_chart_gains_points_from_the_live_stream(qtbot, monitor):
     qtbot.waitUntil(lambda: monitor.cpu_chart.point_count() > 0, timeout=10000)
     start = monitor.cpu_chart.point_count()
     qtbot.waitUntil(lambda: monitor.cpu_chart.point_count() >= start + 2, timeout=5000)
-    assert monitor.threads() and monitor.threads()[0].isRunning()
+    assert monitor.streams() and monitor.streams()[0].running
     assert monitor.mem_chart.point_count() >= start + 2
 
 
@@ -122,10 +121,7 @@ def test_chart_paints_many_points_quickly(qtbot):
 
 
 def test_backend_down_shows_a_message_and_retries(qtbot):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = BackendClient(f"http://127.0.0.1:{port}", "x")
+    client = BackendClient(f"http://127.0.0.1:{free_port()}", "x")
     page = MonitorPage(client)
     qtbot.addWidget(page)
     page.show()

@@ -9,11 +9,14 @@ import httpx
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
 
 from desktop.client import BackendClient
 from desktop.pages.monitor import MonitorPage
 from desktop.pages.playground import PlaygroundPage
 from tests.conftest import RUN_ID
+from tests.support.deployments import demo_body, launch_ready, wait_served
+from tests.support.live_server import free_port
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
 
@@ -25,23 +28,11 @@ SCREENSHOT_PLAYGROUND = "/tmp/modeldeck-playground.png"
 def second_model(live_backend, demo_model) -> str:
     """Served name of a second ready demo deployment, for comparisons."""
     url, token = live_backend
-    h = {"Authorization": f"Bearer {token}"}
     name = f"t{RUN_ID}-desk-b"
-    r = httpx.post(f"{url}/api/deployments", headers=h, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": name,
-                         "env": {"DEMO_TOKEN_DELAY": "0.02"}})
-    r.raise_for_status()
-    dep_id = r.json()["id"]
-    deadline = time.monotonic() + 120
-    while not httpx.get(f"{url}/api/deployments/{dep_id}", headers=h, timeout=10).json()["ready"]:
-        assert time.monotonic() < deadline, "second demo deployment never became ready"
-        time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    while name not in [m["id"] for m in httpx.get(f"{url}/v1/models", headers=h, timeout=10).json()["data"]]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    dep = launch_ready(url, token, demo_body(name, env={"DEMO_TOKEN_DELAY": "0.02"}))
+    wait_served(url, token, name)
     yield name
-    httpx.delete(f"{url}/api/deployments/{dep_id}", headers=h, timeout=60)
+    httpx.delete(f"{url}/api/deployments/{dep['id']}", headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 @pytest.fixture()
@@ -54,7 +45,7 @@ def client(live_backend) -> BackendClient:
 
 @pytest.fixture()
 def page(qtbot, client, demo_model):
-    """A shown PlaygroundPage whose model list has loaded; at teardown shutdown() leaves no thread running."""
+    """A shown PlaygroundPage whose model list has loaded; at teardown shutdown() leaves no stream open."""
     p = PlaygroundPage(client)
     qtbot.addWidget(p)
     p.resize(1400, 800)
@@ -63,7 +54,7 @@ def page(qtbot, client, demo_model):
     p.columns[0].select_model(demo_model)
     yield p
     p.shutdown()
-    assert not [t for t in p.threads() if t.isRunning()]
+    assert not p.streams()
 
 
 def _record_lengths(column) -> list[int]:
@@ -115,8 +106,8 @@ def test_stop_mid_reply_stops_at_once(qtbot, page):
         qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
     frozen = column.transcript.turns[-1].content
     shown = column.view.toPlainText()
-    qtbot.waitUntil(run.stream.isFinished, timeout=5000)
-    qtbot.wait(300)  # events the thread had queued are processed: none may add text
+    assert not run.stream.running  # aborted at once: nothing is left to deliver text
+    QApplication.processEvents()
     assert column.transcript.turns[-1].content == frozen
     assert column.view.toPlainText() == shown
     assert column.transcript.turns[-1].finish_reason == "stopped"
@@ -260,7 +251,7 @@ def test_gui_stays_responsive_while_streaming_and_monitoring(qtbot, client, page
     print(f"\nworst GUI-thread stall while streaming + monitoring: {worst[0]:.0f} ms "
           f"({page.columns[0].transcript.turns[-1].metrics.completion_tokens} tokens, {len(updates)} stats updates)")
     assert worst[0] < 250
-    assert not [t for t in monitor.threads() if t.isRunning()]
+    assert not monitor.streams()
 
 
 def test_markdown_view_renders_at_most_twenty_times_a_second(qtbot):
@@ -292,23 +283,18 @@ def test_markdown_view_renders_at_most_twenty_times_a_second(qtbot):
     assert not view.document().begin().begin().fragment().charFormat().fontFamilies()  # prose keeps its font
 
 
-def test_shutdown_mid_reply_leaves_no_running_thread(qtbot, page):
+def test_shutdown_mid_reply_leaves_no_open_stream(qtbot, page):
     page.max_tokens_spin.setValue(2000)
     page.prompt_edit.setPlainText("Keep going")
     page.send()
     qtbot.waitUntil(lambda: len(page.columns[0].transcript.turns[-1].content) > 10, timeout=15000)
-    assert [t for t in page.threads() if t.isRunning()]
+    assert page.streams()
     page.shutdown()
-    assert not [t for t in page.threads() if t.isRunning()]
+    assert not page.streams()
 
 
 def test_backend_down_says_so_and_retries(qtbot):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = PlaygroundPage(BackendClient(f"http://127.0.0.1:{port}", "x"))
+    p = PlaygroundPage(BackendClient(f"http://127.0.0.1:{free_port()}", "x"))
     qtbot.addWidget(p)
     p.show()
     qtbot.waitUntil(p.banner.isVisible, timeout=10000)

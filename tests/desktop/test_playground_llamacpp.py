@@ -84,5 +84,5 @@ def test_playground_compares_the_demo_and_llama_cpp_side_by_side(qtbot, backend,
         print(f"\ndemo: {left.metrics_label.text()}\nllama.cpp: {right.metrics_label.text()}")
     finally:
         page.shutdown()
-        assert not [t for t in page.threads() if t.isRunning()]
+        assert not page.streams()
         client.deleteLater()

@@ -11,7 +11,8 @@ import pytest
 from desktop.monitor.series import RingSeries
 from desktop.monitor.store import HOST_CPU, StatsStore, deployment_key, gpu_key
 from desktop.playground.export import TOKEN_VAR, as_curl, as_python
-from desktop.playground.metrics import ReplyMeter
+from desktop.playground.chunks import Chunk, parse_chunk
+from desktop.playground.metrics import ReplyMeter, decode_rate
 from desktop.playground.request import (GenerationParams, build_chat_request, parse_seed, parse_stop,
                                         request_headers)
 from desktop.playground.transcript import ReplyMetrics, Transcript
@@ -171,6 +172,45 @@ def test_meter_prefers_the_servers_own_decode_timing():
     m = meter.result()
     assert m.tokens_per_s == pytest.approx(4980.3) and m.rate_from_server
     assert "4980.3 tok/s (server)" in m.summary()
+
+
+def test_decode_rate_is_tokens_after_the_first_over_time_after_the_first():
+    assert decode_rate(11, 0.5, 2.5) == pytest.approx(5.0)
+    assert decode_rate(1, 0.4, 0.5) == pytest.approx(2.0)  # one token: no decode time, the whole reply
+    assert decode_rate(3, 1.0, 1.0) == pytest.approx(3.0)  # all at once: the whole reply
+    assert decode_rate(0, 0.1, 1.0) is None and decode_rate(5, None, 1.0) is None
+    assert decode_rate(1, 0.0, 0.0) is None
+
+
+def test_chunk_parser_reads_chat_and_legacy_chunks():
+    chat = {"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None},
+                        {"index": 1, "delta": {"content": "other choice"}}]}
+    assert parse_chunk(chat) == Chunk(text="Hel")
+    assert parse_chunk({"choices": [{"index": 0, "text": "lo", "finish_reason": "length"}]}) \
+        == Chunk(text="lo", finish_reason="length")
+    last = parse_chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9},
+                        "timings": {"predicted_n": 9, "predicted_per_second": 41.5}})
+    assert last.text == "" and last.usage["completion_tokens"] == 9 and last.timings["predicted_n"] == 9
+    assert parse_chunk({"choices": [{"delta": {"role": "assistant"}}], "usage": None}) == Chunk()
+    assert parse_chunk("[DONE]") == Chunk(done=True)
+    assert parse_chunk({"error": {"message": "out of memory", "type": "server_error"}}).error == "out of memory"
+    assert parse_chunk({"error": "plain text"}).error == "plain text"
+    assert parse_chunk("keep-alive") is None and parse_chunk(["x"]) is None
+
+
+def test_meter_takes_decoded_chunks():
+    clock = FakeClock()
+    meter = ReplyMeter(clock)
+    clock.t += 0.25
+    meter.add(parse_chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
+    meter.add(parse_chunk({"choices": [{"index": 0, "delta": {"content": "a"}}]}))
+    clock.t += 0.5
+    meter.add(parse_chunk({"choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 2, "completion_tokens": 2}}))
+    meter.finish()
+    m = meter.result()
+    assert m.ttft_s == pytest.approx(0.25) and m.completion_tokens == 2 and m.from_usage
+    assert m.tokens_per_s == pytest.approx(decode_rate(2, 0.25, 0.75)) == pytest.approx(2.0)
 
 
 def test_meter_without_tokens():
