@@ -8,6 +8,31 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 
+def decode_span(completion_tokens: int | None, duration_s: float, ttft_s: float | None) -> tuple[int, float] | None:
+    """What decode speed is measured over: the tokens after the first and the seconds they took.
+
+    The first token's wait (queueing, prompt processing) is not decoding, so it is left out.
+
+    Args:
+        completion_tokens: output tokens of the reply.
+        duration_s: from the request to the reply's last byte.
+        ttft_s: from the request to the first byte of the reply (None: not measured, 0 assumed).
+
+    Returns:
+        ``(tokens, seconds)``, or None when there is no such span (one token or none, or no
+        time left after the first).
+    """
+    if not completion_tokens or completion_tokens <= 1:
+        return None
+    seconds = duration_s - (ttft_s or 0.0)
+    return (completion_tokens - 1, seconds) if seconds > 0 else None
+
+
+def tokens_per_s(tokens: int, seconds: float) -> float | None:
+    """The one definition of a rate in tokens per second (None when no time passed)."""
+    return tokens / seconds if seconds > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class RequestMetrics:
     """What one proxied /v1 request cost; ``status`` is what the client was answered."""
@@ -26,13 +51,12 @@ class RequestMetrics:
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Output tokens per second after the first token (decode speed)."""
+        """Output tokens per second after the first token (decode speed); over the whole
+        request when there is no decode span (a single token)."""
         if not self.completion_tokens:
             return None
-        gen = self.duration_s - (self.ttft_s or 0.0)
-        if self.completion_tokens > 1 and gen > 0:
-            return (self.completion_tokens - 1) / gen
-        return self.completion_tokens / self.duration_s if self.duration_s > 0 else None
+        span = decode_span(self.completion_tokens, self.duration_s, self.ttft_s)
+        return tokens_per_s(*span) if span else tokens_per_s(self.completion_tokens, self.duration_s)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -53,6 +77,11 @@ class ModelTotals:
     decode_tokens: int = 0
     decode_s_sum: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Decode speed over all successful requests of the model."""
+        return tokens_per_s(self.decode_tokens, self.decode_s_sum)
 
 
 class RequestLog:
@@ -85,11 +114,9 @@ class RequestLog:
             if m.ttft_s is not None:
                 t.ttft_s_sum += m.ttft_s
                 t.ttft_count += 1
-            if m.status < 400 and m.completion_tokens and m.completion_tokens > 1:
-                gen = m.duration_s - (m.ttft_s or 0.0)
-                if gen > 0:
-                    t.decode_tokens += m.completion_tokens - 1
-                    t.decode_s_sum += gen
+            if m.status < 400 and (span := decode_span(m.completion_tokens, m.duration_s, m.ttft_s)):
+                t.decode_tokens += span[0]
+                t.decode_s_sum += span[1]
             t.by_status[m.status] = t.by_status.get(m.status, 0) + 1
 
     def totals(self) -> dict[str, ModelTotals]:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from backend.errors import Flavour, error_body, error_response
 from backend.metrics import RequestLog, RequestMetrics
+from backend.openai_replies import ReplyCollector, reply_text
 from backend.upstream_pool import UpstreamTransport
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstrea
                 decoded = json.loads(content)
             except ValueError:
                 decoded = None
-        output, finish_reason = _reply_text(decoded, ex.endpoint)
+        output, finish_reason = reply_text(decoded, ex.endpoint)
         history_id = await _save_history(history, ex, m, output, finish_reason)
         if history_id is not None:
             headers = {HISTORY_ID_HEADER: str(history_id)}
@@ -350,7 +351,7 @@ async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: Re
     first: float | None = None
     events = 0
     tail = b""
-    reply = _ReplyCollector(ex.endpoint) if ex.keep_history else None
+    reply = ReplyCollector(ex.endpoint) if ex.keep_history else None
     status, error = 200, None
     try:
         try:
@@ -485,66 +486,3 @@ async def _save_history(history: Any, ex: _Exchange, m: RequestMetrics, output: 
     except Exception:
         log.exception("could not save the history of a %s request to %s", ex.endpoint, ex.model)
         return None
-
-
-def _reply_text(decoded: Any, endpoint: str) -> tuple[str, str | None]:
-    """The first choice's text and finish reason of a complete answer ("" for embeddings)."""
-    if not isinstance(decoded, dict):
-        return "", None
-    choices = decoded.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return "", None
-    choice = choices[0]
-    if endpoint == "chat/completions":
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
-    else:
-        text = choice.get("text")
-    return (text if isinstance(text, str) else ""), choice.get("finish_reason")
-
-
-class _ReplyCollector:
-    """Rebuilds the first choice's text from SSE events, for requests that keep history.
-
-    Events arrive split or joined arbitrarily across chunks; JSON never holds a raw
-    newline, so decoding every complete ``data:`` line is enough.
-    """
-
-    def __init__(self, endpoint: str):
-        self._chat = endpoint == "chat/completions"
-        self._pending = b""
-        self._parts: list[str] = []
-        self.finish_reason: str | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        *lines, self._pending = (self._pending + chunk).split(b"\n")
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if not data or data == b"[DONE]":
-                continue
-            try:
-                event = json.loads(data)
-            except ValueError:
-                continue
-            self._take(event)
-
-    def _take(self, event: Any) -> None:
-        if not isinstance(event, dict):
-            return
-        for choice in event.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            if self._chat:
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
-            else:
-                text = choice.get("text")
-            if isinstance(text, str):
-                self._parts.append(text)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-
-    def text(self) -> str:
-        return "".join(self._parts)

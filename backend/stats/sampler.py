@@ -396,7 +396,7 @@ class StatsSampler:
                 avg_ttft_s=(t.ttft_s_sum / t.ttft_count) if t.ttft_count else None,
                 ttft_s_sum=t.ttft_s_sum,
                 ttft_count=t.ttft_count,
-                decode_tokens_per_s=(t.decode_tokens / t.decode_s_sum) if t.decode_s_sum > 0 else None,
+                decode_tokens_per_s=t.decode_tokens_per_s,
                 by_status=dict(t.by_status),
             )
             for name, t in rl.totals().items()

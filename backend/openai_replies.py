@@ -1,0 +1,86 @@
+"""Reading a model server's OpenAI answer: the first choice's text and finish reason, whole or as SSE chunks arrive.
+
+The backend's one parser of OpenAI reply chunks (the proxy keeps history with it). The proxy's
+relay itself never parses: it passes bytes on and counts them; this runs only for requests
+that asked for history.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CHAT = "chat/completions"
+
+
+def _choice_text(choice: dict, chat: bool, part: str) -> str:
+    # Chat puts text in choice[part]["content"] (part: "message" whole, "delta" streamed);
+    # completions in choice["text"] either way.
+    if chat:
+        holder = choice.get(part)
+        text = holder.get("content") if isinstance(holder, dict) else None
+    else:
+        text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def reply_text(decoded: Any, endpoint: str) -> tuple[str, str | None]:
+    """The first choice's text and finish reason of a complete (non-streamed) answer.
+
+    Args:
+        decoded: the answer's JSON, decoded (anything: a broken server may send anything).
+        endpoint: the path under the OpenAI base, e.g. ``"chat/completions"``.
+
+    Returns:
+        ``(text, finish_reason)``; ``("", None)`` for embeddings and for answers without choices.
+    """
+    if not isinstance(decoded, dict):
+        return "", None
+    choices = decoded.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "", None
+    choice = choices[0]
+    return _choice_text(choice, endpoint == CHAT, "message"), choice.get("finish_reason")
+
+
+class ReplyCollector:
+    """Rebuilds the first choice's text from SSE events as the chunks of a stream arrive.
+
+    Events arrive split or joined arbitrarily across chunks; JSON never holds a raw
+    newline, so decoding every complete ``data:`` line is enough.
+    """
+
+    def __init__(self, endpoint: str):
+        self._chat = endpoint == CHAT
+        self._pending = b""
+        self._parts: list[str] = []
+        self.finish_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the stream, as they came."""
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if not data or data == b"[DONE]":
+                continue
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            self._take(event)
+
+    def _take(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            self._parts.append(_choice_text(choice, self._chat, "delta"))
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def text(self) -> str:
+        """The text so far."""
+        return "".join(self._parts)
