@@ -11,9 +11,8 @@ import threading
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
-from backend.errors import ModelDeckError
+from backend.errors import ModelDeckError, domain_error_response
 from backend.history import (PREVIEW_CHARS, SCHEMA_VERSION, HistoryNotFound, HistoryStore,
                              HistoryUnavailable, scrub_secrets)
 from backend.routes.history import router
@@ -319,14 +318,13 @@ def test_uncreatable_location_says_so(tmp_path):
 
 @pytest.fixture()
 def api(tmp_path):
-    """(base_url, store) of a real server with the history router and an error handler like the lead's."""
+    """(base_url, store) of a real server with the history router and the app's renderer for domain errors."""
     app = FastAPI()
     app.include_router(router)
 
     @app.exception_handler(ModelDeckError)
     async def on_error(request: Request, exc: ModelDeckError):
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}},
-                            status_code=exc.status)
+        return domain_error_response(request.url.path, exc)
 
     store = HistoryStore(tmp_path / "history.sqlite3")
     app.state.history = store
