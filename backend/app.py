@@ -113,7 +113,8 @@ window.ui = SwaggerUIBundle({
 
 
 async def _refresh_forever(service: DeploymentService) -> None:
-    """Keep the deployments cache (and so /v1 routing) in step with Docker."""
+    """The one loop that keeps the deployments registry (and so lists, /v1 routing and the stats)
+    in step with Docker; readers never call Docker themselves."""
     while True:
         try:
             await asyncio.to_thread(service.refresh)
@@ -141,14 +142,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             log.warning("recipe refused: %s", err)
         app.state.engine = eng = engine or Engine(settings.docker_host)
         app.state.deployments = service = DeploymentService(eng, catalog, settings)
-        app.state.upstreams = service
+        app.state.upstreams = service.registry  # the proxy's directory: the registry's cache
         app.state.http = make_http_client()
         app.state.request_log = request_log = RequestLog()
         app.state.history = history = HistoryStore(settings.history_path)
         if history.recovered_from is not None:
             log.warning("history database was unreadable; moved aside to %s and started a fresh one",
                         history.recovered_from)
-        app.state.stats = sampler = StatsSampler(container_source=service.container_refs, request_log=request_log,
+        app.state.stats = sampler = StatsSampler(container_source=service.registry.container_refs, request_log=request_log,
                                                  data_path=settings.home)
         # "All GPUs" becomes a count ({gpu_count}: TGI's --num-shard) from the GPUs NVML sees.
         service.machine_gpus = lambda: len(snap.gpus) if (snap := sampler.latest()) is not None and snap.gpus else None

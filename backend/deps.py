@@ -1,16 +1,24 @@
 """FastAPI dependencies: the long-lived objects built by the app's lifespan, as Annotated aliases.
 
-They are typed ``Any`` because FastAPI resolves annotations at import time and the
-objects' classes import heavy modules (docker, sqlite, NVML); each alias names what it
-hands out: settings, catalog, engine, deployments, http (the shared httpx.AsyncClient),
-history, stats, request_log, upstreams.
+Each alias hands out what ``create_app``'s lifespan put on ``app.state``, typed with its
+class, so a route's signature says what it gets and a type checker sees the calls.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Request
+
+from backend.catalog import Catalog
+from backend.deployments import DeploymentService
+from backend.engine import Engine
+from backend.history import HistoryStore
+from backend.metrics import RequestLog
+from backend.proxy import UpstreamDirectory
+from backend.settings import Settings
+from backend.stats.sampler import StatsSampler
 
 
 def _state(name: str):
@@ -21,12 +29,13 @@ def _state(name: str):
     return get
 
 
-SettingsDep = Annotated[Any, Depends(_state("settings"))]
-CatalogDep = Annotated[Any, Depends(_state("catalog"))]
-HistoryDep = Annotated[Any, Depends(_state("history"))]
-HttpClientDep = Annotated[Any, Depends(_state("http"))]
-RequestLogDep = Annotated[Any, Depends(_state("request_log"))]
-EngineDep = Annotated[Any, Depends(_state("engine"))]
-DeploymentsDep = Annotated[Any, Depends(_state("deployments"))]
-StatsDep = Annotated[Any, Depends(_state("stats"))]
-UpstreamsDep = Annotated[Any, Depends(_state("upstreams"))]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+CatalogDep = Annotated[Catalog, Depends(_state("catalog"))]
+HistoryDep = Annotated[HistoryStore, Depends(_state("history"))]
+HttpClientDep = Annotated[httpx.AsyncClient, Depends(_state("http"))]
+RequestLogDep = Annotated[RequestLog, Depends(_state("request_log"))]
+EngineDep = Annotated[Engine, Depends(_state("engine"))]
+DeploymentsDep = Annotated[DeploymentService, Depends(_state("deployments"))]
+StatsDep = Annotated[StatsSampler, Depends(_state("stats"))]
+#: The proxy's view of what is deployed: the deployments registry.
+UpstreamsDep = Annotated[UpstreamDirectory, Depends(_state("upstreams"))]

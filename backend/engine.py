@@ -16,7 +16,8 @@ import requests.exceptions
 
 from backend.errors import (DeploymentConflict, DeploymentNotFound, EngineUnavailable, ImageUnavailable,
                             ModelDeckError, PortInUse)
-from backend.spec import MANAGED_LABEL, SECURITY_OPT, ContainerSpec, Mount
+from backend.labels import MANAGED_LABEL, DeploymentLabels
+from backend.spec import SECURITY_OPT, ContainerSpec, Mount
 
 SOCKET_CANDIDATES = (
     "/var/run/docker.sock",
@@ -284,7 +285,9 @@ class Engine:
                 device_requests.append(docker.types.DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_ids),
                                                                   capabilities=[["gpu"]]))
         host_config = api.create_host_config(
-            port_bindings={f"{spec.internal_port}/tcp": (spec.host_ip, spec.host_port)},
+            # Host port 0: Docker assigns a free one when the container starts (read back by
+            # ``inspect``), so no other program can take it between choosing and binding.
+            port_bindings={f"{spec.internal_port}/tcp": (spec.host_ip, spec.host_port or None)},
             mounts=mounts,
             device_requests=device_requests or None,
             shm_size=spec.shm_size,
@@ -412,11 +415,12 @@ class Engine:
         attrs = self._managed(ref)
         cfg, hc = attrs["Config"], attrs["HostConfig"]
         labels = dict(cfg.get("Labels") or {})
-        secrets = tuple(s for s in labels.get("modeldeck.secrets", "").split(",") if s)
+        schema = DeploymentLabels.decode(labels)
+        secrets = schema.secrets
         env = {}
         for item in cfg.get("Env") or []:
             k, _, v = item.partition("=")
-            if k not in secrets and k in labels.get("modeldeck.env", "").split(","):
+            if k not in secrets and k in schema.env:
                 env[k] = v
         (port_key, bindings), = (hc.get("PortBindings") or {"0/tcp": [{}]}).items()
         binding = (bindings or [{}])[0]
@@ -430,7 +434,7 @@ class Engine:
         shm = hc.get("ShmSize")
         return ContainerSpec(
             name=attrs["Name"].lstrip("/"), image=cfg["Image"], command=tuple(cfg.get("Cmd") or ()),
-            entrypoint=tuple(cfg["Entrypoint"]) if labels.get("modeldeck.entrypoint") == "custom" else None,
+            entrypoint=tuple(cfg["Entrypoint"]) if schema.custom_entrypoint else None,
             internal_port=int(port_key.split("/")[0]), host_port=int(binding.get("HostPort") or 0),
             host_ip=binding.get("HostIp") or "127.0.0.1", labels=labels, environment=env, secret_env=secrets,
             gpu_ids=gpu_ids, mounts=mounts,
@@ -464,15 +468,25 @@ class LogFollower:
             pass
 
 
+def _host_binding(attrs: dict) -> tuple[str | None, int | None]:
+    """The published (host ip, host port): the one bound now, else the one configured.
+
+    A port Docker assigned exists only while the container runs (NetworkSettings); its
+    configuration says "" and it gets a new one at each start. A requested port is in both.
+    """
+    for ports in (((attrs.get("NetworkSettings") or {}).get("Ports")) or {},
+                  (attrs.get("HostConfig") or {}).get("PortBindings") or {}):
+        for bindings in ports.values():
+            for binding in bindings or ():
+                port = int(binding.get("HostPort") or 0) or None
+                if port is not None:
+                    return binding.get("HostIp") or None, port
+    return None, None
+
+
 def _info(attrs: dict) -> ContainerInfo:
     state = attrs.get("State") or {}
-    ports = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
-    host_ip = host_port = None
-    for bindings in ports.values():
-        if bindings:
-            host_ip = bindings[0].get("HostIp") or None
-            host_port = int(bindings[0].get("HostPort") or 0) or None
-            break
+    host_ip, host_port = _host_binding(attrs)
     status = state.get("Status") or "unknown"
     return ContainerInfo(
         id=attrs["Id"], name=attrs["Name"].lstrip("/"), image=(attrs.get("Config") or {}).get("Image", ""),

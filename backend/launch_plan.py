@@ -14,9 +14,9 @@ from backend.catalog import GpuNeed, Recipe
 from backend.envnames import is_env_name, not_env_name
 from backend.errors import InvalidLaunch
 from backend.settings import Settings
-from backend.spec import LABEL_PREFIX, MANAGED_LABEL, ContainerSpec, Mount
+from backend.labels import DeploymentLabels
+from backend.spec import ContainerSpec, Mount
 
-LABEL_VERSION = "1"
 #: Hub ids ("Qwen/Qwen2.5-0.5B-Instruct"), Ollama tags ("llama3.2:1b"), GGUF refs ("org/repo:Q4_K_M").
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,255}$")
 SERVED_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]{0,127}$")
@@ -211,7 +211,7 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
 
     Args:
         image: the image reference to run (pulled or locally built tag).
-        host_port: the 127.0.0.1 port to publish the server on.
+        host_port: the 127.0.0.1 port to publish the server on; 0: Docker assigns one when it starts.
         gpu_runtime: whether the engine can give containers GPUs (decides the default).
         machine_gpus: how many GPUs the machine has (None: unknown); fills ``{gpu_count}``
             when the launch asks for all of them.
@@ -260,30 +260,15 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         "ulimits": sorted(recipe.resources.ulimits.items()),
     }
     config_hash = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    labels = {
-        **settings.extra_labels,
-        MANAGED_LABEL: "true",
-        f"{LABEL_PREFIX}version": LABEL_VERSION,
-        f"{LABEL_PREFIX}id": dep_id,
-        f"{LABEL_PREFIX}recipe": recipe.name,
-        f"{LABEL_PREFIX}model": req.model,
-        f"{LABEL_PREFIX}served_name": served,
-        f"{LABEL_PREFIX}config_hash": config_hash,
-        f"{LABEL_PREFIX}gpus": ",".join(gpus),
-        f"{LABEL_PREFIX}internal_port": str(recipe.server.port),
-        f"{LABEL_PREFIX}openai_base": recipe.server.openai_base,
-        f"{LABEL_PREFIX}health_path": recipe.readiness.health_path,
-        f"{LABEL_PREFIX}models_path": recipe.readiness.models_path or "",
+    labels = {**settings.extra_labels, **DeploymentLabels(
+        id=dep_id, recipe=recipe.name, model=req.model, served_name=served, config_hash=config_hash, gpus=gpus,
+        internal_port=recipe.server.port, openai_base=recipe.server.openai_base,
+        health_path=recipe.readiness.health_path, models_path=recipe.readiness.models_path or None,
         # The filled-in model check, so that a backend started later asks the same question.
-        f"{LABEL_PREFIX}model_check": json.dumps(fill_placeholders(
-            recipe.readiness.model_check.model_dump(), values), sort_keys=True)
-        if recipe.readiness.model_check else "",
-        f"{LABEL_PREFIX}env": ",".join(sorted(env)),
-        f"{LABEL_PREFIX}secrets": ",".join(secrets),
-        f"{LABEL_PREFIX}entrypoint": "custom" if entrypoint is not None else "image",
-        f"{LABEL_PREFIX}port_requested": str(req.port or ""),
-        f"{LABEL_PREFIX}launched_from": home_id(settings),
-    }
+        model_check=fill_placeholders(recipe.readiness.model_check.model_dump(), values)
+        if recipe.readiness.model_check else None,
+        env=tuple(sorted(env)), secrets=secrets, custom_entrypoint=entrypoint is not None,
+        port_requested=req.port, launched_from=home_id(settings)).encode()}
     return ContainerSpec(
         name=f"modeldeck-{dep_id}", image=image, command=tuple(command), entrypoint=entrypoint,
         internal_port=recipe.server.port, host_port=host_port, labels=labels, environment=env,

@@ -30,7 +30,9 @@ def _parts(spec: ContainerSpec) -> tuple[list[list[str]], list[str]]:
     restart = f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no"
     host = f"[{spec.host_ip}]" if ":" in spec.host_ip else spec.host_ip
     opts = [["--name", spec.name], ["--init"], ["--restart", restart],
-            *(["--security-opt", o] for o in SECURITY_OPT), ["-p", f"{host}:{spec.host_port}:{spec.internal_port}"]]
+            *(["--security-opt", o] for o in SECURITY_OPT),
+            # "ip::port" is Docker's own syntax for "assign a free host port" (host port 0 in the spec).
+            ["-p", f"{host}:{spec.host_port or ''}:{spec.internal_port}"]]
     if spec.gpu_ids == ("all",):
         opts.append(["--gpus", "all"])
     elif spec.gpu_ids:

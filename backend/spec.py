@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-LABEL_PREFIX = "modeldeck."
-MANAGED_LABEL = "modeldeck.managed"
+from backend.labels import LABEL_PREFIX, MANAGED_LABEL  # noqa: F401 - where older code imports them from
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class ContainerSpec:
     image: str
     command: tuple[str, ...]
     internal_port: int
-    host_port: int
+    host_port: int  # 0: Docker assigns a free port at each start
     labels: dict[str, str]
     entrypoint: tuple[str, ...] | None = None
     environment: dict[str, str] = field(default_factory=dict)

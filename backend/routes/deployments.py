@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,10 +14,11 @@ from pydantic import BaseModel
 
 from backend.compose import render_compose
 from backend.run_command import docker_run_args, render_docker_run
-from backend.deployments import Deployment, DeploymentService
+from backend.deployments import Deployment
 from backend.deps import CatalogDep, DeploymentsDep, SettingsDep, StatsDep
 from backend.errors import DeploymentNotFound
 from backend.fitcheck import estimate_memory, fit_verdict
+from backend.labels import DeploymentLabels
 from backend.launch_plan import LaunchRequest
 from backend.launches import LaunchEvent
 from backend.spec import SECURITY_OPT, ContainerSpec
@@ -71,6 +72,7 @@ class LaunchPlanAnswer(BaseModel):
     restart: str
     labels: dict[str, str]
     host_ip: str
+    #: 0 when ``host_port_automatic``: Docker assigns a free port when the container starts.
     host_port: int
     host_port_automatic: bool
     internal_port: int
@@ -81,7 +83,7 @@ class LaunchPlanAnswer(BaseModel):
 
 def _plan_answer(spec: ContainerSpec, warnings: list[str], automatic_port: bool) -> LaunchPlanAnswer:
     return LaunchPlanAnswer(
-        id=spec.labels.get("modeldeck.id", ""), name=spec.name, image=spec.image,
+        id=DeploymentLabels.decode(spec.labels).id, name=spec.name, image=spec.image,
         entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None, command=list(spec.command),
         environment={k: v for k, v in spec.environment.items() if k not in spec.secret_env},
         secrets=list(spec.secret_env),
@@ -219,40 +221,19 @@ async def logs(dep_id: str, request: Request, deployments: DeploymentsDep,
     if not follow:
         lines = await run_in_threadpool(deployments.logs, dep_id, tail)
         return LogLines(id=dep_id, lines=lines)
-    service: DeploymentService = deployments
-    container = await run_in_threadpool(service._container_of, dep_id)
-    follower = await run_in_threadpool(service.engine.follow_logs, container.id, tail)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=10000)
-
-    def pump() -> None:
-        # The SDK's log stream blocks: read it in a thread, hand lines to the loop.
-        try:
-            for line in follower:
-                loop.call_soon_threadsafe(queue.put_nowait, line)
-        except RuntimeError:
-            pass
-        finally:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except RuntimeError:
-                pass
-
-    threading.Thread(target=pump, name=f"logs-{dep_id}", daemon=True).start()
-
-    async def frames() -> AsyncIterator[bytes]:
-        import json
-        try:
-            while True:
-                line = await queue.get()
-                if line is None:
-                    yield _sse("end", "{}")
-                    return
-                yield _sse("log", json.dumps({"line": line}))
-        finally:
-            follower.close()  # ends the SDK stream, so the pump thread exits too
-    return StreamingResponse(_with_heartbeat(frames(), request), media_type="text/event-stream",
+    lines = await deployments.follow_logs(dep_id, tail)  # 404 now, before the stream starts
+    return StreamingResponse(_with_heartbeat(_log_frames(lines), request), media_type="text/event-stream",
                              headers=SSE_HEADERS)
+
+
+async def _log_frames(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    """``event: log`` per line, then ``event: end`` when the container's stream ends."""
+    try:
+        async for line in lines:
+            yield _sse("log", json.dumps({"line": line}))
+        yield _sse("end", "{}")
+    finally:
+        await lines.aclose()  # closes the engine's stream when the client leaves
 
 
 @router.get("/deployments/{dep_id}/compose", operation_id="exportCompose", response_class=PlainTextResponse,

@@ -15,14 +15,27 @@ from backend.deployments import DeploymentService
 from backend.engine import Engine
 from backend.errors import DeploymentNotFound, GpuRuntimeMissing, PortInUse
 from backend.launch_plan import LaunchRequest
+from tests.support.live_server import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture()
 def service(engine, settings, demo_image):
+    """A service with its refresh loop running, as the app runs it (list and get read its cache)."""
     svc = DeploymentService(engine, load_catalog(settings.catalog_dir), settings)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(0.3):
+            svc.refresh()
+
+    refresher = threading.Thread(target=loop, name="test-refresh", daemon=True)
+    refresher.start()
     yield svc
+    stop.set()
+    refresher.join(10)
     svc.close()
 
 
@@ -63,8 +76,10 @@ def test_launch_reaches_ready_and_streams_through_its_own_port(service, run_id):
 
     # The published port is bound to loopback only.
     spec = service.spec(dep.id)
-    assert spec.host_ip == "127.0.0.1" and spec.host_port == d.host_port
+    assert spec.host_ip == "127.0.0.1" and spec.host_port == 0, "no port asked: Docker assigns one at each start"
     attrs = service.engine.client.api.inspect_container(d.container_id)
+    assert attrs["NetworkSettings"]["Ports"]["8000/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(d.host_port)}]
+    assert f"Starting on 127.0.0.1:{d.host_port}" in [e.message for e in lp.events], "the launch says the port"
     assert attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
     assert attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
 
@@ -81,20 +96,12 @@ def test_stop_start_restart_logs_remove(service, run_id):
         httpx.get(url, timeout=2)
 
     service.start(dep.id)
-    deadline = time.monotonic() + 30
-    while not service.get(dep.id).ready:
-        assert time.monotonic() < deadline, "did not become ready again after start"
-        time.sleep(0.2)
+    wait_until(lambda: service.get(dep.id).ready, 30, interval=0.2, what="ready again after start")
 
     before = service.get(dep.id).started_at
     service.restart(dep.id)
-    deadline = time.monotonic() + 30
-    while True:
-        d = service.get(dep.id)
-        if d.ready and d.started_at != before:
-            break
-        assert time.monotonic() < deadline, "did not become ready again after restart"
-        time.sleep(0.2)
+    d = wait_until(lambda: (d := service.get(dep.id)).ready and d.started_at != before and d, 30, interval=0.2,
+                   what="ready again after restart")
 
     httpx.post(d.endpoint + "/completions", json={"model": d.served_name, "prompt": "The fox", "max_tokens": 3})
     lines = service.logs(dep.id, tail=50)
@@ -200,7 +207,7 @@ def test_interrupted_launch_that_never_answers_is_shown_failed(engine, settings,
 
     catalog = load_catalog(settings.catalog_dir)
     req = demo(run_id, "abandoned")
-    spec = plan(catalog.get("demo"), req, settings, image=demo_base_image, host_port=_free_port(),
+    spec = plan(catalog.get("demo"), req, settings, image=demo_base_image, host_port=free_port(),
                 gpu_runtime=False)
     # The server never answers: it only sleeps. Created and started as a launch would, then
     # left behind (no launch thread finishes it).
@@ -211,17 +218,13 @@ def test_interrupted_launch_that_never_answers_is_shown_failed(engine, settings,
     svc = DeploymentService(Engine(), catalog, later)
     try:
         dep_id = spec.labels["modeldeck.id"]
-        deadline = time.monotonic() + 15
-        while (d := svc.get(dep_id)).status != "failed":
-            assert d.status == "loading", d
-            assert time.monotonic() < deadline, d
-            time.sleep(0.3)
+
+        def failed():
+            d = svc.get(dep_id)
+            assert d.status in ("loading", "failed"), d
+            return d.status == "failed" and d
+
+        d = wait_until(failed, 15, interval=0.3, what="the interrupted launch shown failed")
         assert "interrupted" in d.message and not d.ready
     finally:
         svc.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

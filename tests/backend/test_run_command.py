@@ -70,3 +70,10 @@ def test_bash_reads_back_the_argument_vector():
     out = subprocess.run(["bash", "-c", "docker() { printf '%s\\0' docker \"$@\"; }\n" + text],
                          capture_output=True, check=True).stdout
     assert out.decode().split("\0")[:-1] == docker_run_args(spec)
+
+
+def test_an_automatic_port_is_left_to_docker():
+    """Host port 0 is Docker's `ip::port`: the engine assigns a free port when the container starts."""
+    args = docker_run_args(make_spec(host_port=0))
+    assert args[args.index("-p") + 1] == "127.0.0.1::30000"
+    assert docker_run_args(make_spec(host_port=0, host_ip="::1"))[args.index("-p") + 1] == "[::1]::30000"

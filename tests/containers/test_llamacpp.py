@@ -32,7 +32,9 @@ from backend.launch_plan import LaunchRequest, plan
 from backend.local_images import load_local_build
 from backend.settings import REPO_ROOT, Settings
 from tests.conftest import RUN_ID, RUN_LABEL
+from tests.support.deployments import launch
 from tests.support.live_server import serve
+from tests.support.waiting import wait_until
 from tests.support.sse import sse_events
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -77,24 +79,12 @@ def api(engine, settings, llamacpp_image):
         yield url
 
 
-def launch(api: str, body: dict, timeout: float = 180) -> tuple[str, list[dict]]:
-    r = httpx.post(f"{api}/api/deployments", headers=AUTH, json=body, timeout=30)
-    assert r.status_code in (200, 202), r.text
-    dep_id = r.json()["id"]
-    events = []
-    with httpx.stream("GET", f"{api}/api/deployments/{dep_id}/events", headers=AUTH, timeout=timeout) as s:
-        for name, data in sse_events(s):
-            if name == "progress":
-                events.append(json.loads(data))
-    return dep_id, events
-
-
 @pytest.fixture(scope="module")
 def tiny(api, model_dir, llamacpp_image):
     """The tiny GGUF launched once with the llama.cpp recipe (automatic image choice); removed at the end."""
     served = f"t{RUN_ID}-llama"
-    dep_id, events = launch(api, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
-                                  "served_name": served})
+    dep_id, events = launch(api, TOKEN, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
+                                         "served_name": served}, timeout=180)
     assert events[-1]["phase"] == "ready", events[-5:]
     yield {"id": dep_id, "served": served, "events": events}
     httpx.delete(f"{api}/api/deployments/{dep_id}", headers=AUTH, timeout=60)
@@ -275,8 +265,8 @@ def test_fit_check_reads_the_real_files_size_and_header(api, model_dir):
 
 def test_killed_mid_stream_the_client_gets_an_openai_error_event(api, tiny, engine, model_dir):
     served = f"t{RUN_ID}-llama-kill"
-    dep_id, events = launch(api, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
-                                  "served_name": served})
+    dep_id, events = launch(api, TOKEN, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
+                                         "served_name": served}, timeout=180)
     assert events[-1]["phase"] == "ready", events[-5:]
     try:
         chunks, error, done = 0, None, False
@@ -311,16 +301,15 @@ def test_metrics_show_llama_cpps_tokens_per_second(api, client, tiny):
                                    messages=[{"role": "user", "content": "count"}])
     # /metrics renders the stats sampler's latest snapshot: the request shows from its next tick.
     served = re.escape(tiny["served"])
-    deadline = time.monotonic() + 10
-    while True:
+
+    def counted() -> tuple[list[str], list[str]] | None:
         text = httpx.get(f"{api}/metrics", headers=AUTH, timeout=10).text
         rates = re.findall(rf'^modeldeck_decode_tokens_per_second{{model="{served}"}} (\S+)$', text, re.M)
         tokens = re.findall(rf'^modeldeck_completion_tokens_total{{model="{served}"}} (\S+)$', text, re.M)
-        if (rates and tokens and float(tokens[0]) >= 64) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert tokens and float(tokens[0]) >= 64, text[-2000:]
-    assert rates and float(rates[0]) > 0, text[-2000:]
+        return (rates, tokens) if rates and tokens and float(tokens[0]) >= 64 else None
+
+    rates, tokens = wait_until(counted, 10, interval=0.2, what="/metrics to count the 64 tokens")
+    assert rates and float(rates[0]) > 0, rates
 
 
 def test_local_image_with_gpus_says_it_is_cpu_only(api, model_dir):
@@ -333,8 +322,9 @@ def test_local_image_with_gpus_says_it_is_cpu_only(api, model_dir):
 
 
 def test_published_only_says_what_failed(api, model_dir):
-    dep_id, events = launch(api, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
-                                  "image_source": "published", "served_name": f"t{RUN_ID}-llama-pub"}, timeout=60)
+    dep_id, events = launch(api, TOKEN, {"recipe": "llama-cpp", "model": str(model_dir / "tiny" / "tiny-llama.gguf"),
+                                         "image_source": "published", "served_name": f"t{RUN_ID}-llama-pub"},
+                            timeout=60)
     try:
         assert [e["phase"] for e in events][-2:] == ["pulling", "failed"], events
         assert UNREACHABLE in events[-1]["message"] and events[-1]["details"]["hint"]
@@ -353,7 +343,7 @@ def test_a_failed_pull_falls_back_on_the_local_build(engine, settings, llamacpp_
         build = load_local_build(settings.catalog_dir, "llama-cpp")
         lp = LaunchProgress("x", "h", image=spec.image)
         started = time.monotonic()
-        out = service._ensure_image(recipe, spec, lp, LocalFallback(
+        out = service.launcher._ensure_image(recipe, spec, lp, LocalFallback(
             build, cpu_only_gpus=False, replan=lambda tag: plan(recipe, req, settings, image=tag, host_port=0,
                                                                 gpu_runtime=False)))
         assert time.monotonic() - started < 25
@@ -366,7 +356,7 @@ def test_a_failed_pull_falls_back_on_the_local_build(engine, settings, llamacpp_
         # With GPUs asked for, the CPU-only build does not stand in silently.
         lp = LaunchProgress("y", "h", image=spec.image)
         with pytest.raises(ImageUnavailable) as err:
-            service._ensure_image(recipe, spec, lp, LocalFallback(build, cpu_only_gpus=True))
+            service.launcher._ensure_image(recipe, spec, lp, LocalFallback(build, cpu_only_gpus=True))
         assert "CPU-only" in err.value.hint and "gpus: []" in err.value.hint
     finally:
         service.close()
@@ -374,7 +364,7 @@ def test_a_failed_pull_falls_back_on_the_local_build(engine, settings, llamacpp_
 
 def test_a_silent_registry_fails_the_pull_within_the_time_out(engine, settings, monkeypatch):
     """Docker's pull has no time-out: a registry that never answers must not hold a launch for minutes."""
-    import backend.deployments as deployments
+    import backend.launcher as launcher
 
     service = DeploymentService(engine, load_catalog(settings.catalog_dir), settings)
     released = threading.Event()
@@ -387,9 +377,9 @@ def test_a_silent_registry_fails_the_pull_within_the_time_out(engine, settings, 
     try:
         started = time.monotonic()
         with pytest.raises(ImageUnavailable, match="No registry answered") as err:
-            list(service._pull_within("example.org/x:1", 1.0))
+            list(service.launcher._pull_within("example.org/x:1", 1.0))
         assert time.monotonic() - started < 5 and err.value.hint
-        assert deployments.PULL_ANSWER_TIMEOUT_S <= 30
+        assert launcher.PULL_ANSWER_TIMEOUT_S <= 30
     finally:
         released.set()
         service.close()
