@@ -14,7 +14,9 @@ import yaml
 from backend.app import create_app
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
+from tests.support.deployments import demo_body, launch
 from tests.support.live_server import serve
+from tests.support.waiting import wait_until
 from tests.support.sse import sse_events
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -30,19 +32,6 @@ def api(engine, demo_image, demo_base_image, tmp_path_factory):
         yield url
 
 
-def launch(api: str, served: str, **extra) -> tuple[str, list[dict]]:
-    r = httpx.post(f"{api}/api/deployments", headers=AUTH, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": served, **extra})
-    assert r.status_code == 202, r.text
-    dep_id = r.json()["id"]
-    events = []
-    with httpx.stream("GET", f"{api}/api/deployments/{dep_id}/events", headers=AUTH, timeout=120) as s:
-        for name, data in sse_events(s):
-            assert name == "progress"
-            events.append(json.loads(data))
-    return dep_id, events
-
-
 def wait_routed(api: str, served: str) -> None:
     """A model is routed the moment its launch says ready: no waiting for a refresh."""
     models = [m["id"] for m in httpx.get(f"{api}/v1/models", headers=AUTH).json()["data"]]
@@ -52,7 +41,7 @@ def wait_routed(api: str, served: str) -> None:
 @pytest.fixture(scope="module")
 def demo(api) -> tuple[str, str]:
     served = f"t{RUN_ID}-api"
-    dep_id, events = launch(api, served)
+    dep_id, events = launch(api, TOKEN, demo_body(served))
     assert events[-1]["phase"] == "ready", events[-3:]
     wait_routed(api, served)
     return dep_id, served
@@ -110,18 +99,13 @@ def test_client_disconnect_cancels_the_upstream(api, demo, client):
         if i == 3:
             break
     stream.close()
-    deadline = time.monotonic() + 3
-    while True:
-        h = httpx.get(f"http://127.0.0.1:{port}/health").json()
-        if h["active_generations"] == 0 and h["cancelled_generations"] > before:
-            break
-        assert time.monotonic() < deadline, h
-        time.sleep(0.05)
+    wait_until(lambda: (h := httpx.get(f"http://127.0.0.1:{port}/health").json())["active_generations"] == 0
+               and h["cancelled_generations"] > before, 3, what="the model server to cancel the generation")
 
 
 def test_stop_mid_stream_gives_error_event_and_backend_stays_healthy(api, client):
     served = f"t{RUN_ID}-dies"
-    dep_id, events = launch(api, served, env={"DEMO_TOKEN_DELAY": "0.05"})
+    dep_id, events = launch(api, TOKEN, demo_body(served, env={"DEMO_TOKEN_DELAY": "0.05"}))
     assert events[-1]["phase"] == "ready"
     wait_routed(api, served)
     got_error, chunks = None, 0
@@ -142,13 +126,9 @@ def test_stop_mid_stream_gives_error_event_and_backend_stays_healthy(api, client
 
 def test_stats_include_host_and_container(api, demo):
     dep_id, _ = demo
-    deadline = time.monotonic() + 10
-    while True:
-        snap = httpx.get(f"{api}/api/stats", headers=AUTH).json()
-        if dep_id in snap["deployments"] and snap["deployments"][dep_id]["mem_used_bytes"]:
-            break
-        assert time.monotonic() < deadline, snap["deployments"]
-        time.sleep(0.2)
+    snap = wait_until(lambda: (s := httpx.get(f"{api}/api/stats", headers=AUTH).json())["deployments"]
+                      .get(dep_id, {}).get("mem_used_bytes") and s, 10, interval=0.2,
+                      what="the deployment's memory in /api/stats")
     assert snap["host"]["mem_total_bytes"] > 0 and 0 <= snap["host"]["cpu_pct"] <= 100
     assert snap["gpu_status"]["available"] is False and snap["gpu_status"]["reason"]
     with httpx.stream("GET", f"{api}/api/stats/stream", headers=AUTH, timeout=10) as s:

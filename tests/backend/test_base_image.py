@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
@@ -11,8 +9,8 @@ from backend.app import create_app
 from backend.base_image import LOCAL_BASE_IMAGE, PUBLIC_BASE_IMAGE, pick_base_image
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
+from tests.support.deployments import demo_body, launch
 from tests.support.live_server import serve
-from tests.support.sse import sse_events
 
 pytestmark = [pytest.mark.docker]
 TOKEN = "base-image-test-token"
@@ -67,20 +65,12 @@ def unset_api(engine, demo_image, tmp_path_factory):
         yield url
 
 
-def launch(api: str, served: str) -> list[dict]:
-    r = httpx.post(f"{api}/api/deployments", headers=AUTH, timeout=30,
-                   json={"recipe": "demo", "model": "demo-tiny", "served_name": served})
-    assert r.status_code == 202, r.text
-    with httpx.stream("GET", f"{api}/api/deployments/{r.json()['id']}/events", headers=AUTH, timeout=180) as s:
-        return [json.loads(data) for _, data in sse_events(s)]
-
-
 def test_demo_launches_on_the_base_image_that_is_here_without_being_told(unset_api, engine, demo_image):
     # This machine has python:3.12-slim or the image scripts/make-base-image made (the suite's
     # set-up sees to it); the backend, told nothing, picks the same one the suite built on.
     here = [ref for ref in (PUBLIC_BASE_IMAGE, LOCAL_BASE_IMAGE) if engine.image_exists(ref)]
     assert here, f"neither {PUBLIC_BASE_IMAGE} nor {LOCAL_BASE_IMAGE} is here: scripts/test makes the latter"
-    events = launch(unset_api, f"t{RUN_ID}-base")
+    _, events = launch(unset_api, TOKEN, demo_body(f"t{RUN_ID}-base"), timeout=180)
     assert events[-1]["phase"] == "ready", events[-3:]
     dep = httpx.get(f"{unset_api}/api/deployments", headers=AUTH).json()
     dep = next(d for d in (dep["deployments"] if isinstance(dep, dict) else dep) if d["served_name"] == f"t{RUN_ID}-base")
@@ -93,7 +83,7 @@ def test_missing_base_image_is_a_clear_error_that_names_the_script(engine, tmp_p
     assert not engine.image_exists(absent)
     settings = Settings(home=tmp_path / "home", token=TOKEN, demo_base_image=absent, extra_labels={RUN_LABEL: RUN_ID})
     with serve(create_app(settings, engine=engine)) as api:
-        events = launch(api, f"t{RUN_ID}-nobase")
+        _, events = launch(api, TOKEN, demo_body(f"t{RUN_ID}-nobase"), timeout=180)
     last = events[-1]
     assert last["phase"] == "failed", events[-3:]
     assert absent in last["message"] and "could not be pulled" in last["message"], last

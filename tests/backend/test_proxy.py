@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -19,6 +19,7 @@ from backend.proxy import StaticDirectory, Upstream, _usage_in, make_http_client
 from backend.routes.openai import install_openai_error_handlers, router
 from tests.support.live_server import free_port, serve
 from tests.support.upstream import FakeUpstream
+from tests.support.waiting import wait_until
 
 
 def make_app(directory: StaticDirectory, *, history: HistoryStore | None = None,
@@ -40,15 +41,6 @@ def make_app(directory: StaticDirectory, *, history: HistoryStore | None = None,
     app.state.request_log = RequestLog()
     app.state.history = history
     return app
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +215,8 @@ def test_client_disconnect_closes_upstream_promptly(raw: httpx.Client, upstream:
         chunks = r.iter_raw()
         next(chunks)
         assert upstream.active_streams == 1
-    left = time.monotonic()
-    assert wait_until(lambda: upstream.active_streams == 0, timeout=0.5), \
-        f"upstream still streaming {time.monotonic() - left:.2f} s after the client left"
+    wait_until(lambda: upstream.active_streams == 0, 0.5, interval=0.01,
+               what="the upstream stream to end after the client left")
     assert upstream.cancelled == cancelled + 1
 
 
@@ -234,8 +225,9 @@ def test_client_disconnect_while_upstream_is_silent(raw: httpx.Client, upstream:
     # from the connection itself, not from a failed write.
     body = {"model": "tiny", "messages": [], "max_tokens": 3, "stream": True, "x_delay": 5}
     with raw.stream("POST", "/v1/chat/completions", json=body):
-        assert wait_until(lambda: upstream.active_streams == 1, timeout=1)
-    assert wait_until(lambda: upstream.active_streams == 0, timeout=0.5)
+        wait_until(lambda: upstream.active_streams == 1, 1, interval=0.01, what="the upstream stream to start")
+    wait_until(lambda: upstream.active_streams == 0, 0.5, interval=0.01,
+               what="the upstream stream to end after the client left")
 
 
 def test_client_leaving_before_a_non_streamed_answer_abandons_it(proxy_url: str, app: FastAPI) -> None:
@@ -244,7 +236,8 @@ def test_client_leaving_before_a_non_streamed_answer_abandons_it(proxy_url: str,
         with pytest.raises(httpx.ReadTimeout):
             impatient.post("/v1/chat/completions", json={"model": "tiny", "messages": [], "x_sleep": 1.5})
     # Recorded as abandoned (499) right after the client left, long before the upstream's answer.
-    assert wait_until(lambda: (m := log.recent()[-1]).status == 499 and not m.stream, timeout=0.5)
+    wait_until(lambda: (m := log.recent()[-1]).status == 499 and not m.stream, 0.5, interval=0.01,
+               what="the request logged as abandoned (499)")
     assert log.recent()[-1].duration_s < 1.0
     assert log.in_flight == 0
 
@@ -321,7 +314,7 @@ def test_request_log_records_ttft_and_tokens(client: openai.OpenAI, app: FastAPI
                                             stream_options={"include_usage": True},
                                             extra_body={"x_delay": 0.01}):
         pass
-    assert wait_until(lambda: len(log.recent()) > before)
+    wait_until(lambda: len(log.recent()) > before, 2, interval=0.01, what="the streamed request logged")
     m = log.recent()[-1]
     assert (m.model, m.deployment_id, m.endpoint, m.stream, m.status) == \
         ("tiny", "dep-tiny", "chat/completions", True, 200)
@@ -331,13 +324,13 @@ def test_request_log_records_ttft_and_tokens(client: openai.OpenAI, app: FastAPI
     # Without usage in the stream, the events are counted instead.
     for _ in client.chat.completions.create(model="tiny", max_tokens=4, stream=True, messages=[]):
         pass
-    assert wait_until(lambda: log.recent()[-1].completion_tokens == 4)
+    wait_until(lambda: log.recent()[-1].completion_tokens == 4, 2, interval=0.01, what="4 counted tokens logged")
     client.embeddings.create(model="tiny", input="a b")
-    assert wait_until(lambda: log.recent()[-1].endpoint == "embeddings")
+    wait_until(lambda: log.recent()[-1].endpoint == "embeddings", 2, interval=0.01, what="the embeddings logged")
     assert log.recent()[-1].prompt_tokens == 2
     with contextlib.suppress(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[])
-    assert wait_until(lambda: log.recent()[-1].status == 404)
+    wait_until(lambda: log.recent()[-1].status == 404, 2, interval=0.01, what="the 404 logged")
     assert log.in_flight == 0
 
 

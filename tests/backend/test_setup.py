@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from backend.secrets_store import delete_secret, read_secret, secret_path, store
 from backend.settings import REPO_ROOT, Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.live_server import serve
+from tests.support.waiting import wait_until
 
 TOKEN = "setup-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -204,7 +204,5 @@ def test_launch_gets_the_stored_token_and_shows_it_nowhere(setup_api, engine, mo
     finally:
         httpx.delete(f"{url}/api/deployments/{dep_id}", headers=AUTH, timeout=60)
         delete_secret(home, "HF_TOKEN")
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/api/deployments/{dep_id}", headers=AUTH, timeout=10).status_code != 404:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: httpx.get(f"{url}/api/deployments/{dep_id}", headers=AUTH, timeout=10).status_code == 404,
+                   30, interval=0.2, what=f"deployment {dep_id} removed")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import openai
 import pytest
 
 from tests.support.live_server import free_port
+from tests.support.waiting import wait_until
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "containers" / "demo"
 TOKEN_DELAY = 0.005
@@ -57,18 +57,18 @@ def start_demo(model_file: Path, log: Path, *extra: str, timeout: float = 20.0) 
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=DEMO_DIR)
     demo = DemoProcess(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server.py exited with {process.returncode}:\n{demo.log_text()}")
-        try:
-            if httpx.get(demo.url + "/health", timeout=1).status_code == 200:
-                return demo
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"server.py did not answer /health within {timeout} s:\n{demo.log_text()}")
+        return httpx.get(demo.url + "/health", timeout=1).status_code == 200
+
+    try:
+        wait_until(answers, timeout, what="server.py to answer /health")
+    except AssertionError as exc:
+        process.kill()
+        raise RuntimeError(f"{exc}:\n{demo.log_text()}") from None
+    return demo
 
 
 def stop_demo(demo: DemoProcess) -> None:

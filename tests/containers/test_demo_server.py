@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.containers.conftest import DEMO_DIR, DemoProcess, start_demo, stop_demo
+from tests.support.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "Tell me about the fox and the crow."}]
@@ -250,13 +251,8 @@ def test_client_disconnect_cancels_the_generation(demo_server: DemoProcess, http
             for _ in range(3):
                 next(lines)
             assert health(http)["active_generations"] == before["active_generations"] + 1
-    closed = time.monotonic()
-    while True:
-        now = health(http)
-        if now["active_generations"] == before["active_generations"]:
-            break
-        assert time.monotonic() - closed < 0.5, f"still generating 500 ms after the client left: {now}"
-        time.sleep(0.01)
+    now = wait_until(lambda: (h := health(http))["active_generations"] == before["active_generations"] and h,
+                     0.5, interval=0.01, what="the generation to stop after the client left")
     assert now["cancelled_generations"] == before["cancelled_generations"] + 1
     cancelled = [ln for ln in demo_server.log_text().splitlines() if "finish=cancelled" in ln]
     assert cancelled and "completion_tokens=0" not in cancelled[-1]
@@ -264,10 +260,8 @@ def test_client_disconnect_cancels_the_generation(demo_server: DemoProcess, http
 
 def test_each_request_is_logged_with_its_tokens(demo_server: DemoProcess, http: httpx.Client) -> None:
     http.post("/v1/completions", json={"model": "demo", "prompt": "x", "max_tokens": 3, "ignore_eos": True})
-    deadline = time.monotonic() + 2
-    while "completion_tokens=3" not in demo_server.log_text():
-        assert time.monotonic() < deadline, demo_server.log_text()
-        time.sleep(0.01)
+    wait_until(lambda: "completion_tokens=3" in demo_server.log_text(), 2, interval=0.01,
+               what="the request logged with completion_tokens=3")
     line = [ln for ln in demo_server.log_text().splitlines() if "completion_tokens=3" in ln][-1]
     assert "POST /v1/completions 200" in line
 

@@ -19,8 +19,8 @@ from desktop.client import BackendClient
 from desktop.main_window import MainWindow
 from desktop.settings_store import DesktopSettings, SettingsStore
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.reliability.support import TOKEN as EXTERNAL_TOKEN
-from tests.reliability.support import BackendProcess as ExternalBackend
+from tests.support.backend_process import TOKEN as EXTERNAL_TOKEN
+from tests.support.backend_process import BackendProcess as ExternalBackend
 from tests.support.live_server import free_port
 from tests.support.deployments import launch_ready
 

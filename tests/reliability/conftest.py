@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.reliability.support import BackendProcess
+from tests.support.backend_process import BackendProcess
 
 
 @pytest.fixture()

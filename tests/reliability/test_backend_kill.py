@@ -15,8 +15,12 @@ from backend.engine import Engine
 from backend.launch_plan import LaunchRequest, plan
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.reliability.support import AUTH, BackendProcess, figure, launch, sse_events, wait_until
+from tests.reliability.support import figure
+from tests.support.backend_process import AUTH, TOKEN, BackendProcess
+from tests.support.deployments import demo_body, launch
 from tests.support.live_server import free_port
+from tests.support.sse import sse_events
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 CONSISTENT_WITHIN_S = 5.0
@@ -68,7 +72,7 @@ def test_sigkill_while_idle(backends, engine, demo_image):
     prefix = f"t{RUN_ID}-kidle"
     backend = backends(prefix=prefix)
     figure("backend start (s)", f"{backend.start():.2f}")
-    dep_id, events = launch(backend.url, prefix)
+    dep_id, events = launch(backend.url, TOKEN, demo_body(prefix))
     assert events[-1]["phase"] == "ready", events[-3:]
     wait_until(lambda: backend.get(f"/api/deployments/{dep_id}").json()["ready"], 5, what="ready")
     keep_history(backend, prefix, f"idle-{RUN_ID}")
@@ -90,7 +94,7 @@ def test_sigkill_while_streaming(backends, engine, demo_image):
     prefix = f"t{RUN_ID}-kstream"
     backend = backends(prefix=prefix)
     backend.start()
-    dep_id, events = launch(backend.url, prefix, env={"DEMO_TOKEN_DELAY": "0.05"})
+    dep_id, events = launch(backend.url, TOKEN, demo_body(prefix, env={"DEMO_TOKEN_DELAY": "0.05"}))
     assert events[-1]["phase"] == "ready", events[-3:]
     keep_history(backend, prefix, f"stream-{RUN_ID}")
     port = backend.get(f"/api/deployments/{dep_id}").json()["host_port"]
@@ -147,7 +151,7 @@ def test_sigkill_in_the_middle_of_a_launch(backends, engine, demo_image, phase):
     prefix = f"t{RUN_ID}-klaunch-{phase}"
     backend = backends(prefix=prefix)
     backend.start()
-    dep_id, events = launch(backend.url, prefix, stop_at=phase)
+    dep_id, events = launch(backend.url, TOKEN, demo_body(prefix), stop_at=phase)
     backend.kill()
     policy = engine.client.api.inspect_container(f"modeldeck-{dep_id}")["HostConfig"]["RestartPolicy"]["Name"]
     assert policy == "no", "the launch was interrupted before ready, so restarts are still off"
@@ -193,5 +197,5 @@ def test_container_created_but_never_started_is_shown_failed_and_removable(backe
     assert backend.delete(f"/api/deployments/{dep_id}").status_code == 204
     assert docker_view(engine, prefix) == {} and api_view(backend, prefix) == {}
     # The name is free again: a new launch works.
-    _, events = launch(backend.url, prefix)
+    _, events = launch(backend.url, TOKEN, demo_body(prefix))
     assert events[-1]["phase"] == "ready", events[-3:]

@@ -8,7 +8,10 @@ import httpx
 import pytest
 
 from tests.conftest import RUN_ID
-from tests.reliability.support import AUTH, figure, launch, wait_until
+from tests.reliability.support import figure
+from tests.support.backend_process import AUTH, TOKEN, BackendProcess
+from tests.support.deployments import demo_body, launch
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TOKEN_DELAY_S = 0.2  # the demo checks its client before each token: this bounds how late it can notice
@@ -17,12 +20,11 @@ LIMIT_S = 0.5
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, demo_base_image, engine, demo_image):
-    from tests.reliability.support import BackendProcess
     backend = BackendProcess(tmp_path_factory.mktemp("disconnect") / "home", demo_base_image=demo_base_image)
     backend.start()
     served = f"t{RUN_ID}-disc"
     try:
-        dep_id, events = launch(backend.url, served, env={"DEMO_TOKEN_DELAY": str(TOKEN_DELAY_S)})
+        dep_id, events = launch(backend.url, TOKEN, demo_body(served, env={"DEMO_TOKEN_DELAY": str(TOKEN_DELAY_S)}))
         assert events[-1]["phase"] == "ready", events[-3:]
         port = backend.get(f"/api/deployments/{dep_id}").json()["host_port"]
         wait_until(lambda: served in [m["id"] for m in backend.get("/v1/models").json()["data"]], 5, what="routed")

@@ -16,7 +16,10 @@ import pytest
 
 from tests.conftest import RUN_ID
 from tests.reliability.socket_cut import SocketCut
-from tests.reliability.support import figure, launch, wait_until
+from tests.reliability.support import figure
+from tests.support.backend_process import TOKEN
+from tests.support.deployments import demo_body, launch
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -27,7 +30,7 @@ def test_engine_down_and_back(backends, engine, demo_image, tmp_path):
     try:
         backend = backends(prefix=prefix, docker_host=gate.url)
         backend.start()
-        dep_id, events = launch(backend.url, prefix)
+        dep_id, events = launch(backend.url, TOKEN, demo_body(prefix))
         assert events[-1]["phase"] == "ready", events[-3:]
         wait_until(lambda: prefix in [m["id"] for m in backend.get("/v1/models").json()["data"]], 5, what="routed")
 
@@ -54,7 +57,9 @@ def test_engine_down_and_back(backends, engine, demo_image, tmp_path):
         refused = backend.post("/api/deployments", json={"recipe": "demo", "model": "demo-tiny",
                                                          "served_name": f"{prefix}-2"})
         assert refused.status_code == 503 and refused.json()["error"]["code"], refused.text
-        time.sleep(2)  # a few refresh rounds against the dead engine
+        # Not synchronisation but the test: time passes, the refresh loop (every 1.5 s, backend/app.py)
+        # runs against the dead engine, and nothing signals a round that found the engine gone.
+        time.sleep(2 * 1.5)
         assert backend.proc.poll() is None, "the backend must survive the engine's absence"
         # What a stopping dockerd does to running containers, done to this test's own container
         # through the real engine (the backend's way to it stays cut).

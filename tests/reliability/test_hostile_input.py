@@ -10,7 +10,11 @@ import httpx
 import pytest
 
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.reliability.support import AUTH, BackendProcess, launch, sse_events, wait_until
+from tests.support.backend_process import AUTH, TOKEN, BackendProcess
+from tests.support.deployments import demo_body, launch
+from tests.support.live_server import free_port
+from tests.support.sse import sse_events
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SECRET = f"hf_secret{RUN_ID}Zq8x"
@@ -30,7 +34,8 @@ def hostile(tmp_path_factory, demo_base_image, engine, demo_image):
     backend.start()
     served = f"t{RUN_ID}-hostile"
     try:
-        dep_id, events = launch(backend.url, served, env={"HF_TOKEN": SECRET, "MY_API_KEY": KEY_SECRET})
+        dep_id, events = launch(backend.url, TOKEN,
+                                demo_body(served, env={"HF_TOKEN": SECRET, "MY_API_KEY": KEY_SECRET}))
         assert events[-1]["phase"] == "ready", events[-3:]
         wait_until(lambda: served in [m["id"] for m in backend.get("/v1/models").json()["data"]], 5, what="routed")
         yield backend, served, dep_id, models
@@ -83,7 +88,7 @@ def test_secrets_never_leave_the_container(hostile, engine):
 def test_every_model_port_is_bound_to_loopback(hostile, engine):
     backend, served, _, _ = hostile
     pinned = backend.post("/api/deployments", json={"recipe": "demo", "model": "demo-tiny",
-                                                    "served_name": f"{served}-pinned", "port": free_port_above()})
+                                                    "served_name": f"{served}-pinned", "port": free_port()})
     assert pinned.status_code == 202, pinned.text
     wait_until(lambda: backend.get(f"/api/deployments/{pinned.json()['id']}").json()["ready"], 60, what="ready")
     checked = 0
@@ -96,13 +101,6 @@ def test_every_model_port_is_bound_to_loopback(hostile, engine):
         assert all(b["HostIp"] == "127.0.0.1" for b in published), (attrs["Name"], published)
         checked += 1
     assert checked >= 2
-
-
-def free_port_above() -> int:
-    from tests.support.live_server import free_port
-    while (p := free_port()) < 1024:
-        pass
-    return p
 
 
 @pytest.mark.parametrize("model", ["../../etc/passwd", "/etc/passwd", "/tmp/../etc/passwd", "~/../../etc/shadow",

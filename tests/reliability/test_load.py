@@ -14,8 +14,9 @@ import psutil
 import pytest
 
 from tests.reliability.load_processes import SERVED_NAME
-from tests.reliability.support import figure, wait_until
+from tests.reliability.support import figure
 from tests.support.live_server import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TOKEN = "load-token"

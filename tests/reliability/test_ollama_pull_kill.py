@@ -19,8 +19,10 @@ import httpx
 import pytest
 
 from tests.conftest import RUN_ID
-from tests.reliability.support import AUTH, sse_events, wait_until
+from tests.support.backend_process import AUTH
 from tests.support.live_server import free_port
+from tests.support.sse import sse_events
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 STANDIN = "tests/support/ollama_standin"

@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import uvicorn
 
+from tests.support.waiting import wait_until
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on right now, at least 1024 (what a launch may ask for).
+
+    The one way tests pick a port; it can race with other programs, which is fine for tests.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port >= 1024:
+            return port
 
 
 @contextlib.contextmanager
@@ -29,13 +36,13 @@ def serve(app, host: str = "127.0.0.1", port: int | None = None, timeout: float 
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
+
+    def started() -> bool:
         if not thread.is_alive():
             raise RuntimeError("the test server exited during start-up (see the log above)")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test server did not start within {timeout} s")
-        time.sleep(0.01)
+        return server.started
+
+    wait_until(started, timeout, interval=0.01, what="the test server to start")
     try:
         yield f"http://{host}:{port}"
     finally:

@@ -1,28 +1,8 @@
-"""Test helpers for the stats tests: polling with a deadline, and a fake NVML with the calls GpuSource makes."""
+"""Test helpers for the stats tests: a fake NVML with the calls GpuSource makes, programs for test containers."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; return that.
-
-    Raises:
-        AssertionError: when ``timeout`` seconds pass first.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 class FakeNVMLError(Exception):

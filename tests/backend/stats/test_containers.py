@@ -10,8 +10,9 @@ import pytest
 from backend.stats.containers import CgroupReader, ContainerSource, container_id_of_pid
 
 from tests.conftest import skip_or_fail
+from tests.support.waiting import wait_until
 
-from .helpers import BUSY_LOOP, HOLD_100MB, wait_until
+from .helpers import BUSY_LOOP, HOLD_100MB
 
 MB = 1024 * 1024
 
@@ -28,7 +29,7 @@ def test_real_containers_cpu_and_memory_from_cgroups(run_container):
         busy, mem = u[busy_id], u[mem_id]
         return busy.cpu_pct is not None and busy.cpu_pct > 50 and (mem.mem_used_bytes or 0) > 80 * MB and u
 
-    usage = wait_until(measured, timeout=20, interval=0.2, message="a busy core and 100 MB held")
+    usage = wait_until(measured, timeout=20, interval=0.2, what="a busy core and 100 MB held")
     busy, mem = usage[busy_id], usage[mem_id]
     # A single Python thread cannot use much more than one core.
     assert busy.cpu_pct < 150

@@ -17,8 +17,9 @@ from backend.metrics import RequestLog, RequestMetrics
 from backend.routes.stats import render_prometheus, router
 from backend.stats import ContainerRef, StatsSampler, StatsSnapshot
 from tests.support.live_server import serve
+from tests.support.waiting import wait_until
 
-from .helpers import FakeNvml, fake_gpu, wait_until
+from .helpers import FakeNvml, fake_gpu
 
 
 def make_app(sampler: StatsSampler) -> FastAPI:
@@ -78,7 +79,7 @@ def test_503_before_the_first_sample_then_snapshot(served):
     finally:
         gate.set()
     r = wait_until(lambda: (r := httpx.get(url + "/api/stats")).status_code == 200 and r,
-                   message="the first snapshot over HTTP")
+                   what="the first snapshot over HTTP")
     snap = StatsSnapshot.model_validate(r.json())
     assert snap.seq >= 1 and snap.gpu_status.available is False and snap.gpu_status.reason
 
@@ -86,7 +87,7 @@ def test_503_before_the_first_sample_then_snapshot(served):
 def test_snapshot_and_history(served):
     sampler = StatsSampler(_none, interval=0.1, history_seconds=960)
     url = served(sampler)
-    wait_until(lambda: sampler.latest() and sampler.latest().seq >= 5, message="five snapshots")
+    wait_until(lambda: sampler.latest() and sampler.latest().seq >= 5, what="five snapshots")
     r = httpx.get(url + "/api/stats")
     assert r.status_code == 200
     body = r.json()
@@ -132,7 +133,7 @@ def _read_events(lines, want: int) -> tuple[list[dict], list[str]]:
 def test_sse_stream_events_and_disconnect(served):
     sampler = StatsSampler(_none, interval=0.1)
     url = served(sampler)
-    wait_until(sampler.latest, message="the first snapshot")
+    wait_until(sampler.latest, what="the first snapshot")
     with httpx.Client(timeout=10) as client:
         with client.stream("GET", url + "/api/stats/stream") as r:
             assert r.status_code == 200
@@ -143,20 +144,20 @@ def test_sse_stream_events_and_disconnect(served):
     snaps = [StatsSnapshot.model_validate(e) for e in events]
     assert [s.seq for s in snaps] == sorted(s.seq for s in snaps) and snaps[-1].seq > snaps[0].seq
     # The client went away: the server notices and lets go of the subscription.
-    wait_until(lambda: sampler.subscriber_count == 0, timeout=5, message="the subscriber to be released")
+    wait_until(lambda: sampler.subscriber_count == 0, timeout=5, what="the subscriber to be released")
 
 
 def test_sse_heartbeat(served, monkeypatch):
     monkeypatch.setattr(stats_routes, "HEARTBEAT_S", 0.2)
     sampler = StatsSampler(_none, interval=30.0)  # one sample, then a long quiet
     url = served(sampler)
-    wait_until(sampler.latest, message="the first snapshot")
+    wait_until(sampler.latest, what="the first snapshot")
     with httpx.Client(timeout=10) as client:
         with client.stream("GET", url + "/api/stats/stream") as r:
             events, comments = _read_events(r.iter_lines(), want=0)
     assert len(events) == 1  # the latest snapshot comes first, at once
     assert comments == [": ping"]
-    wait_until(lambda: sampler.subscriber_count == 0, timeout=5, message="the subscriber to be released")
+    wait_until(lambda: sampler.subscriber_count == 0, timeout=5, what="the subscriber to be released")
 
 
 # -- /metrics --------------------------------------------------------------------
@@ -217,7 +218,7 @@ def test_metrics_over_http_parse(served):
     sampler = StatsSampler(lambda: refs, request_log=log, interval=0.1,
                            nvml=FakeNvml([fake_gpu(0), fake_gpu(1)]))
     url = served(sampler)
-    wait_until(sampler.latest, message="the first snapshot")
+    wait_until(sampler.latest, what="the first snapshot")
     r = httpx.get(url + "/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -269,7 +270,7 @@ def test_sse_stream_ends_cleanly_when_subscriptions_close(served):
     # What a server does before draining connections at shutdown, so it does not wait on streams.
     sampler = StatsSampler(_none, interval=0.1)
     url = served(sampler)
-    wait_until(sampler.latest, message="the first snapshot")
+    wait_until(sampler.latest, what="the first snapshot")
     with httpx.Client(timeout=10) as client:
         with client.stream("GET", url + "/api/stats/stream") as r:
             lines = r.iter_lines()

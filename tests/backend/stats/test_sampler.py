@@ -13,7 +13,9 @@ import pytest
 from backend.metrics import RequestLog, RequestMetrics
 from backend.stats import ContainerRef, StatsSampler
 
-from .helpers import IDLE, FakeNvml, fake_gpu, wait_until
+from tests.support.waiting import wait_until, wait_until_async
+
+from .helpers import IDLE, FakeNvml, fake_gpu
 
 GiB = 2**30
 
@@ -41,7 +43,7 @@ def test_real_nvml_without_gpu_keeps_sampling(sampler_factory, tmp_path):
     s = sampler_factory(_no_containers, interval=0.05, data_path=tmp_path)
     assert s.latest() is None
     s.start()
-    wait_until(lambda: (s.latest() or None) and s.latest().seq >= 3, message="three snapshots")
+    wait_until(lambda: (s.latest() or None) and s.latest().seq >= 3, what="three snapshots")
     snap = s.latest()
     assert snap.gpu_status.available is False
     assert "NVIDIA" in snap.gpu_status.reason
@@ -53,7 +55,7 @@ def test_real_nvml_without_gpu_keeps_sampling(sampler_factory, tmp_path):
 def test_stop_joins_quickly_even_with_a_long_interval(sampler_factory):
     s = sampler_factory(_no_containers, interval=30.0)
     s.start()
-    wait_until(s.latest, message="the first snapshot")
+    wait_until(s.latest, what="the first snapshot")
     t0 = time.monotonic()
     s.stop()
     assert time.monotonic() - t0 < 2.0
@@ -63,7 +65,7 @@ def test_stop_joins_quickly_even_with_a_long_interval(sampler_factory):
 def test_ring_buffer_is_bounded_and_seq_has_no_gaps(sampler_factory):
     s = sampler_factory(_no_containers, interval=0.02, history_seconds=1)
     s.start()
-    wait_until(lambda: s.latest() and s.latest().seq >= 80, timeout=20, message="80 ticks")
+    wait_until(lambda: s.latest() and s.latest().seq >= 80, timeout=20, what="80 ticks")
     items = s.history(10_000)
     assert len(items) == 50  # history_seconds / interval
     seqs = [x.seq for x in items]
@@ -86,7 +88,7 @@ def test_failing_container_source_keeps_the_last_list(sampler_factory):
 
     s = sampler_factory(source, interval=0.05)
     s.start()
-    wait_until(lambda: s.latest() and s.latest().seq >= 3, message="three snapshots")
+    wait_until(lambda: s.latest() and s.latest().seq >= 3, what="three snapshots")
     dep = s.latest().deployments["dep-a"]
     # The container does not exist: figures are None, nothing raised.
     assert (dep.cpu_pct, dep.mem_used_bytes, dep.vram_bytes, dep.running_on_cpu) == (None, None, None, False)
@@ -193,7 +195,7 @@ def test_gpu_interval_reuses_the_last_reading():
 def test_subscriber_gets_latest_first_then_every_sample(sampler_factory):
     s = sampler_factory(_no_containers, interval=0.02)
     s.start()
-    wait_until(s.latest, message="the first snapshot")
+    wait_until(s.latest, what="the first snapshot")
 
     async def consume():
         async with s.subscribe() as sub:
@@ -221,10 +223,10 @@ def test_slow_subscriber_drops_old_samples(sampler_factory):
         start = (s.latest().seq if s.latest() else 0)
         # Never read while 60 samples go by; the loop keeps running the feeding callbacks.
         while not (s.latest() and s.latest().seq >= start + 60):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # not reading is the test: the loop runs on meanwhile
             assert sub.qsize() <= 4
-        await asyncio.sleep(0.05)
-        assert sub.qsize() == 4 and sub.dropped >= 50
+        await wait_until_async(lambda: sub.dropped >= 50, 2, what="50 samples dropped for the slow subscriber")
+        assert sub.qsize() == 4
         got = [(await sub.next(timeout=1)).seq for _ in range(4)]
         sub.close()
         return got
@@ -237,7 +239,7 @@ def test_slow_subscriber_drops_old_samples(sampler_factory):
 def test_stop_ends_subscriptions(sampler_factory):
     s = sampler_factory(_no_containers, interval=0.02)
     s.start()
-    wait_until(s.latest, message="the first snapshot")
+    wait_until(s.latest, what="the first snapshot")
 
     async def consume():
         sub = s.subscribe()
