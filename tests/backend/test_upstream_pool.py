@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import pytest
 
 from backend.upstream_pool import UpstreamTransport
 from tests.support.live_server import free_port
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +26,7 @@ class CountingServer:
     def __init__(self, delay: float = 0.0, close_after_response: bool = False):
         self.delay, self.close_after = delay, close_after_response
         self.connections = 0
+        self.closed = 0  # connections this server has closed, its FIN sent
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = free_port()
@@ -60,6 +63,9 @@ class CountingServer:
             pass
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.closed += 1
 
 
 def client(max_connections: int = 16, pool_timeout: float = 5.0) -> httpx.AsyncClient:
@@ -77,8 +83,9 @@ async def test_sequential_requests_reuse_one_connection():
 
 async def test_a_connection_the_server_closed_is_replaced():
     async with CountingServer(close_after_response=True) as server, client() as http:
-        for _ in range(5):
-            await asyncio.sleep(0.05)  # let the server's close arrive before the next request
+        for i in range(5):
+            # The server's close has reached this end before the next request, as after an idle spell.
+            await wait_until_async(lambda: server.closed == i, 2, what=f"the server to close connection {i}")
             r = await http.get(f"http://127.0.0.1:{server.port}/")
             assert r.status_code == 200
     assert server.connections == 5
@@ -94,7 +101,7 @@ async def test_requests_in_flight_are_bounded_and_all_complete():
 async def test_waiting_for_a_slot_times_out_as_a_pool_timeout():
     async with CountingServer(delay=1.0) as server, client(max_connections=1, pool_timeout=0.1) as http:
         slow = asyncio.create_task(http.get(f"http://127.0.0.1:{server.port}/"))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: server.in_flight == 1, 2, what="the slow request to hold the only connection")
         with pytest.raises(httpx.PoolTimeout):
             await http.get(f"http://127.0.0.1:{server.port}/")
         assert (await slow).status_code == 200
