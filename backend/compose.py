@@ -43,7 +43,8 @@ def _port(spec: ContainerSpec) -> Any:
     if ":" in spec.host_ip:  # IPv6: the short "ip:host:container" form would be ambiguous
         return {"target": spec.internal_port, "published": _Quoted(str(spec.host_port)),
                 "host_ip": _literal(spec.host_ip), "protocol": _Quoted("tcp")}
-    return _literal(f"{spec.host_ip}:{spec.host_port}:{spec.internal_port}")
+    # Host port 0: Docker assigns one at each start, written "ip::port" as `docker run` does.
+    return _literal(f"{spec.host_ip}:{spec.host_port or ''}:{spec.internal_port}")
 
 
 def _volume(mount: Mount) -> Any:
