@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 
 from tests.conftest import DISPLAY_PROBLEM, skip_or_fail
 from tests.support.live_server import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -97,12 +97,9 @@ def test_modeldeck_maps_its_window_spawns_its_backend_and_quits_on_ctrl_q(tmp_pa
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         assert (tmp_path / "config" / "modeldeck" / "token").is_file(), sorted(p.name for p in tmp_path.rglob("*"))[:40]  # in the temp home
         _key(xdotool, dialog, "Escape")
-        gone = subprocess.run([xdotool, "search", "--all", "--onlyvisible", "--pid", str(proc.pid),
-                               "--name", "first-run check"], capture_output=True, text=True, timeout=10)
-        deadline = time.monotonic() + 10
-        while gone.stdout.split() and time.monotonic() < deadline:
-            gone = subprocess.run(gone.args, capture_output=True, text=True, timeout=10)
-        assert not gone.stdout.split(), "Escape did not close the first-run check"
+        search = [xdotool, "search", "--all", "--onlyvisible", "--pid", str(proc.pid), "--name", "first-run check"]
+        wait_until(lambda: not subprocess.run(search, capture_output=True, text=True, timeout=10).stdout.split(),
+                   10, what="Escape to close the first-run check")
 
         _key(xdotool, main, "ctrl+q")
         assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
