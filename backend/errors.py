@@ -5,8 +5,10 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from starlette.responses import Response
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 
 class ModelDeckError(Exception):
@@ -178,6 +180,10 @@ def error_response(where: Flavour | str, status: int, code: str | int | None, me
     Returns:
         A JSON response, usable as an ASGI app by middleware that has no request object.
     """
+    # Imported here: the domain errors are also raised by command-line tools (the image
+    # builder) that never answer HTTP, and starlette's responses cost them ~70 ms to import.
+    from starlette.responses import Response
+
     flavour = where if isinstance(where, Flavour) else flavour_for(where)
     return Response(error_body(flavour, status, code, message, hint, details, type=type, param=param),
                     status, headers=headers, media_type="application/json")
