@@ -40,10 +40,12 @@ def test_engine_down_and_back(backends, engine, demo_image, tmp_path):
                           2, interval=0.02, what='engine state "down"')
         figure("engine cut: /api/engine reads down after (s)", f"{time.monotonic() - t_cut:.2f}")
         assert down["reason"] and down["hint"]
-        r = backend.get("/api/deployments", timeout=5)
-        assert r.status_code == 200, r.text
-        seen = {d["id"]: d for d in r.json()}
-        assert seen[dep_id]["stale"] and seen[dep_id]["state"] == "running" and seen[dep_id]["ready"], seen
+        # The list is the registry's, which the refresh loop (every 1.5 s) marks stale at its next round.
+        seen = wait_until(lambda: (r := backend.get("/api/deployments", timeout=5)).status_code == 200
+                          and (s := {d["id"]: d for d in r.json()})[dep_id]["stale"] and s, 2 * 1.5, interval=0.05,
+                          what="the deployments list marked stale")
+        figure("engine cut: deployments list stale after (s)", f"{time.monotonic() - t_cut:.2f}")
+        assert seen[dep_id]["state"] == "running" and seen[dep_id]["ready"], seen
         assert down["reason"] in seen[dep_id]["engine_error"], (down, seen[dep_id])
         one = backend.get(f"/api/deployments/{dep_id}", timeout=5)
         assert one.status_code == 200 and one.json()["stale"], one.text
