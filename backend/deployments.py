@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from backend.catalog import Catalog
 from backend.deployment_status import Deployment, Status
 from backend.engine import ContainerInfo, Engine
-from backend.errors import DeploymentConflict, DeploymentNotFound
+from backend.errors import DeploymentConflict, DeploymentNotFound, EngineUnavailable
 from backend.labels import id_filter
 from backend.launch_plan import LaunchRequest
 from backend.launcher import Launcher, LocalFallback
@@ -85,8 +85,19 @@ class DeploymentService:
         return self.registry.list()
 
     def get(self, dep_id: str) -> Deployment:
-        """See ``DeploymentRegistry.get``."""
-        return self.registry.get(dep_id)
+        """See ``DeploymentRegistry.get``; an id the cache lacks is looked up in Docker once.
+
+        A container made a moment ago outside this backend (the plan's ``docker run`` line,
+        another backend) is found at once rather than at the next refresh.
+        """
+        try:
+            return self.registry.get(dep_id)
+        except DeploymentNotFound:
+            try:
+                self.registry.update(dep_id)
+            except EngineUnavailable:
+                raise _not_found(dep_id) from None
+            return self.registry.get(dep_id)
 
     def launch_progress(self, dep_id: str) -> LaunchProgress | None:
         return self.registry.launch_progress(dep_id)

@@ -123,6 +123,10 @@ class Engine:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        #: Why the last call could not reach the engine; None once a call got through. Readers of
+        #: cached state (the deployments registry) learn from it that the engine went away
+        #: without asking the engine themselves.
+        self.last_error: EngineUnavailable | None = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -154,17 +158,27 @@ class Engine:
         """The SDK client, connecting (again) if needed."""
         with self._lock:
             if self._client is None:
-                self._client = self._connect()
+                try:
+                    self._client = self._connect()
+                except EngineUnavailable as exc:
+                    self.last_error = exc
+                    raise
             return self._client
 
     def _call(self, fn, *args, **kwargs):
         """Run an SDK call, turning connection failures into EngineUnavailable."""
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
             with self._lock:
                 self._client = None
-            raise _explain_connect_error(self.endpoint, exc) from None
+            self.last_error = _explain_connect_error(self.endpoint, exc)
+            raise self.last_error from None
+        except docker.errors.APIError:
+            self.last_error = None  # it answered, with a refusal
+            raise
+        self.last_error = None
+        return result
 
     def close(self) -> None:
         with self._lock:

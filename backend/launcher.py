@@ -180,7 +180,9 @@ class Launcher:
                 lp.emit("creating", f"Creating container {spec.name}")
                 lp.container_id = self.engine.create(spec)
                 self.engine.start(lp.container_id)
-                # The port Docker bound (the one asked for, or one it assigned at start).
+                # The port Docker bound (the one asked for, or one it assigned at start); the
+                # registry shows the container, and so its port, from this event on.
+                self.registry.update(lp.deployment_id)
                 lp.host_port = self.engine.inspect(lp.container_id).host_port
                 lp.emit("starting", f"Starting on 127.0.0.1:{lp.host_port}" if lp.host_port else "Starting")
             labels = DeploymentLabels.decode(spec.labels)

@@ -243,7 +243,9 @@ class DeploymentRegistry:
         """
         self.ensure_filled()
         with self._lock:
-            error = self._engine_error
+            # Any call that found the engine gone (the engine status route, a launch) counts
+            # at once; the loop's next round records it too.
+            error = self._engine_error or self.engine.last_error
             if error is not None and not self._containers and not self._launches:
                 raise error
             ids = sorted(set(self._containers) | set(self._launches))
