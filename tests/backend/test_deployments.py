@@ -228,3 +228,29 @@ def test_interrupted_launch_that_never_answers_is_shown_failed(engine, settings,
         assert "interrupted" in d.message and not d.ready
     finally:
         svc.close()
+
+
+def test_follow_logs_replays_the_tail_then_new_lines_and_closes(service, run_id):
+    import asyncio
+
+    dep, _ = launch_and_wait(service, demo(run_id, "logs"))
+    url = service.get(dep.id).endpoint + "/models"
+
+    async def read() -> list[str]:
+        lines = await service.follow_logs(dep.id, tail=0)
+        got: list[str] = []
+        try:
+            await asyncio.to_thread(httpx.get, url, timeout=10)  # writes an access-log line
+            async with asyncio.timeout(20):
+                async for line in lines:
+                    got.append(line)
+                    if "/v1/models" in line:
+                        break
+        finally:
+            await lines.aclose()
+        return got
+
+    got = asyncio.run(read())
+    assert any("/v1/models" in line for line in got), got
+    with pytest.raises(DeploymentNotFound):
+        asyncio.run(service.follow_logs(f"t{run_id}-nope", tail=1))
