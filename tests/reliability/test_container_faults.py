@@ -120,7 +120,7 @@ def test_container_killed_for_memory_is_shown_out_of_memory(backend, engine, dem
         labels=spec.labels, name=spec.name, mem_limit="48m", memswap_limit="48m", detach=True,
         ports={"8000/tcp": ("127.0.0.1", None)})
     dep_id = spec.labels["modeldeck.id"]
-    # Made outside ModelDeck, it is listed from the registry's next refresh (404 until then).
+    # Made outside ModelDeck: shown once the backend has seen it exit (polled; a 404 is "not yet").
     d = wait_until(lambda: (d := backend.get(f"/api/deployments/{dep_id}").json()).get("state") == "exited" and d,
                    10, interval=0.1, what="the container is killed")
     assert d["oom_killed"] is True and d["status"] == "failed", d

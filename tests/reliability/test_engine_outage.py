@@ -40,7 +40,8 @@ def test_engine_down_and_back(backends, engine, demo_image, tmp_path):
                           2, interval=0.02, what='engine state "down"')
         figure("engine cut: /api/engine reads down after (s)", f"{time.monotonic() - t_cut:.2f}")
         assert down["reason"] and down["hint"]
-        # The list is the registry's, which the refresh loop (every 1.5 s) marks stale at its next round.
+        # The list is the registry's: stale at the engine's first refused connection, at the latest at the
+        # refresh loop's next round (every 1.5 s).
         seen = wait_until(lambda: (r := backend.get("/api/deployments", timeout=5)).status_code == 200
                           and (s := {d["id"]: d for d in r.json()})[dep_id]["stale"] and s, 2 * 1.5, interval=0.05,
                           what="the deployments list marked stale")
