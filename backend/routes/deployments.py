@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.compose import render_compose
 from backend.run_command import docker_run_args, render_docker_run
@@ -22,10 +22,9 @@ from backend.labels import DeploymentLabels
 from backend.launch_plan import LaunchRequest
 from backend.launches import LaunchEvent
 from backend.spec import SECURITY_OPT, ContainerSpec
+from backend.sse import event_stream, sse_event
 
 router = APIRouter(prefix="/api", tags=["deployments"])
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-HEARTBEAT_S = 15.0
 
 
 class LaunchAccepted(BaseModel):
@@ -143,51 +142,27 @@ def get_deployment(dep_id: str, deployments: DeploymentsDep) -> Deployment:
     return deployments.get(dep_id)
 
 
-def _sse(event: str, data: str) -> bytes:
-    return f"event: {event}\ndata: {data}\n\n".encode()
-
-
-async def _with_heartbeat(source: AsyncIterator[bytes], request: Request) -> AsyncIterator[bytes]:
-    """Interleave ': ping' comments so proxies keep the stream open; stop when the client leaves."""
-    it = source.__aiter__()
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(anext(it), timeout=HEARTBEAT_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                yield b": ping\n\n"
-                continue
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        await it.aclose()
-
-
 @router.get("/deployments/{dep_id}/events", operation_id="followLaunchEvents",
             summary="Launch progress as Server-Sent Events (replayed from the start, ends at ready or failed)",
-            response_class=StreamingResponse,
+            response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "`event: progress` frames"}})
-async def launch_events(dep_id: str, request: Request, deployments: DeploymentsDep) -> StreamingResponse:
+async def launch_events(dep_id: str, deployments: DeploymentsDep) -> EventSourceResponse:
     lp = deployments.launch_progress(dep_id)
     if lp is None:
         dep = await run_in_threadpool(deployments.get, dep_id)  # 404 when unknown
 
-        async def once() -> AsyncIterator[bytes]:
+        async def once() -> AsyncIterator[ServerSentEvent]:
             phase = "ready" if dep.ready else ("failed" if dep.status == "failed" else dep.status)
             event = LaunchEvent(seq=0, time=0.0, deployment_id=dep_id,
                                 phase=phase if phase in ("ready", "failed") else "loading",
                                 message=dep.message or dep.status)
-            yield _sse("progress", event.model_dump_json())
-        return StreamingResponse(once(), media_type="text/event-stream", headers=SSE_HEADERS)
+            yield sse_event("progress", event.model_dump_json())
+        return event_stream(once())
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[ServerSentEvent]:
         async for event in lp.follow():
-            yield _sse("progress", event.model_dump_json())
-    return StreamingResponse(_with_heartbeat(frames(), request), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+            yield sse_event("progress", event.model_dump_json())
+    return event_stream(frames())
 
 
 @router.post("/deployments/{dep_id}/stop", operation_id="stopDeployment", summary="Stop a deployment (keeps it)")
@@ -216,22 +191,21 @@ def remove(dep_id: str, deployments: DeploymentsDep) -> Response:
             summary="The container's log: the last lines, or with follow=true a live Server-Sent Events stream",
             response_model=LogLines,
             responses={200: {"content": {"text/event-stream": {}}, "description": "with follow=true: `event: log`"}})
-async def logs(dep_id: str, request: Request, deployments: DeploymentsDep,
+async def logs(dep_id: str, deployments: DeploymentsDep,
                tail: Annotated[int, Query(ge=0, le=10000)] = 200, follow: bool = False):
     if not follow:
         lines = await run_in_threadpool(deployments.logs, dep_id, tail)
         return LogLines(id=dep_id, lines=lines)
     lines = await deployments.follow_logs(dep_id, tail)  # 404 now, before the stream starts
-    return StreamingResponse(_with_heartbeat(_log_frames(lines), request), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return event_stream(_log_frames(lines))
 
 
-async def _log_frames(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
+async def _log_frames(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
     """``event: log`` per line, then ``event: end`` when the container's stream ends."""
     try:
         async for line in lines:
-            yield _sse("log", json.dumps({"line": line}))
-        yield _sse("end", "{}")
+            yield sse_event("log", json.dumps({"line": line}))
+        yield sse_event("end", "{}")
     finally:
         await lines.aclose()  # closes the engine's stream when the client leaves
 

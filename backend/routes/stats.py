@@ -6,17 +6,18 @@ import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.deps import StatsDep
 from backend.errors import Flavour, error_body, error_response
 from backend.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from backend.prometheus import Exposition, render_prometheus  # noqa: F401 - render_prometheus: this module's API
+from backend.sse import HEARTBEAT_S, event_stream, sse_event
 from backend.stats.models import StatsHistory, StatsSnapshot
 
 router = APIRouter(tags=["stats"])
 
-HEARTBEAT_S = 15.0
 _NOT_READY = (503, "stats_not_ready", "The stats sampler has not taken its first sample yet.",
               "Try again in a second; the first sample is taken right after the backend starts.")
 _NOT_READY_RESPONSE = {503: {"description": "No sample has been taken yet",
@@ -78,34 +79,26 @@ def get_stats_history(stats: StatsDep,
 
 
 @router.get("/api/stats/stream", operation_id="streamStats", summary="Live stats as Server-Sent Events",
-            response_class=StreamingResponse,
+            response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: stats` with a StatsSnapshot as `data`, per sample"}})
-async def stream_stats(stats: StatsDep, request: Request) -> StreamingResponse:
+async def stream_stats(stats: StatsDep, request: Request) -> EventSourceResponse:
     """One ``stats`` event per sample, starting with the latest; ``: ping`` comments keep idle proxies open.
 
     The response ends when the client goes away or the sampler's subscriptions are closed.
     """
-    return StreamingResponse(_events(stats, snapshot_json_cache(request.app)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(_events(stats, snapshot_json_cache(request.app)), ping_s=HEARTBEAT_S)
 
 
-async def _events(stats, cache: SnapshotJson) -> AsyncIterator[bytes]:
+async def _events(stats, cache: SnapshotJson) -> AsyncIterator[ServerSentEvent]:
     # Subscribed inside the generator so that the finally below always pairs with it:
-    # when the client goes away the server cancels this generator and the
+    # when the client goes away the response cancels this generator and the
     # subscription is released.
     sub = stats.subscribe()
     try:
-        while True:
-            try:
-                snapshot = await sub.next(timeout=HEARTBEAT_S)
-            except StopAsyncIteration:  # the sampler stopped
-                return
-            if snapshot is None:
-                yield b": ping\n\n"
-            else:
-                # Every subscriber gets the same snapshot object: serialised once, not once each.
-                yield b"event: stats\ndata: " + cache.of(snapshot) + b"\n\n"
+        async for snapshot in sub:  # ends when the sampler closes its subscriptions
+            # Every subscriber gets the same snapshot object: serialised once, not once each.
+            yield sse_event("stats", cache.of(snapshot).decode())
     finally:
         sub.close()
 
