@@ -362,8 +362,8 @@ class LaunchDialog(QDialog):
 
     def _on_plan_answer(self, seq: int, answer: dict) -> None:
         if seq == self._plan_seq:  # an answer to an older form is dropped
-            port = " The port is one free now; the launch picks its own." if answer.get("host_port_automatic") \
-                else ""
+            port = (" Docker picks a free port on 127.0.0.1 when the container starts; ModelDeck's /v1 address "
+                    "stays the same.") if answer.get("host_port_automatic") else ""
             self._show_command(answer.get("docker_run", ""), " ".join(answer.get("warnings") or []) + port)
 
     def _on_plan_failed(self, seq: int, error: ApiError) -> None:

@@ -36,7 +36,8 @@ class Recorder:
 def test_chat_tokens_arrive_as_the_model_sends_them(qtbot, client, demo_model):
     # The demo model sends a token every 20 ms: a buffering transport (HTTP/2, a cache, a
     # proxy) would hand them over in one lump at the end.
-    body = {"model": demo_model, "stream": True, "max_tokens": 80,
+    # ignore_eos: the demo's sampled reply may end early; this test needs its full 80 tokens.
+    body = {"model": demo_model, "stream": True, "max_tokens": 80, "ignore_eos": True,
             "messages": [{"role": "user", "content": "Count for me"}]}
     stream = client.stream("/v1/chat/completions", method="POST", body=body)
     rec = Recorder(stream)
