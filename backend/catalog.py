@@ -118,6 +118,12 @@ class ServerSpec(_Strict):
     local_model_args: list[str] | None = Field(
         None, description=f"What {MODEL_ARGS!r} becomes for a local path from a model folder, e.g. "
                           "['-m', '{model}']; default: `model_args`.")
+    native_apis: list[Literal["anthropic_messages", "openai_responses"]] = Field(
+        default_factory=list,
+        description="APIs the server answers itself beside chat completions, checked against its source: "
+                    "'anthropic_messages' (POST /v1/messages, /v1/messages/count_tokens) and "
+                    "'openai_responses' (POST /v1/responses). /v1 passes these through; Messages is "
+                    "translated to chat completions for a runtime without it.")
 
     @field_validator("openai_base")
     @classmethod
@@ -144,6 +150,9 @@ class ServerSpec(_Strict):
             raise ValueError(f"'command' holds {MODEL_ARGS!r}: say what it becomes in 'model_args'")
         if not uses and (self.model_args is not None or self.local_model_args is not None):
             raise ValueError(f"'model_args' and 'local_model_args' need {MODEL_ARGS!r} in 'command'")
+        if self.native_apis and self.openai_base != "/v1":
+            # Both APIs live under /v1 on the server, found by the proxy beside the OpenAI base.
+            raise ValueError("'native_apis' are served under /v1: they need openai_base = \"/v1\"")
         return self
 
     def command_for(self, local_model: bool) -> list[str]:
@@ -368,6 +377,11 @@ class Catalog:
         except KeyError:
             known = ", ".join(sorted(self.recipes)) or "none"
             raise RecipeNotFound(f"No recipe named '{name}'.", hint=f"Known recipes: {known}.") from None
+
+    def native_apis(self, name: str) -> frozenset[str]:
+        """The APIs recipe ``name``'s server answers natively (``ServerSpec.native_apis``); none when unknown."""
+        recipe = self.recipes.get(name)
+        return frozenset(recipe.server.native_apis) if recipe is not None else frozenset()
 
 
 def load_catalog(folder: Path) -> Catalog:

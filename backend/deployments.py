@@ -49,7 +49,8 @@ class DeploymentService:
         self.settings = settings
         self.probe = ReadinessProbe()
         self.registry = DeploymentRegistry(engine, self.probe,
-                                           startup_timeout_s=lambda labels: self.launcher.startup_timeout_of(labels))
+                                           startup_timeout_s=lambda labels: self.launcher.startup_timeout_of(labels),
+                                           native_apis=catalog.native_apis)
         self.launcher = Launcher(engine, catalog, settings, self.registry, self.probe)
         self.registry.on_ready = self.launcher.finish_interrupted
         self.registry.on_unready = self.launcher.resume_interrupted

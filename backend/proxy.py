@@ -50,6 +50,9 @@ class Upstream:
     base_url: str  # e.g. "http://127.0.0.1:49123/v1", no trailing slash
     ready: bool
     state: str  # what a person reads: "running", "starting", "exited", ...
+    # APIs the server answers itself beside chat completions (recipe ``[server] native_apis``):
+    # "anthropic_messages", "openai_responses".
+    native_apis: frozenset[str] = frozenset()
 
 
 class UpstreamDirectory(Protocol):

@@ -41,8 +41,11 @@ class DeploymentRegistry:
 
     def __init__(self, engine: Engine, probe: ReadinessProbe,
                  startup_timeout_s: Callable[[DeploymentLabels], float] = lambda labels: 600.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 native_apis: Callable[[str], frozenset[str]] = lambda recipe: frozenset()):
         self.engine = engine
+        #: recipe name -> the APIs its server answers natively (the catalog's ``native_apis``).
+        self._native_apis = native_apis
         self._probe = probe
         self._startup_timeout_s = startup_timeout_s
         self._clock = clock
@@ -283,7 +286,8 @@ class DeploymentRegistry:
         lp = self._launches.get(dep_id)
         state = "ready" if ready else (lp.last.phase if launch_in_flight(lp) and lp.last else c.state)
         return Upstream(deployment_id=dep_id, served_name=labels.served_name,
-                        base_url=f"http://127.0.0.1:{c.host_port}{labels.openai_base}", ready=ready, state=state)
+                        base_url=f"http://127.0.0.1:{c.host_port}{labels.openai_base}", ready=ready, state=state,
+                        native_apis=self._native_apis(labels.recipe))
 
     def lookup(self, model: str) -> Upstream | None:
         with self._lock:
