@@ -1,4 +1,4 @@
-"""The OpenAI request rules of the demo server: parameter checks, stop sequences, embeddings."""
+"""The OpenAI request rules of the demo server: parameter checks (chat, completions, Responses), stop sequences, embeddings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import struct
+import time
 from dataclasses import dataclass, field
 
 from lm import tokenize
@@ -190,6 +191,75 @@ def parse_generation(body: dict, chat: bool) -> GenerationRequest:
     )
 
 
+# Roles a Responses input message may have, and the content part types that carry its text.
+RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+RESPONSES_TEXT_PARTS = ("input_text", "output_text")
+
+
+def _responses_item_text(item: object, index: int) -> tuple[str, str]:
+    """(role, text) of one Responses input item: a message whose content is a string or text parts."""
+    where = f"input[{index}]"
+    if not isinstance(item, dict) or item.get("type", "message") != "message":
+        kind = item.get("type") if isinstance(item, dict) else type(item).__name__
+        raise ApiError(400, f"{where}: only message items are supported by the demo, got {kind!r}", "input")
+    role = item.get("role")
+    if role not in RESPONSES_ROLES:
+        raise ApiError(400, f"{where}.role must be one of {', '.join(RESPONSES_ROLES)}, got {role!r}", "input")
+    content = item.get("content")
+    if isinstance(content, str):
+        return role, content
+    if not isinstance(content, list):
+        raise ApiError(400, f"{where}.content must be a string or a list of input_text parts", "input")
+    parts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") not in RESPONSES_TEXT_PARTS \
+                or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ApiError(400, f"{where}.content: only input_text parts are supported by the demo, got {kind!r}",
+                           "input")
+        parts.append(part["text"])
+    return role, "\n".join(parts)
+
+
+def parse_responses(body: dict) -> GenerationRequest:
+    """Validate a Responses API request (POST /v1/responses) as a chat generation.
+
+    ``input`` is a string (one user message) or a list of message items (``role`` and ``content``: a
+    string or ``input_text`` parts); ``instructions`` is a system message before it. Sampling:
+    ``max_output_tokens``, ``temperature``, ``top_p``, ``stream``. Tools, files and images are refused.
+
+    Raises:
+        ApiError: 400 naming the first field that is missing or of the wrong type or range.
+    """
+    raw = body.get("input")
+    if isinstance(raw, str):
+        turns = [("user", raw)]
+    elif isinstance(raw, list) and raw:
+        turns = [_responses_item_text(item, i) for i, item in enumerate(raw)]
+    else:
+        raise ApiError(400, "'input' must be a string or a non-empty list of message items", "input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise ApiError(400, "'instructions' must be a string", "instructions")
+    if instructions:
+        turns.insert(0, ("system", instructions))
+    if body.get("tools"):
+        raise ApiError(400, "'tools' are not supported by the demo model", "tools")
+    users = [text for role, text in turns if role == "user"]
+    max_tokens = _integer(body, "max_output_tokens", DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT)
+    return GenerationRequest(
+        chat=True,
+        prompt_text=users[-1] if users else turns[-1][1],
+        prompt_tokens=sum(len(tokenize(text)) + 4 for _, text in turns) + 2,
+        max_tokens=max_tokens,
+        min_tokens=min(CHAT_MIN_TOKENS, max_tokens),
+        temperature=_number(body, "temperature", DEFAULT_TEMPERATURE, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1e-9,
+        seed=_integer(body, "seed", None, -(2**63), 2**64 - 1),
+        stream=_flag(body, "stream"),
+    )
+
+
 class StopScanner:
     """Cuts generated text at the first stop sequence, holding back text that may begin one."""
 
@@ -272,3 +342,47 @@ def encode_vector(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return vector
+
+
+# ---- Responses API shapes (openai/types/responses: Response, ResponseOutputMessage, ResponseStreamEvent)
+
+def responses_usage(input_tokens: int, output_tokens: int) -> dict:
+    """A Responses ``usage`` object (ResponseUsage)."""
+    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens}
+
+
+def output_text_part(text: str) -> dict:
+    """An ``output_text`` content part (ResponseOutputText)."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, status: str, text: str | None) -> dict:
+    """The assistant's output message (ResponseOutputMessage); ``text`` None means no content part yet."""
+    return {"type": "message", "id": item_id, "role": "assistant", "status": status,
+            "content": [] if text is None else [output_text_part(text)]}
+
+
+def response_object(response_id: str, created_at: int, model: str, body: dict, req: GenerationRequest,
+                    status: str, output: list[dict], usage: dict | None,
+                    incomplete_reason: str | None = None) -> dict:
+    """The ``response`` object (Response): what POST /v1/responses answers and its lifecycle events carry.
+
+    Args:
+        status: "in_progress", "completed" or "incomplete" (then ``incomplete_reason`` says why,
+            e.g. "max_output_tokens").
+        body: the request, whose ``instructions`` and ``metadata`` are echoed.
+    """
+    return {
+        "id": response_id, "object": "response", "created_at": created_at, "status": status,
+        "completed_at": None if status == "in_progress" else int(time.time()),
+        "error": None,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "instructions": body.get("instructions"), "max_output_tokens": req.max_tokens, "model": model,
+        "output": output, "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": False,
+        "temperature": req.temperature, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+        "tools": [], "top_p": body.get("top_p", 1.0), "truncation": "disabled", "usage": usage,
+        "user": None, "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
+    }

@@ -1,4 +1,4 @@
-"""The demo's OpenAI-compatible HTTP server: models, chat completions, completions, embeddings, SSE."""
+"""The demo's OpenAI-compatible HTTP server: models, chat completions, completions, Responses, embeddings, SSE."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from lm import NGramModel, join_piece, tokenize
 from protocol import (
-    ApiError, GenerationRequest, StopScanner, check_model, embed, encode_vector, parse_embeddings,
-    parse_generation, parse_json,
+    ApiError, GenerationRequest, StopScanner, check_model, embed, encode_vector, message_item, output_text_part,
+    parse_embeddings, parse_generation, parse_json, parse_responses, response_object, responses_usage,
 )
 
 DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "model.json.gz"
@@ -103,7 +103,7 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch({"/v1/chat/completions": self._chat, "/v1/completions": self._completions,
-                        "/v1/embeddings": self._embeddings}, "POST")
+                        "/v1/embeddings": self._embeddings, "/v1/responses": self._responses}, "POST")
 
     def _dispatch(self, routes: dict, method: str) -> None:
         self._started, self._usage, self._status = time.monotonic(), "", 0
@@ -112,7 +112,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             body = self._read_body() if method == "POST" else b""
             route = routes.get(path)
             if route is None:
-                known = {"/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+                known = {"/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                         "/v1/responses"}
                 raise ApiError(405 if path in known else 404, f"{method} {path} is not supported", None,
                                None, "invalid_request_error")
             route(body)
@@ -273,6 +274,82 @@ class DemoHandler(BaseHTTPRequestHandler):
             extra = {}
             event([], usage=_usage(req, self._completion))
         self._write_chunk(b"data: [DONE]\n\n")
+        self._write_chunk(b"")
+        return finish
+
+    def _responses(self, raw: bytes) -> None:
+        """POST /v1/responses: OpenAI's Responses API, one assistant message of output_text."""
+        body = parse_json(raw)
+        svc = self.service
+        check_model(body, (svc.served_name, svc.model_id))
+        req = parse_responses(body)
+        response_id, item_id = "resp_" + uuid.uuid4().hex, "msg_" + uuid.uuid4().hex
+        created = int(time.time())
+
+        def snapshot(status: str, output: list[dict], usage: dict | None, reason: str | None = None) -> dict:
+            return response_object(response_id, created, svc.served_name, body, req, status, output, usage, reason)
+
+        svc.begin()
+        cancelled, finish, self._completion = False, "length", 0
+        try:
+            if req.stream:
+                finish = self._responses_stream(req, snapshot, item_id)
+            else:
+                text, finish = [], "stop"
+                for completion, piece in enumerate(svc.tokens(req, self._client_alive), 1):
+                    self._completion = completion
+                    text.append(piece)
+                    if completion >= req.max_tokens:
+                        finish = "length"
+                        break
+                done = "completed" if finish == "stop" else "incomplete"
+                self._send_json(200, snapshot(done, [message_item(item_id, done, "".join(text))],
+                                              responses_usage(req.prompt_tokens, self._completion),
+                                              "max_output_tokens" if finish == "length" else None))
+        except (ClientGone, *DISCONNECTED):
+            cancelled, finish = True, "cancelled"
+            self.close_connection = True
+            self._status = self._status or 499
+        finally:
+            svc.end(cancelled)
+            self._usage = f"prompt_tokens={req.prompt_tokens} completion_tokens={self._completion} finish={finish}"
+
+    def _responses_stream(self, req: GenerationRequest, snapshot, item_id: str) -> str:
+        """The Responses API's named SSE events, one output_text.delta per token; return the finish reason."""
+        self._status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sequence = 0
+
+        def event(kind: str, **fields) -> None:
+            nonlocal sequence
+            data = json.dumps({"type": kind, "sequence_number": sequence, **fields})
+            sequence += 1
+            self._write_chunk(f"event: {kind}\ndata: {data}\n\n".encode())
+
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        event("response.created", response=snapshot("in_progress", [], None))
+        event("response.in_progress", response=snapshot("in_progress", [], None))
+        event("response.output_item.added", output_index=0, item=message_item(item_id, "in_progress", None))
+        event("response.content_part.added", **where, part=output_text_part(""))
+        text, finish = [], "stop"
+        for completion, piece in enumerate(self.service.tokens(req, self._client_alive), 1):
+            self._completion = completion
+            text.append(piece)
+            event("response.output_text.delta", **where, delta=piece, logprobs=[])
+            if completion >= req.max_tokens:
+                finish = "length"
+                break
+        full, done = "".join(text), "completed" if finish == "stop" else "incomplete"
+        event("response.output_text.done", **where, text=full, logprobs=[])
+        event("response.content_part.done", **where, part=output_text_part(full))
+        item = message_item(item_id, done, full)
+        event("response.output_item.done", output_index=0, item=item)
+        event(f"response.{done}", response=snapshot(done, [item], responses_usage(req.prompt_tokens, self._completion),
+                                                    "max_output_tokens" if finish == "length" else None))
         self._write_chunk(b"")
         return finish
 
