@@ -19,6 +19,7 @@ from backend.errors import Flavour, ModelDeckError, domain_error_response, error
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
 from backend.proxy import make_http_client
+from backend.routes import anthropic as anthropic_routes
 from backend.routes import deployments as deployments_routes
 from backend.routes import history as history_routes
 from backend.routes import openai as openai_routes
@@ -170,7 +171,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes,
-                   openai_routes):
+                   openai_routes, anthropic_routes):
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)

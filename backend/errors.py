@@ -108,21 +108,30 @@ class LaunchFailed(ModelDeckError):
 OPENAI_PREFIX = "/v1"
 
 
+ANTHROPIC_PATH = "/v1/messages"
+
+
 class Flavour(enum.Enum):
-    """The two error shapes clients read.
+    """The error shapes clients read.
 
     ``MODELDECK``: ``{"error": {"code", "message", "hint", "details"}}`` (the control API).
     ``OPENAI``: ``{"error": {"message", "type", "param", "code"}}`` (everything under /v1, so
     that OpenAI clients raise their own error classes with the message in them).
+    ``ANTHROPIC``: ``{"type": "error", "error": {"type", "message"}}`` (Anthropic's Messages API,
+    /v1/messages and below, so that Anthropic clients do the same).
     """
 
     MODELDECK = "modeldeck"
     OPENAI = "openai"
+    ANTHROPIC = "anthropic"
 
 
 def flavour_for(path: str) -> Flavour:
-    """The shape a request to ``path`` is answered in: OpenAI's under /v1, ModelDeck's elsewhere."""
+    """The shape a request to ``path`` is answered in: Anthropic's under /v1/messages, OpenAI's
+    elsewhere under /v1, ModelDeck's everywhere else."""
     if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
+        if path.startswith(ANTHROPIC_PATH) and path[len(ANTHROPIC_PATH):len(ANTHROPIC_PATH) + 1] in ("", "/"):
+            return Flavour.ANTHROPIC
         return Flavour.OPENAI
     return Flavour.MODELDECK
 
@@ -138,6 +147,17 @@ def openai_type(status: int) -> str:
     return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
+# Anthropic's error types by status (docs.anthropic.com "Errors"); other 5xx are "api_error".
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error ``type`` for an error answered with ``status``."""
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
 def error_body(flavour: Flavour, status: int, code: str | int | None, message: str, hint: str | None = None,
                details: dict | None = None, *, type: str | None = None, param: str | None = None) -> bytes:
     """The JSON bytes of an error in ``flavour``'s shape.
@@ -147,15 +167,21 @@ def error_body(flavour: Flavour, status: int, code: str | int | None, message: s
         status: the HTTP status it is answered with (picks OpenAI's ``type`` when none is given).
         code: a stable machine-readable code (OpenAI's ``code`` may also be a status number or None).
         message: what went wrong.
-        hint: what to do about it; OpenAI's shape has no field for it, so it follows the message.
+        hint: what to do about it; OpenAI's and Anthropic's shapes have no field for it, so it
+            follows the message.
         details: extra facts (ModelDeck's shape only); the key is left out when None, as the
             front door's refusals and the stats route have always answered.
-        type: OpenAI's ``type``, when it is not the one the status implies.
+        type: OpenAI's or Anthropic's ``type``, when it is not the one the status implies.
         param: OpenAI's ``param``: the request field at fault.
 
     Returns:
         UTF-8 JSON, compact, as FastAPI's JSONResponse writes it.
     """
+    if flavour is Flavour.ANTHROPIC:
+        # Anthropic's shape has neither code nor param: the message says what was wrong.
+        text = f"{message} {hint}" if hint else message
+        return json.dumps({"type": "error", "error": {"type": type or anthropic_type(status), "message": text}},
+                          ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     if flavour is Flavour.OPENAI:
         error: dict = {"message": f"{message} {hint}" if hint else message,
                        "type": type or openai_type(status), "param": param, "code": code}

@@ -53,6 +53,17 @@ class Upstream:
     # APIs the server answers itself beside chat completions (recipe ``[server] native_apis``):
     # "anthropic_messages", "openai_responses".
     native_apis: frozenset[str] = frozenset()
+    recipe: str = ""  # the runtime's recipe name (e.g. "vllm"), for messages that name it
+
+
+@dataclass(frozen=True, slots=True)
+class NativeApi:
+    """An API only some runtimes answer themselves: ``forward`` passes it through to those and
+    refuses it, with a 404 naming the runtime, for the others."""
+
+    key: str  # the recipe's ``native_apis`` value, e.g. "openai_responses"
+    name: str  # what a person reads, e.g. "OpenAI's Responses API (POST /v1/responses)"
+    instead: str  # what to do instead, e.g. "Use POST /v1/chat/completions with this model."
 
 
 class UpstreamDirectory(Protocol):
@@ -64,6 +75,29 @@ class UpstreamDirectory(Protocol):
 
     def ready_models(self) -> list[Upstream]:
         """Every upstream that can answer right now."""
+        ...
+
+
+class ReplyAdapter(Protocol):
+    """Serves another API over a runtime's chat completions: one object per request.
+
+    ``forward`` calls ``request`` with the client's body (after the model is resolved) and
+    sends what it returns to ``chat/completions``; the answer comes back through ``body`` (a
+    whole reply, or an error) or ``stream`` (the model server's SSE bytes as they arrive,
+    ModelDeck's own error events and comments included). ``backend/anthropic_api.py`` is one.
+    """
+
+    def request(self, payload: dict) -> dict:
+        """The chat completion request for ``payload``; ValueError (its message says what is
+        unsupported or wrong) is answered 400."""
+        ...
+
+    def body(self, status: int, content: bytes) -> bytes:
+        """The client's body for the model server's whole answer (``status`` is its status)."""
+        ...
+
+    def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The client's stream for the model server's SSE bytes."""
         ...
 
 
@@ -128,8 +162,10 @@ class _Rejected(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
 
-    def response(self, headers: dict[str, str] | None = None) -> Response:
-        return error_response(Flavour.OPENAI, self.status, self.code, self.message, type=self.type,
+    def response(self, headers: dict[str, str] | None = None, flavour: Flavour = Flavour.OPENAI) -> Response:
+        # OpenAI's types are not Anthropic's: there the status picks the type.
+        return error_response(flavour, self.status, self.code, self.message,
+                              type=self.type if flavour is Flavour.OPENAI else None,
                               param=self.param, headers=headers)
 
 
@@ -147,11 +183,13 @@ class _Exchange:
     keep_history: bool = False
     tag: str | None = None
     recorded: bool = False
+    flavour: Flavour = Flavour.OPENAI  # the shape of ModelDeck's own errors to this client
 
 
 async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirectory,
                   http: httpx.AsyncClient, request_log: RequestLog,
-                  history: Any | None = None) -> Response:
+                  history: Any | None = None, flavour: Flavour = Flavour.OPENAI,
+                  adapter: ReplyAdapter | None = None, native: NativeApi | None = None) -> Response:
     """Send a /v1 request to the deployment that serves its ``model`` and relay the answer.
 
     Args:
@@ -165,6 +203,11 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             a label from header ``X-ModelDeck-Tag`` or ``"modeldeck": {"tag": ...}`` goes with it).
             The entry's id comes back in header ``X-ModelDeck-History-Id``, or for a stream
             in a closing SSE comment ``: modeldeck-history-id <id>``.
+        flavour: the shape of ModelDeck's own errors (Anthropic's for /v1/messages).
+        adapter: serves another API over ``chat/completions`` (``endpoint`` is then
+            ``"chat/completions"``): see :class:`ReplyAdapter`.
+        native: an API only runtimes that declare it serve (``Upstream.native_apis``); a model
+            on another runtime gets a 404 that names the runtime and what to use instead.
 
     Returns:
         The model server's answer (streamed through as it arrives when ``"stream": true``),
@@ -172,7 +215,7 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
         ready, 502 model server unreachable or broken, 504 model server too slow.
         Nothing is raised.
     """
-    ex = _Exchange(endpoint, "(invalid)", None, False, time.time(), time.perf_counter())
+    ex = _Exchange(endpoint, "(invalid)", None, False, time.time(), time.perf_counter(), flavour=flavour)
     request_log.started()
     try:
         body = await request.body()
@@ -195,6 +238,11 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
                             "Launch it in ModelDeck, or pick one of GET /v1/models.",
                             "invalid_request_error", "model_not_found", "model")
         ex.model, ex.deployment_id = model, upstream.deployment_id
+        if native is not None and native.key not in upstream.native_apis:
+            runtime = f"the runtime '{upstream.recipe}'" if upstream.recipe else "its runtime"
+            raise _Rejected(404, f"The model '{model}' (deployment {upstream.deployment_id}) runs on "
+                            f"{runtime}, which does not serve {native.name}. {native.instead}",
+                            "invalid_request_error", "unsupported_api")
         if not upstream.ready:
             raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is "
                             f"{upstream.state}, not ready. Wait until it is ready, or start it "
@@ -212,6 +260,12 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             ex.keep_history = True
             ex.tag = ex.tag or request.headers.get(TAG_HEADER)
         ex.keep_history = ex.keep_history and history is not None
+        if adapter is not None:
+            try:
+                payload = adapter.request(payload)
+            except ValueError as exc:
+                raise _Rejected(400, str(exc), "invalid_request_error") from None
+            body = json.dumps(payload).encode()
         ex.payload = payload
         ex.stream = payload.get("stream") is True
         url = _upstream_url(upstream.base_url, endpoint)
@@ -228,7 +282,8 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             return Response(status_code=CLIENT_CLOSED)  # nobody is left to read it
         if ex.stream:
             if response.status_code == 200:
-                return _EventStream(_relay_stream(response, ex, request_log, history),
+                relay = _relay_stream(response, ex, request_log, history)
+                return _EventStream(relay if adapter is None else adapter.stream(relay),
                                     response, ex, request_log)
             try:
                 await response.aread()
@@ -236,7 +291,12 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
                 raise _transport_rejection(exc, upstream, http) from None
             finally:
                 await response.aclose()
-        return await _relay_body(response, ex, upstream, request_log, history)
+        reply = await _relay_body(response, ex, upstream, request_log, history)
+        if adapter is not None:
+            reply = Response(adapter.body(response.status_code, reply.body), reply.status_code,
+                             headers={k: v for k, v in reply.headers.items()
+                                      if k in (HISTORY_ID_HEADER.lower(),)}, media_type="application/json")
+        return reply
     except _Rejected as rejected:
         headers = None
         if not ex.recorded:
@@ -246,12 +306,12 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
                 history_id = await _save_history(history, ex, m, "", None)
                 if history_id is not None:
                     headers = {HISTORY_ID_HEADER: str(history_id)}
-        return rejected.response(headers)
+        return rejected.response(headers, ex.flavour)
     except Exception:
         log.exception("proxying %s for model %s failed", endpoint, ex.model)
         if not ex.recorded:
             _record(request_log, ex, 500, error="internal error")
-        return error_response(Flavour.OPENAI, 500, 500, "ModelDeck failed while proxying this request; "
+        return error_response(ex.flavour, 500, 500, "ModelDeck failed while proxying this request; "
                               "the backend log has the details.")
 
 
@@ -377,7 +437,7 @@ async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: Re
             what = "went silent" if timed_out else "stopped"
             error = (f"The model server of '{ex.model}' (deployment {ex.deployment_id}) {what} "
                      f"mid-reply ({exc or type(exc).__name__}). Check its logs in ModelDeck.")
-            yield _error_event(error, status)
+            yield _error_event(error, status, ex.flavour)
         usage = _usage_in(tail[-TAIL_BYTES:])
         if usage is None and events:
             # Asked without stream_options.include_usage: one event is about one token, less
@@ -427,7 +487,9 @@ class _EventStream(StreamingResponse):
                             error="the client disconnected before the reply began")
 
 
-def _error_event(message: str, code: int) -> bytes:
+def _error_event(message: str, code: int, flavour: Flavour = Flavour.OPENAI) -> bytes:
+    if flavour is Flavour.ANTHROPIC:  # Anthropic's streams end on an "error" event
+        return b"event: error\ndata: " + error_body(flavour, code, code, message) + b"\n\n"
     body = error_body(Flavour.OPENAI, code, code, message, type="upstream_error")
     return b"data: " + body + b"\n\ndata: [DONE]\n\n"
 
@@ -458,6 +520,8 @@ def _record(request_log: RequestLog, ex: _Exchange, status: int, *, first: float
     usage = usage or {}
     prompt_tokens = usage.get("prompt_tokens")
     completion_tokens = usage.get("completion_tokens")
+    if completion_tokens is None and "output_tokens" in usage:  # Anthropic's names (/v1/messages)
+        prompt_tokens, completion_tokens = usage.get("input_tokens"), usage["output_tokens"]
     m = RequestMetrics(
         model=ex.model, deployment_id=ex.deployment_id, endpoint=ex.endpoint, stream=ex.stream,
         status=status, started_at=ex.started_at, duration_s=time.perf_counter() - ex.t0,

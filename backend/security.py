@@ -156,7 +156,8 @@ class SecurityMiddleware:
     2. An ``Origin`` header is allowed only when it is ``http://`` plus the request's own
        Host (the same-origin ``/docs`` page); foreign origins and ``null`` get 403. No CORS
        headers are ever sent, so browsers keep other sites out.
-    3. Every path but ``public_paths`` needs ``Authorization: Bearer <token>``, else 401.
+    3. Every path but ``public_paths`` needs ``Authorization: Bearer <token>`` (or
+       ``x-api-key: <token>``, which Anthropic clients send), else 401.
        The token is also accepted as a ``token`` query parameter, because a browser's
        ``EventSource`` and the ``/docs`` page cannot set headers. The trade-off: a token in
        a URL can end up in access logs, shell history and browser history, so clients that
@@ -232,8 +233,8 @@ class SecurityMiddleware:
         if scope["path"] not in self.public_paths and not self._authorized(scope, headers):
             where = f"; the token is in {self.token_hint}" if self.token_hint else ""
             return (401, "unauthorized",
-                    "Missing or wrong bearer token. Send 'Authorization: Bearer <token>'"
-                    f"{where}.",
+                    "Missing or wrong bearer token. Send 'Authorization: Bearer <token>' "
+                    f"(or 'x-api-key: <token>', as Anthropic clients do){where}.",
                     "Browsers that cannot set headers (EventSource, /docs) may pass "
                     "'?token=<token>' instead.")
         return None
@@ -244,6 +245,8 @@ class SecurityMiddleware:
             scheme, _, credentials = value.strip().partition(" ")
             if scheme.lower() == "bearer":
                 candidates.append(credentials.strip())
+        # Anthropic's clients send their key this way (the SDK's ``api_key``, ANTHROPIC_API_KEY).
+        candidates += [value.strip() for value in headers.get_all(b"x-api-key")]
         query = scope.get("query_string") or b""
         if query:
             candidates += [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)

@@ -146,7 +146,8 @@ async def embeddings(request: Request) -> Response:
 
 
 def _under_v1(request: Request) -> bool:
-    return flavour_for(request.scope.get("path", "")) is Flavour.OPENAI
+    # OpenAI's shape, or Anthropic's under /v1/messages: both are rendered by the request's path.
+    return flavour_for(request.scope.get("path", "")) is not Flavour.MODELDECK
 
 
 async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
@@ -176,7 +177,7 @@ def install_openai_error_handlers(app: FastAPI) -> None:
             message = f"There is no {request.method} {request.scope.get('path')} in ModelDeck's OpenAI API."
         elif status == 405:
             message = f"{request.method} is not allowed on {request.scope.get('path')}."
-        return error_response(Flavour.OPENAI, status, status, message, headers=exc.headers)
+        return error_response(request.scope.get("path", ""), status, status, message, headers=exc.headers)
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         if not _under_v1(request):
@@ -185,7 +186,7 @@ def install_openai_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", ())]
         message = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
-        return error_response(Flavour.OPENAI, 400, "invalid_request", message or "Invalid request.",
+        return error_response(request.scope.get("path", ""), 400, "invalid_request", message or "Invalid request.",
                               param=loc[-1] if loc else None)
 
     app.add_exception_handler(StarletteHTTPException, on_http_error)
