@@ -23,6 +23,7 @@ from backend.routes import anthropic as anthropic_routes
 from backend.routes import deployments as deployments_routes
 from backend.routes import history as history_routes
 from backend.routes import openai as openai_routes
+from backend.routes import responses as responses_routes
 from backend.routes import setup as setup_routes
 from backend.routes import stats as stats_routes
 from backend.routes import system as system_routes
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes,
-                   openai_routes, anthropic_routes):
+                   openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)

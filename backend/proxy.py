@@ -53,6 +53,17 @@ class Upstream:
     # APIs the server answers itself beside chat completions (recipe ``[server] native_apis``):
     # "anthropic_messages", "openai_responses".
     native_apis: frozenset[str] = frozenset()
+    recipe: str = ""  # the runtime's recipe name (e.g. "vllm"), for messages that name it
+
+
+@dataclass(frozen=True, slots=True)
+class NativeApi:
+    """An API only some runtimes answer themselves: ``forward`` passes it through to those and
+    refuses it, with a 404 naming the runtime, for the others."""
+
+    key: str  # the recipe's ``native_apis`` value, e.g. "openai_responses"
+    name: str  # what a person reads, e.g. "OpenAI's Responses API (POST /v1/responses)"
+    instead: str  # what to do instead, e.g. "Use POST /v1/chat/completions with this model."
 
 
 class UpstreamDirectory(Protocol):
@@ -178,7 +189,7 @@ class _Exchange:
 async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirectory,
                   http: httpx.AsyncClient, request_log: RequestLog,
                   history: Any | None = None, flavour: Flavour = Flavour.OPENAI,
-                  adapter: ReplyAdapter | None = None) -> Response:
+                  adapter: ReplyAdapter | None = None, native: NativeApi | None = None) -> Response:
     """Send a /v1 request to the deployment that serves its ``model`` and relay the answer.
 
     Args:
@@ -195,6 +206,8 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
         flavour: the shape of ModelDeck's own errors (Anthropic's for /v1/messages).
         adapter: serves another API over ``chat/completions`` (``endpoint`` is then
             ``"chat/completions"``): see :class:`ReplyAdapter`.
+        native: an API only runtimes that declare it serve (``Upstream.native_apis``); a model
+            on another runtime gets a 404 that names the runtime and what to use instead.
 
     Returns:
         The model server's answer (streamed through as it arrives when ``"stream": true``),
@@ -225,6 +238,11 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
                             "Launch it in ModelDeck, or pick one of GET /v1/models.",
                             "invalid_request_error", "model_not_found", "model")
         ex.model, ex.deployment_id = model, upstream.deployment_id
+        if native is not None and native.key not in upstream.native_apis:
+            runtime = f"the runtime '{upstream.recipe}'" if upstream.recipe else "its runtime"
+            raise _Rejected(404, f"The model '{model}' (deployment {upstream.deployment_id}) runs on "
+                            f"{runtime}, which does not serve {native.name}. {native.instead}",
+                            "invalid_request_error", "unsupported_api")
         if not upstream.ready:
             raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is "
                             f"{upstream.state}, not ready. Wait until it is ready, or start it "

@@ -287,7 +287,7 @@ class DeploymentRegistry:
         state = "ready" if ready else (lp.last.phase if launch_in_flight(lp) and lp.last else c.state)
         return Upstream(deployment_id=dep_id, served_name=labels.served_name,
                         base_url=f"http://127.0.0.1:{c.host_port}{labels.openai_base}", ready=ready, state=state,
-                        native_apis=self._native_apis(labels.recipe))
+                        native_apis=self._native_apis(labels.recipe), recipe=labels.recipe)
 
     def lookup(self, model: str) -> Upstream | None:
         with self._lock:
