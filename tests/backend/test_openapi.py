@@ -22,4 +22,5 @@ def test_every_operation_id_is_camel_case_and_unique(tmp_path):
     assert not repeated, f"operation ids must be unique: {repeated}"
     # OpenAI's own ids under /v1, so agents that know OpenAI's API find the same tools.
     v1 = {op_id for where, op_id in ops if " /v1/" in where}
-    assert v1 == {"listModels", "retrieveModel", "createChatCompletion", "createCompletion", "createEmbedding"}
+    assert v1 == {"listModels", "retrieveModel", "createChatCompletion", "createCompletion", "createEmbedding",
+                  "createResponse"}

@@ -16,6 +16,7 @@ from tests.support.deployments import launch_ready, wait_served
 from tests.support.live_server import serve
 from tests.support.waiting import wait_until
 
+pytestmark = [pytest.mark.docker]
 TOKEN = "responses-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST = {"DEMO_TOKEN_DELAY": "0.005"}
