@@ -23,4 +23,4 @@ def test_every_operation_id_is_camel_case_and_unique(tmp_path):
     # OpenAI's own ids under /v1, so agents that know OpenAI's API find the same tools.
     v1 = {op_id for where, op_id in ops if " /v1/" in where}
     assert v1 == {"listModels", "retrieveModel", "createChatCompletion", "createCompletion", "createEmbedding",
-                  "createResponse"}
+                  "createResponse", "createMessage", "countMessageTokens"}
