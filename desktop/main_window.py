@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWi
 from desktop import theme
 from desktop.backend_process import BackendProcess
 from desktop.client import ApiError, BackendClient
+from desktop.pages.connect_agent import ConnectAgentDialog
 from desktop.pages.deployments import DeploymentsPage
 from desktop.pages.first_run import FirstRunDialog
 from desktop.pages.models import ModelsPage
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self._left_running: list[str] = []  # names of the running deployments the last quit leaves be
         self._backend_trouble = False  # the banner shows why the backend this window started is gone
         self.first_run: FirstRunDialog | None = None
+        self.connect_agent: ConnectAgentDialog | None = None
         self._calls = Calls(client, self)
         self.setWindowTitle("ModelDeck")
         self.setWindowIcon(theme.app_icon())
@@ -145,6 +147,7 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("First-run check…", self.show_first_run)
         help_menu.addAction("API docs", self.open_api_docs)
+        help_menu.addAction("Connect an agent…", self.show_connect_agent)
         help_menu.addSeparator()
         help_menu.addAction("About ModelDeck", self.show_about)
 
@@ -161,6 +164,7 @@ class MainWindow(QMainWindow):
         self.deployments.deployments_changed.connect(self._on_deployments_changed)
         self.settings_page.connection_changed.connect(self._on_settings_connection_changed)
         self.settings_page.settings_saved.connect(self._on_settings_saved)
+        self.settings_page.connect_agent_requested.connect(self.show_connect_agent)
         self.engine_changed.connect(self.settings_page.show_engine)
         theme.notifier().changed.connect(self._on_theme_changed)
         if backend is not None:
@@ -328,6 +332,20 @@ class MainWindow(QMainWindow):
             self.first_run.show()
         return self.first_run
 
+    def show_connect_agent(self) -> ConnectAgentDialog:
+        """Open "Connect an agent" (one per window; opening it again re-reads the URL and token)."""
+        home = self.store.load().home
+        if self.connect_agent is None:
+            self.connect_agent = ConnectAgentDialog(self.client, home, self)
+        else:
+            self.connect_agent.refresh(home)
+        if self.connect_agent.isVisible():
+            self.connect_agent.raise_()
+            self.connect_agent.activateWindow()
+        else:
+            self.connect_agent.show()
+        return self.connect_agent
+
     def api_docs_url(self) -> QUrl:
         """The backend's /docs page, with the token in the address (the page cannot set headers)."""
         return QUrl(f"{self.client.base_url}/docs?token={quote(self.client.token, safe='')}")
@@ -450,6 +468,8 @@ class MainWindow(QMainWindow):
         self._calls.abort_all()
         if self.first_run is not None:
             self.first_run.shutdown()
+        if self.connect_agent is not None:
+            self.connect_agent.shutdown()
         for page in self.pages:
             if hasattr(page, "shutdown"):
                 page.shutdown()

@@ -134,6 +134,14 @@ def main() -> int:
             wait(1500)
             window.grab().save(str(OUT / "dark-deployments.png"))
             shots.append(OUT / "dark-deployments.png")
+            dialog = window.show_connect_agent()  # Help → Connect an agent, in both themes
+            for scheme in ("dark", "light"):
+                theme.apply(scheme)
+                wait(800)
+                path = OUT / f"{'dark-' if scheme == 'dark' else ''}connect-agent.png"
+                dialog.grab().save(str(path))
+                shots.append(path)
+            dialog.close()
             for p in shots:
                 print(f"saved {p}")
         finally:

@@ -21,10 +21,12 @@ class SettingsPage(QWidget):
     Signals:
         connection_changed(object): DesktopSettings with a new URL/token/home to reconnect with.
         settings_saved(object): DesktopSettings after any change was saved.
+        connect_agent_requested(): "Connect an agent…" was clicked (the window opens its dialog).
     """
 
     connection_changed = Signal(object)
     settings_saved = Signal(object)
+    connect_agent_requested = Signal()
 
     def __init__(self, client: BackendClient, parent: QWidget | None = None, store: SettingsStore | None = None):
         super().__init__(parent)
@@ -59,7 +61,14 @@ class SettingsPage(QWidget):
         cf.addRow("Token", token_row)
         cf.addRow("Home folder", home_row)
         cf.addRow("", self.connection_state)
-        cf.addRow("", apply)
+        self.connect_agent_button = QPushButton("Connect an agent…")
+        self.connect_agent_button.setToolTip("MCP, OpenAI and Anthropic settings for agents, ready to copy")
+        self.connect_agent_button.clicked.connect(self.connect_agent_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(apply)
+        buttons.addWidget(self.connect_agent_button)
+        buttons.addStretch(1)
+        cf.addRow("", buttons)
 
         self.engine_endpoint = QLabel("Asking the backend…")
         self.engine_endpoint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -98,7 +98,7 @@ def test_first_start_shows_the_check_once(make_main_window, qtbot, tmp_path):
 
 def test_help_menu_has_check_docs_and_about(make_main_window, qtbot):
     window = make_main_window()
-    assert _menu_actions(window) == ["First-run check…", "API docs", "About ModelDeck"]
+    assert _menu_actions(window) == ["First-run check…", "API docs", "Connect an agent…", "About ModelDeck"]
     url = window.api_docs_url()
     assert url.toString().startswith(window.client.base_url + "/docs?token=")
     assert url.query() == f"token={window.client.token}"
