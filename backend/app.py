@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from backend import __version__
 from backend.catalog import load_catalog
@@ -17,6 +18,7 @@ from backend.deployments import DeploymentService
 from backend.engine import Engine
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
+from backend.mcp_server import McpEndpoint
 from backend.metrics import RequestLog
 from backend.proxy import make_http_client
 from backend.routes import anthropic as anthropic_routes
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     """
     settings = settings or get_settings()
     token = settings.token or ensure_token(settings.token_path)
+    mcp = McpEndpoint(token)  # /mcp: the MCP tools on Streamable HTTP, behind the same SecurityMiddleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -159,7 +162,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sampler.start()
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
         try:
-            yield
+            async with mcp.lifespan():  # the MCP SDK's session manager lives as long as the app
+                yield
         finally:
             refresher.cancel()
             sampler.stop()
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)
+    app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
     app.add_middleware(SecurityMiddleware, token=token, max_body_bytes=settings.max_body_bytes,
                        token_hint=str(settings.token_path))
     return app
