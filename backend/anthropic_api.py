@@ -9,8 +9,10 @@ What is translated: ``system`` (a string or text blocks), ``user``/``assistant``
 (and base64 or URL image) blocks, ``tool_use``/``tool_result`` blocks ↔ ``tool_calls``/``tool``
 messages, ``tools`` and ``tool_choice`` ↔ OpenAI function tools, ``stop_sequences``, ``max_tokens``,
 ``temperature``, ``top_p``, ``top_k`` (passed on: llama.cpp, vLLM, SGLang and TGI read it, the
-demo ignores it), ``stream``. Dropped: ``metadata``, ``service_tier``, ``thinking`` (the runtime
-decides whether it reasons; ``thinking`` blocks in the history are left out), cache_control.
+demo ignores it), ``output_config.format`` (a JSON schema) -> ``response_format``, ``stream``.
+Ignored: ``metadata``, ``service_tier``, ``thinking`` (the runtime decides whether it reasons;
+``thinking`` blocks in the history are left out), ``cache_control``, ``output_config.effort`` and the
+other fields that steer Anthropic's own service (``speed``, ``inference_geo``, ...).
 Refused with a 400 that names them: server tools (web search, code execution, ...), ``document``
 and other block types, ``mcp_servers``, ``container``.
 """
@@ -27,7 +29,6 @@ from backend.errors import Flavour, error_body
 #: finish_reason (OpenAI) -> stop_reason (Anthropic).
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
-_DROPPED = ("metadata", "service_tier", "thinking", "anthropic_version", "anthropic_beta")
 _REFUSED = ("mcp_servers", "container", "context_management")
 # Block types that carry nothing a chat completion can hold, in a conversation's history.
 _SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
@@ -92,6 +93,14 @@ def to_chat_request(body: dict) -> dict:
     choice = body.get("tool_choice")
     if choice is not None:
         out.update(_chat_tool_choice(choice))
+    output_format = (body.get("output_config") or {}).get("format") if isinstance(body.get("output_config"), dict) \
+        else None
+    if output_format is not None:
+        if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
+                or not isinstance(output_format.get("schema"), dict):
+            raise Unsupported("'output_config.format' must be {\"type\": \"json_schema\", \"schema\": {...}}.")
+        out["response_format"] = {"type": "json_schema",
+                                  "json_schema": {"name": "output", "schema": output_format["schema"]}}
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

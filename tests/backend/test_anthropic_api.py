@@ -50,7 +50,8 @@ def test_create_answers_a_message_with_text_stop_reason_and_usage(backend, clien
     url, served = backend
     before = _model_stats(url, served)
     reply = client.messages.create(model=served, max_tokens=12, system="You are terse.", messages=HELLO,
-                                   metadata={"user_id": "someone"}, stop_sequences=["zzzz"], top_k=20)
+                                   metadata={"user_id": "someone"}, stop_sequences=["zzzz"],
+                                   extra_body={"temperature": 0.7, "top_k": 20})
     assert reply.type == "message" and reply.role == "assistant" and reply.id.startswith("msg_")
     assert reply.model == served
     assert [b.type for b in reply.content] == ["text"] and reply.content[0].text.strip()

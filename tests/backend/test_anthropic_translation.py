@@ -46,6 +46,16 @@ def test_request_carries_system_turns_sampling_and_stops():
                                  {"role": "user", "content": "a\nb"}]}
 
 
+def test_a_json_schema_output_format_becomes_response_format():
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    chat = to_chat_request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+                            "output_config": {"effort": "low", "format": {"type": "json_schema", "schema": schema}}})
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    with pytest.raises(Unsupported, match="output_config.format"):
+        to_chat_request({"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                         "output_config": {"format": {"type": "xml"}}})
+
+
 def test_streamed_request_asks_the_runtime_for_usage():
     chat = to_chat_request({"model": "m", "max_tokens": 5, "stream": True,
                             "messages": [{"role": "user", "content": "Hi"}]})
