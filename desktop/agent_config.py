@@ -55,18 +55,28 @@ def find_mcp_command(executable: str = sys.executable,
     return which(MCP_SCRIPT) or MCP_SCRIPT
 
 
-def stdio_env(backend_url: str, home: str, default_home: Path) -> dict[str, str]:
-    """The environment the stdio server needs to find this backend: only what differs from the defaults.
+def stdio_env(backend_url: str, home: str, default_home: Path, token: str = "",
+              home_token: str = "") -> dict[str, str]:
+    """The environment ``modeldeck-mcp`` needs to reach this backend: only what differs from its defaults.
 
-    ``MODELDECK_HOME`` when the home folder is not the default one (the token is read from
-    there), ``MODELDECK_PORT`` when the backend listens on another port than 8765.
+    It talks to ``MODELDECK_HOST:MODELDECK_PORT`` (127.0.0.1:8765) with the token it reads from
+    ``MODELDECK_HOME`` (backend/mcp_stdio.py). ``MODELDECK_TOKEN`` is set only when the token in
+    use is not the one in that folder (one typed into Settings): the block then holds a secret.
+
+    Args:
+        home: the home folder the desktop is set to ('' for the default).
+        token: the token the desktop uses; home_token: the one in the home folder's token file.
     """
     env: dict[str, str] = {}
     if home and Path(home).expanduser() != default_home:
         env["MODELDECK_HOME"] = str(Path(home).expanduser())
-    port = urlsplit(backend_url).port
-    if port is not None and port != DEFAULT_PORT:
-        env["MODELDECK_PORT"] = str(port)
+    parts = urlsplit(backend_url)
+    if parts.hostname and parts.hostname not in ("127.0.0.1", "0.0.0.0"):
+        env["MODELDECK_HOST"] = parts.hostname
+    if parts.port is not None and parts.port != DEFAULT_PORT:
+        env["MODELDECK_PORT"] = str(parts.port)
+    if token and token != home_token:
+        env["MODELDECK_TOKEN"] = token
     return env
 
 

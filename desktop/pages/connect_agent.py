@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+from PySide6.QtWidgets import (QDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from desktop import fonts, theme
 from desktop.agent_config import MASK, AgentConfig, find_mcp_command, masked, stdio_env
-from desktop.client import ApiError, BackendClient
+from desktop.client import ApiError, BackendClient, read_token
 from desktop.settings_store import default_home
 from desktop.widgets.calls import Calls
 
@@ -41,6 +43,7 @@ class Snippet(QWidget):
         self.copy = QPushButton(theme.icon("copy"), "Copy")
         self.copy.setToolTip("Copy to the clipboard, with the real token")
         self.copy.clicked.connect(self._on_copy_clicked)
+        theme.notifier().changed.connect(self._on_theme_changed)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.view, 1)
@@ -54,11 +57,24 @@ class Snippet(QWidget):
     def set_text(self, text: str, token: str, reveal: bool) -> None:
         self.text, self.token = text, token
         self.show_token(reveal)
-        lines = max(1, text.count("\n") + 1)
-        metrics = self.view.fontMetrics()
-        # Room for every line, the frame and padding, and a horizontal scroll bar should a line be long.
-        bar = self.view.horizontalScrollBar().sizeHint().height()
-        self.view.setFixedHeight(int(lines * metrics.lineSpacing() + metrics.height() * 1.2 + bar))
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """As tall as the lines, plus a horizontal scroll bar only while the widest line does not fit."""
+        view = self.view
+        metrics = view.fontMetrics()
+        lines = view.toPlainText().split("\n")
+        margin = view.document().documentMargin()
+        frame = view.contentsMargins()  # the style sheet's border and padding
+        room = view.width() - frame.left() - frame.right()
+        needs_bar = max(metrics.horizontalAdvance(line) for line in lines) + 2 * margin > room
+        height = len(lines) * metrics.lineSpacing() + 2 * margin + frame.top() + frame.bottom()
+        bar = view.horizontalScrollBar().sizeHint().height() if needs_bar else 0
+        view.setFixedHeight(int(height + bar + 1))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit_height()
 
     def show_token(self, reveal: bool) -> None:
         self.view.setPlainText(self.text if reveal else masked(self.text, self.token))
@@ -70,6 +86,9 @@ class Snippet(QWidget):
     def _on_copy_clicked(self) -> None:
         QGuiApplication.clipboard().setText(self.text)
         self.copied.emit(self.text)
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        self.copy.setIcon(theme.icon("copy"))
 
 
 class ConnectAgentDialog(QDialog):
@@ -104,9 +123,11 @@ class ConnectAgentDialog(QDialog):
         sub.setWordWrap(True)
         sub.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.reveal = QCheckBox("Reveal token")
+        self.reveal = QPushButton(theme.icon("eye"), "Reveal token")
+        self.reveal.setCheckable(True)
         self.reveal.setToolTip("Show the backend's token in the text below")
         self.reveal.toggled.connect(self._on_reveal_toggled)
+        theme.notifier().changed.connect(self._on_theme_changed)
         reveal_note = QLabel(f"The token shows as {MASK} until revealed; Copy always copies the real token.")
         reveal_note.setProperty("muted", True)
         reveal_note.setWordWrap(True)
@@ -127,7 +148,8 @@ class ConnectAgentDialog(QDialog):
 
         stdio = self._group("MCP: a local server (stdio)",
                             "The agent starts modeldeck-mcp, which talks to this backend with the token from "
-                            "ModelDeck's home folder: nothing secret in these lines.",
+                            "ModelDeck's home folder (or MODELDECK_TOKEN, when the token in use was typed into "
+                            "Settings), and starts the backend when none answers.",
                             [("mcp_stdio_json", "Claude Desktop (claude_desktop_config.json), Cursor "
                               "(.cursor/mcp.json), Claude Code (.mcp.json)", "the MCP config (stdio)"),
                              ("claude_code_stdio", "Claude Code, from a terminal",
@@ -187,7 +209,7 @@ class ConnectAgentDialog(QDialog):
         box.addWidget(scroll, 1)
         box.addLayout(buttons)
         screen = self.screen().availableGeometry() if self.screen() is not None else None
-        width, height = em * 62, em * 60
+        width, height = em * 80, em * 64
         if screen is not None:
             width, height = min(width, int(screen.width() * 0.9)), min(height, int(screen.height() * 0.9))
         self.resize(width, height)
@@ -219,7 +241,8 @@ class ConnectAgentDialog(QDialog):
             self.home = home
         command = find_mcp_command()
         self.config = AgentConfig(self.client.base_url, self.client.token, mcp_command=command,
-                                  mcp_env=stdio_env(self.client.base_url, self.home, default_home()),
+                                  mcp_env=stdio_env(self.client.base_url, self.home, default_home(),
+                                                    self.client.token, read_token(self._home_path())),
                                   model=self.config.model)
         self.command_note.setVisible(command == "modeldeck-mcp")
         self.command_note.setText("modeldeck-mcp was not found next to this Python nor on PATH: install "
@@ -230,6 +253,9 @@ class ConnectAgentDialog(QDialog):
                                 "does (reopen this dialog).")
         self._render()
         self._calls.get("/v1/models", self._on_models_loaded, self._on_models_failed, timeout_ms=10000)
+
+    def _home_path(self) -> Path:
+        return Path(self.home).expanduser() if self.home else default_home()
 
     def _render(self) -> None:
         c = self.config
@@ -266,8 +292,12 @@ class ConnectAgentDialog(QDialog):
     # -- token and clipboard ----------------------------------------------------------
 
     def _on_reveal_toggled(self, on: bool) -> None:
+        self.reveal.setText("Hide token" if on else "Reveal token")
         for snippet in self.snippets.values():
             snippet.show_token(on)
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        self.reveal.setIcon(theme.icon("eye"))
 
     def _on_snippet_copied(self, key: str) -> None:
         snippet = self.snippets[key]

@@ -50,6 +50,12 @@ def test_stdio_env_says_only_what_differs_from_the_defaults(tmp_path):
     assert stdio_env(URL, str(default), default) == {}
     assert stdio_env(URL, str(tmp_path / "other"), default) == {"MODELDECK_HOME": str(tmp_path / "other")}
     assert stdio_env("http://127.0.0.1:9001", "", default) == {"MODELDECK_PORT": "9001"}
+    assert stdio_env("http://localhost:8765", "", default) == {"MODELDECK_HOST": "localhost"}
+    assert stdio_env("http://[::1]:8765", "", default) == {"MODELDECK_HOST": "::1"}
+    # the token is passed on only when it is not the one modeldeck-mcp finds in the home folder
+    assert stdio_env(URL, "", default, token=TOKEN, home_token=TOKEN) == {}
+    assert stdio_env(URL, "", default, token=TOKEN, home_token="") == {"MODELDECK_TOKEN": TOKEN}
+    assert stdio_env(URL, "", default, token="", home_token="") == {}
 
 
 def test_stdio_json_is_the_mcp_servers_block_without_the_token():

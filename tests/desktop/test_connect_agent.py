@@ -37,13 +37,13 @@ def _open_from_help(window, qtbot) -> ConnectAgentDialog:
 
 
 def test_opens_from_the_help_menu_with_the_token_hidden_until_revealed(make_main_window, qtbot):
-    window = make_main_window()
+    window = make_main_window()  # its token is typed into Settings: not the one in its home folder
     dialog = _open_from_help(window, qtbot)
     assert dialog.isVisible() and dialog.parent() is window
     assert not dialog.reveal.isChecked()
     with_token = [s for s in dialog.snippets.values() if TOKEN in s.text]
-    assert {s.key for s in with_token} == {"mcp_http_json", "claude_code_http", "openai_env", "anthropic_env",
-                                            "claude_code_env"}
+    assert {s.key for s in with_token} == {"mcp_stdio_json", "claude_code_stdio", "mcp_http_json",
+                                            "claude_code_http", "openai_env", "anthropic_env", "claude_code_env"}
     for snippet in dialog.snippets.values():
         assert TOKEN not in snippet.shown(), snippet.key
     assert all(MASK in s.shown() for s in with_token)
@@ -79,11 +79,14 @@ def test_copy_while_hidden_puts_the_exact_json_with_the_token(make_main_window, 
 
 
 def test_stdio_config_names_an_existing_modeldeck_mcp_and_this_backend(make_main_window, qtbot, tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "token").write_text(TOKEN + "\n")  # the window's home folder holds its token
     window = make_main_window()
     dialog = _open_from_help(window, qtbot)
     dialog.snippets["mcp_stdio_json"].copy.click()
     text = QApplication.clipboard().text()
-    assert TOKEN not in text  # the stdio server reads the token from the home folder
+    assert TOKEN not in text  # modeldeck-mcp reads the token from the home folder: nothing secret here
+    assert "contains your token" not in dialog.state.text()
     server = json.loads(text)["mcpServers"]["modeldeck"]
     command = Path(server["command"])
     assert command.is_absolute() and command.is_file(), server["command"]
