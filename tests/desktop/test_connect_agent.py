@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anthropic
 import httpx
+import httpx2
 import openai
 import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from PySide6.QtWidgets import QApplication
 
 from desktop import theme
@@ -99,6 +106,28 @@ def test_stdio_config_names_an_existing_modeldeck_mcp_and_this_backend(make_main
     assert not dialog.command_note.isVisible()
 
 
+def test_copied_mcp_configs_connect_the_sdks_client_over_stdio_and_http(make_main_window, qtbot):
+    """The two MCP blocks, used exactly as copied (command, args and env; URL and headers), reach this
+    backend through the official SDK's client, as Claude Desktop and Cursor would."""
+    window = make_main_window()
+    dialog = _open_from_help(window, qtbot)
+    stdio = json.loads(dialog.snippets["mcp_stdio_json"].text)["mcpServers"]["modeldeck"]
+    http = json.loads(dialog.snippets["mcp_http_json"].text)["mcpServers"]["modeldeck"]
+
+    async def tool_names() -> tuple[set[str], set[str]]:
+        params = StdioServerParameters(command=stdio["command"], args=stdio["args"], env=stdio.get("env"))
+        async with Client(params, mode="legacy") as client:
+            over_stdio = {t.name for t in (await client.list_tools()).tools}
+        async with httpx2.AsyncClient(headers=http["headers"], timeout=httpx2.Timeout(30, read=None)) as session:
+            async with Client(streamable_http_client(http["url"], http_client=session), mode="legacy") as client:
+                over_http = {t.name for t in (await client.list_tools()).tools}
+        return over_stdio, over_http
+
+    over_stdio, over_http = asyncio.run(asyncio.wait_for(tool_names(), 60))
+    assert "listDeployments" in over_stdio and "launchDeployment" in over_stdio
+    assert over_http == over_stdio
+
+
 def test_settings_button_opens_the_same_dialog(make_main_window, qtbot):
     window = make_main_window()
     window.show_page(4)
@@ -110,20 +139,41 @@ def test_settings_button_opens_the_same_dialog(make_main_window, qtbot):
     assert window.connect_agent is dialog
 
 
+def _exports(text: str) -> dict[str, str]:
+    """The variables the ``export`` lines set, as a POSIX shell would."""
+    words = [shlex.split(line, comments=True) for line in text.splitlines()]
+    return dict(w[1].split("=", 1) for w in words if w and w[0] == "export")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the POSIX export lines")
 def test_copied_settings_reach_the_deployed_model(make_main_window, qtbot, demo_model):
-    """What the dialog gives works: the OpenAI SDK with its base URL and key lists the model, and the Claude
-    Code lines name a model the backend serves."""
+    """What the dialog gives works with the official SDKs: the OpenAI lines list and ask the model, the
+    Anthropic SDK lines (x-api-key) and Claude Code's (bearer) get a Messages reply from it."""
     window = make_main_window()
     dialog = _open_from_help(window, qtbot)
     qtbot.waitUntil(lambda: dialog.config.model != "", timeout=10000)
-    client = openai.OpenAI(base_url=dialog.config.openai_base_url, api_key=dialog.config.token)
-    served = {m.id for m in client.models.list().data}
-    assert demo_model in served
-    assert dialog.config.model in served
-    assert f"ANTHROPIC_MODEL={dialog.config.model}" in dialog.snippets["claude_code_env"].text
+    claude_code = _exports(dialog.snippets["claude_code_env"].text)
+    assert claude_code["ANTHROPIC_MODEL"] == dialog.config.model  # a model served when the dialog asked
+
+    env = _exports(dialog.snippets["openai_env"].text)
+    client = openai.OpenAI(base_url=env["OPENAI_BASE_URL"], api_key=env["OPENAI_API_KEY"])
+    assert demo_model in {m.id for m in client.models.list().data}
+    reply = client.chat.completions.create(model=demo_model, max_tokens=4,
+                                           messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
     # the token really is the key: without it the same base URL answers 401
-    assert httpx.get(f"{dialog.config.openai_base_url}/models", timeout=10).status_code == 401
-    for theme_name in ("light", "dark"):
-        theme.apply(theme_name)
-        dialog.grab().save(f"{SHOTS}/connect-agent-{theme_name}.png")
+    assert httpx.get(f"{env['OPENAI_BASE_URL']}/models", timeout=10).status_code == 401
+
+    env = _exports(dialog.snippets["anthropic_env"].text)
+    sdk = anthropic.Anthropic(base_url=env["ANTHROPIC_BASE_URL"], api_key=env["ANTHROPIC_API_KEY"])
+    message = sdk.messages.create(model=demo_model, max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text
+    bearer = anthropic.Anthropic(base_url=claude_code["ANTHROPIC_BASE_URL"],
+                                 auth_token=claude_code["ANTHROPIC_AUTH_TOKEN"], api_key=None)
+    message = bearer.messages.create(model=demo_model, max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text
+
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        dialog.grab().save(f"{SHOTS}/connect-agent-{scheme}.png")
     theme.apply("light")
