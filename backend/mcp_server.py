@@ -434,6 +434,8 @@ TOOLS: tuple[ToolSpec, ...] = (
           LogsInput, deployment_logs, read_only=True),
 )
 TOOLS_BY_NAME = {t.name: t for t in TOOLS}
+#: What tools/list answers, built once (the schemas are the models' and do not change while running).
+TOOL_LIST = [t.tool() for t in TOOLS]
 
 
 def _invalid(spec: ToolSpec, exc: ValidationError) -> ToolFailure:
@@ -458,7 +460,7 @@ def build_server(api: Callable[[], DeckApi]) -> Server:
     """
 
     async def on_list_tools(ctx, params) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[t.tool() for t in TOOLS])
+        return types.ListToolsResult(tools=TOOL_LIST)
 
     async def on_call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         spec = TOOLS_BY_NAME.get(params.name)
@@ -487,8 +489,7 @@ def build_server(api: Callable[[], DeckApi]) -> Server:
                                     structured_content=result)
 
     return Server("modeldeck", version=__version__, title="ModelDeck", instructions=INSTRUCTIONS,
-                  get_tool_input_schema=lambda name: (TOOLS_BY_NAME[name].tool().input_schema
-                                                      if name in TOOLS_BY_NAME else None),
+                  get_tool_input_schema=lambda name: next((t.input_schema for t in TOOL_LIST if t.name == name), None),
                   on_list_tools=on_list_tools, on_call_tool=on_call_tool)
 
 
