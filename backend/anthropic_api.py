@@ -12,7 +12,9 @@ messages, ``tools`` and ``tool_choice`` ↔ OpenAI function tools, ``stop_sequen
 demo ignores it), ``output_config.format`` (a JSON schema) -> ``response_format``, ``stream``.
 Ignored: ``metadata``, ``service_tier``, ``thinking`` (the runtime decides whether it reasons;
 ``thinking`` blocks in the history are left out), ``cache_control``, ``output_config.effort`` and the
-other fields that steer Anthropic's own service (``speed``, ``inference_geo``, ...).
+other fields that steer Anthropic's own service (``speed``, ``inference_geo``, ...). Fields that
+are not Anthropic's go to the runtime as they are (``ignore_eos``, ``min_tokens``, ...: the SDK's
+``extra_body``).
 Refused with a 400 that names them: server tools (web search, code execution, ...), ``document``
 and other block types, ``mcp_servers``, ``container``.
 """
@@ -30,6 +32,14 @@ from backend.errors import Flavour, error_body
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
 _REFUSED = ("mcp_servers", "container", "context_management")
+# Anthropic's fields: read by the translation, or (the rest) about Anthropic's own service and
+# dropped. Any other field is the runtime's own (``ignore_eos``, ``min_tokens``, ...; the SDK's
+# ``extra_body``) and goes on as it is, as chat completions' extra fields do.
+_ANTHROPIC_FIELDS = frozenset({
+    "model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences",
+    "stream", "tools", "tool_choice", "output_config", "metadata", "service_tier", "thinking",
+    "cache_control", "speed", "inference_geo", "diagnostics", "user_profile_id", "workspace_id",
+    "output_format", *_REFUSED})
 # Block types that carry nothing a chat completion can hold, in a conversation's history.
 _SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
 
@@ -93,14 +103,18 @@ def to_chat_request(body: dict) -> dict:
     choice = body.get("tool_choice")
     if choice is not None:
         out.update(_chat_tool_choice(choice))
-    output_format = (body.get("output_config") or {}).get("format") if isinstance(body.get("output_config"), dict) \
-        else None
+    config = body.get("output_config")
+    # ``output_format`` is the structured-outputs beta's name for the same thing.
+    output_format = (config.get("format") if isinstance(config, dict) else None) or body.get("output_format")
     if output_format is not None:
         if not isinstance(output_format, dict) or output_format.get("type") != "json_schema" \
                 or not isinstance(output_format.get("schema"), dict):
             raise Unsupported("'output_config.format' must be {\"type\": \"json_schema\", \"schema\": {...}}.")
         out["response_format"] = {"type": "json_schema",
                                   "json_schema": {"name": "output", "schema": output_format["schema"]}}
+    for name, value in body.items():
+        if name not in _ANTHROPIC_FIELDS and name not in out:
+            out[name] = value
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

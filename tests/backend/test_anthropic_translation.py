@@ -56,6 +56,13 @@ def test_a_json_schema_output_format_becomes_response_format():
                          "output_config": {"format": {"type": "xml"}}})
 
 
+def test_fields_that_are_not_anthropics_go_to_the_runtime_as_they_are():
+    chat = to_chat_request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+                            "ignore_eos": True, "min_tokens": 3, "speed": "fast", "service_tier": "auto"})
+    assert chat["ignore_eos"] is True and chat["min_tokens"] == 3
+    assert "speed" not in chat and "service_tier" not in chat
+
+
 def test_streamed_request_asks_the_runtime_for_usage():
     chat = to_chat_request({"model": "m", "max_tokens": 5, "stream": True,
                             "messages": [{"role": "user", "content": "Hi"}]})
