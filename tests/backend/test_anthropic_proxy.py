@@ -44,6 +44,7 @@ def proxy_url(upstream: FakeUpstream) -> Iterator[str]:
         install_openai_error_handlers(app)
         app.state.upstreams = StaticDirectory([
             Upstream("dep-tiny", "tiny", f"{up}/v1", True, "running"),
+            Upstream("dep-cold", "cold", f"{up}/v1", False, "starting"),
             # Says it speaks Messages but, like Ollama, has no count_tokens (the fake has neither).
             Upstream("dep-native", "native", f"{up}/v1", True, "running",
                      native_apis=frozenset({"anthropic_messages"})),
@@ -106,3 +107,19 @@ def test_count_tokens_on_a_runtime_without_it_is_a_clear_404(client):
     with pytest.raises(anthropic.NotFoundError) as caught:
         client.messages.count_tokens(model="tiny", messages=HELLO)
     assert "no Messages API" in caught.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize("content, status, says", [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"max_tokens": 3, "messages": []}', 400, "needs a 'model'"),
+    (b'{"model": "tiny", "max_tokens": 3, "messages": "hi"}', 400, "'messages' must be a non-empty list"),
+    (b'{"model": "cold", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}', 503, "is starting"),
+])
+def test_modeldecks_own_refusals_are_in_anthropics_shape(proxy_url, content, status, says):
+    r = httpx.post(f"{proxy_url}/v1/messages", content=content, timeout=10,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == status
+    body = r.json()
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
+    assert body["error"]["type"] == ("invalid_request_error" if status == 400 else "api_error")
+    assert says in body["error"]["message"]
