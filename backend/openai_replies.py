@@ -11,6 +11,18 @@ import json
 from typing import Any
 
 CHAT = "chat/completions"
+RESPONSES = "responses"  # OpenAI's Responses API: output items, not choices
+
+
+def _responses_text(decoded: dict) -> str:
+    # The text of every output_text part of the assistant's message items, in order.
+    parts = []
+    for item in decoded.get("output") or ():
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    parts.append(part["text"])
+    return "".join(parts)
 
 
 def _choice_text(choice: dict, chat: bool, part: str) -> str:
@@ -33,9 +45,14 @@ def reply_text(decoded: Any, endpoint: str) -> tuple[str, str | None]:
 
     Returns:
         ``(text, finish_reason)``; ``("", None)`` for embeddings and for answers without choices.
+        For the Responses API: the output text and the response's ``status`` ("completed",
+        "incomplete", ...).
     """
     if not isinstance(decoded, dict):
         return "", None
+    if endpoint == RESPONSES:
+        status = decoded.get("status")
+        return _responses_text(decoded), status if isinstance(status, str) else None
     choices = decoded.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return "", None
@@ -52,6 +69,7 @@ class ReplyCollector:
 
     def __init__(self, endpoint: str):
         self._chat = endpoint == CHAT
+        self._responses = endpoint == RESPONSES
         self._pending = b""
         self._parts: list[str] = []
         self.finish_reason: str | None = None
@@ -73,6 +91,14 @@ class ReplyCollector:
 
     def _take(self, event: Any) -> None:
         if not isinstance(event, dict):
+            return
+        if self._responses:  # named events: text deltas, then the final response's status
+            kind = event.get("type")
+            if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                self._parts.append(event["delta"])
+            elif kind in ("response.completed", "response.incomplete", "response.failed") \
+                    and isinstance(event.get("response"), dict):
+                self.finish_reason = event["response"].get("status")
             return
         for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -152,3 +153,27 @@ def test_unknown_model_is_the_same_404_as_chat_completions(backend) -> None:
     assert responses.json()["error"]["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         _client(url).responses.create(model=body["model"], input="Hi")
+
+
+def test_history_keeps_the_responses_text_whole_and_streamed(backend) -> None:
+    url, served = backend
+    headers = {**AUTH, "X-ModelDeck-History": "1"}
+    body = {"model": served, "input": "The fox and the crow", "max_output_tokens": 400}
+    whole = httpx.post(f"{url}/v1/responses", headers=headers, json=body, timeout=60)
+    assert whole.status_code == 200, whole.text
+    entry = httpx.get(f"{url}/api/history/{whole.headers['X-ModelDeck-History-Id']}", headers=AUTH).json()
+    answer = whole.json()
+    assert entry["output"] == answer["output"][0]["content"][0]["text"] and entry["output"]
+    assert entry["finish_reason"] == answer["status"] and entry["endpoint"] == "responses"
+    assert entry["prompt"] == "The fox and the crow"
+    assert entry["completion_tokens"] == answer["usage"]["output_tokens"]
+
+    with httpx.stream("POST", f"{url}/v1/responses", headers=headers, json={**body, "stream": True},
+                      timeout=60) as reply:
+        lines = list(reply.iter_lines())
+    deltas = [json.loads(line[6:])["delta"] for line in lines
+              if line.startswith("data: ") and '"response.output_text.delta"' in line]
+    history_id = next(line for line in lines if line.startswith(": modeldeck-history-id ")).split()[-1]
+    entry = httpx.get(f"{url}/api/history/{history_id}", headers=AUTH).json()
+    assert deltas and entry["output"] == "".join(deltas)
+    assert entry["finish_reason"] in ("completed", "incomplete") and entry["completion_tokens"] == len(deltas)
