@@ -67,6 +67,9 @@ class RecipeOut(BaseModel):
     served_name_is_model: bool
     secrets: list[str]
     caches: list[str]
+    #: APIs the runtime's server answers itself beside chat completions (``anthropic_messages``,
+    #: ``openai_responses``): where ``/v1/messages`` is passed through and ``/v1/responses`` is served.
+    native_apis: list[str] = []
 
     @classmethod
     def of(cls, r: Recipe) -> "RecipeOut":
@@ -74,7 +77,8 @@ class RecipeOut(BaseModel):
                    image=r.image.ref, gpu_image=r.image.gpu_ref, built_locally=r.image.build is not None,
                    gpu_need=r.gpu.need.value, port=r.server.port, default_model=r.defaults.model,
                    default_served_name=r.defaults.served_name, served_name_is_model=r.server.served_name_is_model,
-                   secrets=list(r.env.secrets), caches=[c.kind for c in r.caches])
+                   secrets=list(r.env.secrets), caches=[c.kind for c in r.caches],
+                   native_apis=list(r.server.native_apis))
 
 
 class CatalogOut(BaseModel):

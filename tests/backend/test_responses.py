@@ -177,3 +177,14 @@ def test_history_keeps_the_responses_text_whole_and_streamed(backend) -> None:
     entry = httpx.get(f"{url}/api/history/{history_id}", headers=AUTH).json()
     assert deltas and entry["output"] == "".join(deltas)
     assert entry["finish_reason"] in ("completed", "incomplete") and entry["completion_tokens"] == len(deltas)
+
+
+def test_catalog_says_which_runtimes_serve_it(backend, plain_backend) -> None:
+    # Agents choose a runtime from GET /api/catalog: it says what each one answers natively.
+    def native(url: str) -> dict[str, list[str]]:
+        recipes = httpx.get(f"{url}/api/catalog", headers=AUTH, timeout=10).json()["recipes"]
+        return {r["name"]: r["native_apis"] for r in recipes}
+
+    assert native(backend[0])["demo"] == ["openai_responses"]
+    assert native(plain_backend[0])["demo"] == []
+    assert "anthropic_messages" in native(backend[0])["llama-cpp"]
