@@ -133,6 +133,18 @@ class BackendClient(QObject):
         req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
         return Reply(self._nam.put(req, QByteArray(json.dumps(body or {}).encode())), self)
 
+    def patch(self, path: str, body: dict | None = None, timeout_ms: int = REQUEST_TIMEOUT_MS) -> Reply:
+        req = self._request(path, timeout_ms)
+        req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
+        data = QByteArray(json.dumps(body or {}).encode())
+        return Reply(self._nam.sendCustomRequest(req, QByteArray(b"PATCH"), data), self)
+
+    def post_text(self, path: str, text: str, timeout_ms: int = REQUEST_TIMEOUT_MS) -> Reply:
+        """POST a text body (a file to import) as text/plain."""
+        req = self._request(path, timeout_ms)
+        req.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "text/plain; charset=utf-8")
+        return Reply(self._nam.post(req, QByteArray(text.encode("utf-8"))), self)
+
     def stream(self, path: str, *, method: str = "GET", body: dict | None = None,
                headers: dict[str, str] | None = None, read_timeout: float | None = None,
                parent: QObject | None = None) -> "SseStream":

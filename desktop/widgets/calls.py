@@ -34,6 +34,14 @@ class Calls(QObject):
             err: Callable | None = None, **kw) -> Reply | None:
         return self._track(lambda: self.client.put(path, body, **kw), ok, err)
 
+    def patch(self, path: str, body: dict | None = None, ok: Callable | None = None,
+              err: Callable | None = None, **kw) -> Reply | None:
+        return self._track(lambda: self.client.patch(path, body, **kw), ok, err)
+
+    def post_text(self, path: str, text: str, ok: Callable | None = None, err: Callable | None = None,
+                  **kw) -> Reply | None:
+        return self._track(lambda: self.client.post_text(path, text, **kw), ok, err)
+
     def delete(self, path: str, ok: Callable | None = None, err: Callable | None = None, **kw) -> Reply | None:
         return self._track(lambda: self.client.delete(path, **kw), ok, err)
 
