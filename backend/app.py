@@ -28,10 +28,12 @@ from backend.routes import openai as openai_routes
 from backend.routes import responses as responses_routes
 from backend.routes import setup as setup_routes
 from backend.routes import stats as stats_routes
+from backend.routes import suites as suites_routes
 from backend.routes import system as system_routes
 from backend.security import SecurityMiddleware, ensure_token
 from backend.settings import Settings, get_settings
 from backend.stats.sampler import StatsSampler
+from backend.suites import SuiteStore
 
 log = logging.getLogger("modeldeck")
 REFRESH_INTERVAL_S = 1.5
@@ -154,6 +156,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if history.recovered_from is not None:
             log.warning("history database was unreadable; moved aside to %s and started a fresh one",
                         history.recovered_from)
+        # Prompt suites and their runs share one SQLite file beside the history.
+        app.state.suites = suites = SuiteStore(settings.home / "suites.db")
+        # (issue 18, S2) the run store and runner go here: app.state.suite_runs, with running_suite_ids().
         app.state.stats = sampler = StatsSampler(container_source=service.registry.container_refs, request_log=request_log,
                                                  data_path=settings.home)
         # "All GPUs" becomes a count ({gpu_count}: TGI's --num-shard) from the GPUs NVML sees.
@@ -169,13 +174,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             sampler.stop()
             await app.state.http.aclose()
             history.close()
+            suites.close()
             service.close()
             if engine is None:
                 eng.close()
 
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes,
+    for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes, suites_routes,
                    openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
     _install_error_handlers(app)

@@ -92,9 +92,14 @@ def evaluate(check: Check, text: str) -> CheckResult:
             passed, detail = False, f"the answer is {error}"
         else:
             validator = _validator(json.dumps(value, sort_keys=True))
-            problem = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
-            passed = problem is None
-            if problem is None:
+            try:
+                problem = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
+            except Exception as exc:  # noqa: BLE001 - an unresolvable $ref, a pattern Python cannot compile
+                problem, error = None, f"the schema cannot be applied: {type(exc).__name__}: {exc}"
+            passed = problem is None and error is None
+            if error is not None:
+                detail = error
+            elif problem is None:
                 detail = "the answer matches the schema"
             else:
                 where = "/".join(str(p) for p in problem.absolute_path) or "the top level"

@@ -19,6 +19,7 @@ from backend.metrics import RequestLog
 from backend.proxy import UpstreamDirectory
 from backend.settings import Settings
 from backend.stats.sampler import StatsSampler
+from backend.suites import SuiteStore
 
 
 def _state(name: str):
@@ -32,6 +33,7 @@ def _state(name: str):
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 CatalogDep = Annotated[Catalog, Depends(_state("catalog"))]
 HistoryDep = Annotated[HistoryStore, Depends(_state("history"))]
+SuitesDep = Annotated[SuiteStore, Depends(_state("suites"))]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(_state("http"))]
 RequestLogDep = Annotated[RequestLog, Depends(_state("request_log"))]
 EngineDep = Annotated[Engine, Depends(_state("engine"))]

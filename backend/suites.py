@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import secrets
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
@@ -38,6 +45,13 @@ class SuiteConflict(ModelDeckError):
 
     status = 409
     code = "suite_conflict"
+
+
+class InvalidSuite(ModelDeckError):
+    """A suite cannot be stored as given (its text cannot be encoded as UTF-8)."""
+
+    status = 422
+    code = "invalid_suite"
 
 
 class InvalidSuiteFile(ModelDeckError):
@@ -82,7 +96,7 @@ class Check(BaseModel):
             if kind == "regex":
                 try:
                     re.compile(value)
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:
                     raise ValueError(f"value: invalid regular expression {value!r}: {exc}") from None
         elif kind == "json":
             if value is not None:
@@ -286,3 +300,227 @@ class SuiteSummary(BaseModel):
     description: str
     cases: int
     updated_at: str
+
+
+# --------------------------------------------------------------------------- store
+
+SCHEMA_VERSION = 1
+# IF NOT EXISTS throughout: the run store (backend/suite_runs.py) keeps its tables in the same file
+# and may create them first.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suites_schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS suites (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    system_prompt TEXT,
+    checks        TEXT NOT NULL,   -- JSON list of checks applied to every case
+    case_count    INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cases (
+    suite_id  TEXT NOT NULL REFERENCES suites (id) ON DELETE CASCADE,
+    position  INTEGER NOT NULL,
+    id        TEXT NOT NULL,
+    data      TEXT NOT NULL,       -- the case's JSON
+    PRIMARY KEY (suite_id, position)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_suite_id(name: str) -> str:
+    """A readable, unique-enough id: the name as a slug plus six random hex digits."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "suite"
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+class SuiteStore:
+    """Suites in one SQLite file (WAL mode), shared with the run store.
+
+    One connection is shared by all threads behind a lock; every method blocks, so async code
+    calls it through a thread. A suite is written in one transaction: a failed write leaves the
+    store as it was.
+    """
+
+    def __init__(self, path: Path):
+        """
+        Args:
+            path: the database file (``<home>/suites.db``); missing folders are created (0700).
+
+        Raises:
+            SuitesUnavailable: the file cannot be created or read, or a newer ModelDeck wrote it.
+        """
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                # Prompts can be private: the file is the owner's alone (SQLite copies the mode to -wal/-shm).
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise SuitesUnavailable(
+                f"Cannot open the suites database {self.path}: {exc}.",
+                hint="Check that the folder is writable, or move the file aside and start ModelDeck again.",
+            ) from exc
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            version = conn.execute("SELECT max(version) FROM suites_schema_version").fetchone()[0]
+            if version is None:
+                conn.execute("INSERT INTO suites_schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version > SCHEMA_VERSION:
+                raise SuitesUnavailable(
+                    f"The suites database {self.path} has schema version {version}; this ModelDeck "
+                    f"understands up to {SCHEMA_VERSION}.",
+                    hint="Update ModelDeck, or point MODELDECK_HOME at another folder.")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ reading
+
+    def list(self) -> list[SuiteSummary]:
+        """Every suite, most recently changed first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, name, description, case_count, updated_at FROM suites "
+                "ORDER BY updated_at DESC, id").fetchall()
+        return [SuiteSummary(id=r[0], name=r[1], description=r[2], cases=r[3], updated_at=r[4]) for r in rows]
+
+    def exists(self, suite_id: str) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM suites WHERE id = ?", (suite_id,)).fetchone() is not None
+
+    def get(self, suite_id: str) -> Suite:
+        """The suite with all its cases.
+
+        Raises:
+            SuiteNotFound: no suite has this id.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, name, description, system_prompt, checks, created_at, updated_at "
+                "FROM suites WHERE id = ?", (suite_id,)).fetchone()
+            if row is None:
+                raise SuiteNotFound(f"No suite has the id {suite_id!r}.",
+                                    hint="GET /api/suites lists the suites there are.")
+            cases = self._conn.execute(
+                "SELECT data FROM cases WHERE suite_id = ? ORDER BY position", (suite_id,)).fetchall()
+        return Suite.model_validate({
+            "id": row[0], "name": row[1], "description": row[2], "system_prompt": row[3],
+            "checks": json.loads(row[4]), "created_at": row[5], "updated_at": row[6],
+            "cases": [json.loads(c[0]) for c in cases]})
+
+    # ------------------------------------------------------------------ writing
+
+    def create(self, suite: Suite) -> Suite:
+        """Store a new suite; its id is made from its name unless it has one.
+
+        Raises:
+            SuiteConflict: a suite with the given id exists.
+        """
+        given = bool(suite.id)
+        now = _now()
+        for _ in range(5):
+            stored = suite.model_copy(update={"id": suite.id if given else make_suite_id(suite.name),
+                                              "created_at": now, "updated_at": now})
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    taken = self._conn.execute("SELECT 1 FROM suites WHERE id = ?", (stored.id,)).fetchone()
+                    if taken is None:
+                        self._write(stored, insert=True)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            if taken is None:
+                return stored
+            if given:
+                raise SuiteConflict(f"A suite with the id {stored.id!r} exists already.",
+                                    hint="Leave the id out to get a new one, or PUT /api/suites/{id} to replace it.")
+        raise SuiteConflict("Could not make a free suite id.", hint="Try again.")  # pragma: no cover
+
+    def replace(self, suite_id: str, suite: Suite) -> Suite:
+        """Replace a suite's name, settings and cases (its id and creation time stay).
+
+        Raises:
+            SuiteNotFound: no suite has this id.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT created_at FROM suites WHERE id = ?", (suite_id,)).fetchone()
+                if row is None:
+                    raise SuiteNotFound(f"No suite has the id {suite_id!r}.",
+                                        hint="POST /api/suites creates a suite; GET /api/suites lists them.")
+                stored = suite.model_copy(update={"id": suite_id, "created_at": row[0], "updated_at": _now()})
+                self._conn.execute("DELETE FROM cases WHERE suite_id = ?", (suite_id,))
+                self._write(stored, insert=False)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    def delete(self, suite_id: str) -> None:
+        """Remove a suite and its cases.
+
+        Raises:
+            SuiteNotFound: no suite has this id.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM cases WHERE suite_id = ?", (suite_id,))
+                gone = self._conn.execute("DELETE FROM suites WHERE id = ?", (suite_id,)).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        if not gone:
+            raise SuiteNotFound(f"No suite has the id {suite_id!r}.", hint="GET /api/suites lists the suites there are.")
+
+    def _write(self, suite: Suite, *, insert: bool) -> None:
+        try:
+            self._insert(suite, insert=insert)
+        except UnicodeEncodeError as exc:  # a lone surrogate (\ud800) that JSON can carry but UTF-8 cannot
+            raise InvalidSuite(f"The suite has text that is not valid Unicode: {exc.reason} "
+                               f"({exc.object[exc.start:exc.end]!a}).",
+                               hint="Remove the unpaired surrogate escape (\\ud800-\\udfff) and send it again.") from None
+
+    def _insert(self, suite: Suite, *, insert: bool) -> None:
+        checks = json.dumps([c.model_dump(mode="json") for c in suite.checks], ensure_ascii=False)
+        values = (suite.name, suite.description, suite.system_prompt, checks, len(suite.cases),
+                  suite.created_at, suite.updated_at, suite.id)
+        if insert:
+            self._conn.execute(
+                "INSERT INTO suites (name, description, system_prompt, checks, case_count, created_at, "
+                "updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+        else:
+            self._conn.execute(
+                "UPDATE suites SET name = ?, description = ?, system_prompt = ?, checks = ?, case_count = ?, "
+                "created_at = ?, updated_at = ? WHERE id = ?", values)
+        self._conn.executemany(
+            "INSERT INTO cases (suite_id, position, id, data) VALUES (?, ?, ?, ?)",
+            ((suite.id, n, case.id, case.model_dump_json(exclude_none=True)) for n, case in enumerate(suite.cases)))
