@@ -108,10 +108,33 @@ class Check(BaseModel):
                 jsonschema.Draft202012Validator.check_schema(value)
             except jsonschema.SchemaError as exc:
                 raise ValueError(f"value: invalid JSON Schema: {exc.message}") from None
+            outside = _outside_refs(value)
+            if outside:
+                # jsonschema would fetch such a reference over the network while checking an answer.
+                raise ValueError(f"value: the JSON Schema refers to {outside[0]!r} outside itself; ModelDeck does "
+                                 "not fetch schemas: put the definition under $defs and refer to it as "
+                                 "'#/$defs/<name>'")
         elif kind == "max_length":
             if not isinstance(value, int) or value < 0:
                 raise ValueError("a max_length check needs a whole number of characters (0 or more) as its value")
         return self
+
+
+def _outside_refs(schema: Any) -> list[str]:
+    """The ``$ref`` / ``$dynamicRef`` values in ``schema`` that do not point inside the document."""
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(item, str) and not item.startswith("#"):
+                    found.append(item)
+                else:
+                    stack.append(item)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 class Message(BaseModel):
