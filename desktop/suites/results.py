@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -217,9 +218,12 @@ def merge_runs(first: dict, second: dict) -> RunResults:
 
 # -- text -------------------------------------------------------------------------------
 
+_MARKUP = re.compile(r"\*\*|__|`+|^\s{0,3}#{1,6}\s+", re.MULTILINE)
+
+
 def preview(text: str | None, limit: int = PREVIEW_CHARS) -> str:
-    """The start of an answer on one line."""
-    flat = " ".join((text or "").split())
+    """The start of an answer on one line, without Markdown's emphasis, code and heading marks."""
+    flat = " ".join(_MARKUP.sub("", text or "").split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 

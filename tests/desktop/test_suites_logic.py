@@ -138,3 +138,30 @@ def test_diff():
     assert '<span style="background:#f00">b</span>' in left and "&lt;" in left
     assert '<span style="background:#0f0">x</span>' in right
     assert similarity("same", "same") == 1.0 and similarity("a b", "c d") < 0.5
+
+
+def test_run_body_and_parameter_sets():
+    from desktop.suites.runs import export_format, parameter_set, run_body, run_label
+
+    ps = parameter_set(1, "", "0.7", "64", "42", "")
+    assert ps == {"label": "set-1", "temperature": 0.7, "max_tokens": 64, "seed": 42, "top_p": None}
+    with pytest.raises(ValueError, match="parameter set 2: temperature 'hot' is not a number"):
+        parameter_set(2, "x", "hot", "", "", "")
+    with pytest.raises(ValueError, match="top p must be between 0 and 1"):
+        parameter_set(2, "x", "", "", "", "1.5")
+    body = run_body(["a", "b"], [ps], 2, 4)
+    assert body == {"deployments": ["a", "b"], "parameter_sets": [ps], "repetitions": 2, "concurrency": 4}
+    with pytest.raises(ValueError, match="at least one"):
+        run_body([], [ps], 1, 1)
+    with pytest.raises(ValueError, match="at most 8"):
+        run_body([str(i) for i in range(9)], [ps], 1, 1)
+    with pytest.raises(ValueError, match="same label"):
+        run_body(["a"], [ps, ps], 1, 1)
+    assert run_label({"created_at": "2026-12-02T09:51:00Z", "status": "completed", "done": 4, "total": 4}) \
+        == "2026-12-02 09:51 · completed · 4/4"
+    assert export_format("out.MD") == "md" and export_format("out", "JSON Lines (*.jsonl)") == "jsonl"
+    assert export_format("out") == "csv"
+
+
+def test_preview_drops_markdown_marks():
+    assert preview("# Title\nThe **answer** is `42`") == "Title The answer is 42"
