@@ -26,6 +26,7 @@ from backend.routes import deployments as deployments_routes
 from backend.routes import history as history_routes
 from backend.routes import openai as openai_routes
 from backend.routes import responses as responses_routes
+from backend.routes import runs as runs_routes
 from backend.routes import setup as setup_routes
 from backend.routes import stats as stats_routes
 from backend.routes import suites as suites_routes
@@ -33,6 +34,8 @@ from backend.routes import system as system_routes
 from backend.security import SecurityMiddleware, ensure_token
 from backend.settings import Settings, get_settings
 from backend.stats.sampler import StatsSampler
+from backend.suite_runner import SuiteRunner
+from backend.suite_runs import RunStore
 from backend.suites import SuiteStore
 
 log = logging.getLogger("modeldeck")
@@ -158,19 +161,24 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                         history.recovered_from)
         # Prompt suites and their runs share one SQLite file beside the history.
         app.state.suites = suites = SuiteStore(settings.home / "suites.db")
-        # (issue 18, S2) the run store and runner go here: app.state.suite_runs, with running_suite_ids().
         app.state.stats = sampler = StatsSampler(container_source=service.registry.container_refs, request_log=request_log,
                                                  data_path=settings.home)
         # "All GPUs" becomes a count ({gpu_count}: TGI's --num-shard) from the GPUs NVML sees.
         service.machine_gpus = lambda: len(snap.gpus) if (snap := sampler.latest()) is not None and snap.gpus else None
+        # Suite runs: their cells in the same file, answered through this backend's own /v1.
+        app.state.suite_runs = runner = SuiteRunner(
+            RunStore(settings.home / "suites.db"), service, token, settings.host, settings.port, snapshot=sampler.latest)
         await asyncio.to_thread(service.refresh)
         sampler.start()
+        runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
         try:
             async with mcp.lifespan():  # the MCP SDK's session manager lives as long as the app
                 yield
         finally:
             refresher.cancel()
+            await runner.close()
+            runner.store.close()
             sampler.stop()
             await app.state.http.aclose()
             history.close()
@@ -182,7 +190,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes, suites_routes,
-                   openai_routes, responses_routes, anthropic_routes):
+                   runs_routes, openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)

@@ -19,6 +19,7 @@ from backend.metrics import RequestLog
 from backend.proxy import UpstreamDirectory
 from backend.settings import Settings
 from backend.stats.sampler import StatsSampler
+from backend.suite_runner import SuiteRunner
 from backend.suites import SuiteStore
 
 
@@ -34,6 +35,7 @@ SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 CatalogDep = Annotated[Catalog, Depends(_state("catalog"))]
 HistoryDep = Annotated[HistoryStore, Depends(_state("history"))]
 SuitesDep = Annotated[SuiteStore, Depends(_state("suites"))]
+SuiteRunsDep = Annotated[SuiteRunner, Depends(_state("suite_runs"))]
 HttpClientDep = Annotated[httpx.AsyncClient, Depends(_state("http"))]
 RequestLogDep = Annotated[RequestLog, Depends(_state("request_log"))]
 EngineDep = Annotated[Engine, Depends(_state("engine"))]

@@ -420,6 +420,21 @@ class Engine:
         stream = self._call(self.client.api.logs, attrs["Id"], stream=True, follow=True, tail=tail)
         return LogFollower(stream)
 
+    def image_identity(self, ref: str) -> tuple[str, list[str]]:
+        """What image a ModelDeck container runs: the image's id (``sha256:...``, the digest of its content,
+        whatever tag now points elsewhere) and its registry digests (``repo@sha256:...``; none for an image
+        built here).
+
+        Raises:
+            DeploymentNotFound: no such container, or one ModelDeck did not create.
+        """
+        image_id = self._managed(ref).get("Image") or ""
+        try:
+            attrs = self._call(self.client.api.inspect_image, image_id)
+        except docker.errors.ImageNotFound:
+            return image_id, []  # removed since the container was made: its id is all there is
+        return attrs.get("Id") or image_id, list(attrs.get("RepoDigests") or ())
+
     def spec_of(self, ref: str) -> ContainerSpec:
         """Rebuild the ContainerSpec of an existing container (for the compose export).
 

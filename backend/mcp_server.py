@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend import __version__
 from backend.launch_plan import LaunchRequest
+from backend.netutil import base_url_of
 from backend.routes.deployments import FitCheckRequest
 
 log = logging.getLogger("modeldeck.mcp")
@@ -527,7 +528,6 @@ class McpEndpoint:
                 self._client = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if self._base_url is None and scope.get("server"):
-            host, port = scope["server"][:2]
-            self._base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        if self._base_url is None:
+            self._base_url = base_url_of(scope)
         await self.manager.handle_request(scope, receive, send)

@@ -73,6 +73,13 @@ class ReplyCollector:
         self._pending = b""
         self._parts: list[str] = []
         self.finish_reason: str | None = None
+        #: The stream's ``usage`` object (chat and completions send it last when asked with
+        #: ``stream_options.include_usage``); None until it came.
+        self.usage: dict | None = None
+        #: The message of an ``{"error": ...}`` event (a server, or ModelDeck's proxy, failing mid-stream).
+        self.error: str | None = None
+        #: Whether any text has arrived yet (time to first token is measured at the first such chunk).
+        self.has_text = False
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the stream, as they came."""
@@ -92,10 +99,15 @@ class ReplyCollector:
     def _take(self, event: Any) -> None:
         if not isinstance(event, dict):
             return
+        if isinstance(event.get("usage"), dict):
+            self.usage = event["usage"]
+        if isinstance(event.get("error"), dict):
+            self.error = str(event["error"].get("message") or event["error"])
         if self._responses:  # named events: text deltas, then the final response's status
             kind = event.get("type")
             if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
                 self._parts.append(event["delta"])
+                self.has_text = self.has_text or bool(event["delta"])
             elif kind in ("response.completed", "response.incomplete", "response.failed") \
                     and isinstance(event.get("response"), dict):
                 self.finish_reason = event["response"].get("status")
@@ -103,7 +115,9 @@ class ReplyCollector:
         for choice in event.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            self._parts.append(_choice_text(choice, self._chat, "delta"))
+            piece = _choice_text(choice, self._chat, "delta")
+            self._parts.append(piece)
+            self.has_text = self.has_text or bool(piece)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
