@@ -546,4 +546,5 @@ class SuiteStore:
                 "created_at = ?, updated_at = ? WHERE id = ?", values)
         self._conn.executemany(
             "INSERT INTO cases (suite_id, position, id, data) VALUES (?, ?, ?, ?)",
-            ((suite.id, n, case.id, case.model_dump_json(exclude_none=True)) for n, case in enumerate(suite.cases)))
+            ((suite.id, n, case.id, json.dumps(case.model_dump(mode="json", exclude_none=True), ensure_ascii=False))
+             for n, case in enumerate(suite.cases)))
