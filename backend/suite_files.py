@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.suites import (
     MAX_CASES,
@@ -16,6 +17,7 @@ from backend.suites import (
     Case,
     Check,
     InvalidSuiteFile,
+    Suite,
     assign_case_ids,
     describe_validation_error,
     template_names,
@@ -26,7 +28,8 @@ CSV_COLUMNS = ("id", "prompt", "system_prompt", "expected", "checks")
 _CASE_KEYS = tuple(Case.model_fields)
 _HINTS = {
     "jsonl": "Each line is one case as a JSON object with the keys " + ", ".join(_CASE_KEYS)
-             + " (a prompt or messages is required); fix the line named and import the file again. "
+             + " (a prompt or messages is required); the first line may instead be {\"suite\": {\"name\", "
+               "\"description\", \"system_prompt\", \"checks\"}}. Fix the line named and import the file again. "
                "Nothing was imported.",
     "csv": "The first row is the header: " + ",".join(CSV_COLUMNS) + " (prompt is required; messages is an optional "
            "JSON column; any other column is a variable); checks is a JSON array. Fix the line named and import "
@@ -44,30 +47,56 @@ def _check_count(fmt: FileFormat, count: int, line: int) -> None:
                                  "(split the file into several suites)")
 
 
+class SuiteSettings(BaseModel):
+    """What a JSONL file's optional first line ``{"suite": {...}}`` says about the suite as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str = ""
+    system_prompt: str | None = None
+    checks: list[Check] = Field(default_factory=list)
+
+
+@dataclass
+class SuiteFile:
+    """A file's content: its cases, and the suite's settings when the file carries them (JSONL)."""
+
+    cases: list[Case]
+    settings: SuiteSettings | None = None
+
+
 # --------------------------------------------------------------------------- reading
 
 
-def read_cases(text: str, fmt: FileFormat) -> list[Case]:
-    """The cases of a JSONL or CSV file, all valid, ids assigned.
+def read_suite_file(text: str, fmt: FileFormat) -> SuiteFile:
+    """The cases of a JSONL or CSV file, all valid, ids assigned, and the suite line of a JSONL file.
 
     Raises:
         InvalidSuiteFile: a line is malformed; the message starts with ``line N:``. Nothing is
             returned in part: the caller stores all the cases or none.
     """
     text = text.removeprefix("\ufeff")  # a byte-order mark, as spreadsheet programs write
-    cases = read_jsonl(text) if fmt == "jsonl" else read_csv(text)
-    if not cases:
+    found = read_jsonl(text) if fmt == "jsonl" else SuiteFile(read_csv(text))
+    if not found.cases:
         raise _refuse(fmt, 1, "the file has no cases; a suite needs at least one")
     try:
-        assign_case_ids(cases)
+        assign_case_ids(found.cases)
     except ValueError as exc:
         raise InvalidSuiteFile(str(exc), hint=_HINTS[fmt]) from None
-    return cases
+    return found
 
 
-def read_jsonl(text: str) -> list[Case]:
-    """Cases from JSON Lines: one case object a line; blank lines are skipped."""
+def read_cases(text: str, fmt: FileFormat) -> list[Case]:
+    """The cases of a JSONL or CSV file (see :func:`read_suite_file`)."""
+    return read_suite_file(text, fmt).cases
+
+
+def read_jsonl(text: str) -> SuiteFile:
+    """Cases from JSON Lines: one case object a line, the first line possibly the suite's settings;
+    blank lines are skipped."""
     cases: list[Case] = []
+    settings: SuiteSettings | None = None
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -78,6 +107,14 @@ def read_jsonl(text: str) -> list[Case]:
             raise _refuse("jsonl", number, f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise _refuse("jsonl", number, f"a case is a JSON object, not {type(data).__name__}")
+        if "suite" in data:
+            if cases or settings is not None or set(data) != {"suite"}:
+                raise _refuse("jsonl", number, 'the {"suite": {...}} line must be the first line, alone on it')
+            try:
+                settings = SuiteSettings.model_validate(data["suite"])
+            except ValidationError as exc:
+                raise _refuse("jsonl", number, "suite: " + describe_validation_error(exc)) from None
+            continue
         try:
             case = Case.model_validate(data)
         except ValidationError as exc:
@@ -85,7 +122,7 @@ def read_jsonl(text: str) -> list[Case]:
         _unique(case, number, seen, "jsonl")
         cases.append(case)
         _check_count("jsonl", len(cases), number)
-    return cases
+    return SuiteFile(cases, settings)
 
 
 def _unique(case: Case, line: int, seen: dict[str, int], fmt: FileFormat) -> None:
@@ -205,6 +242,24 @@ def _check_json(check: Check) -> dict[str, Any]:
 def write_jsonl(cases: list[Case]) -> str:
     """The cases as JSON Lines (UTF-8 text, one case a line)."""
     return "".join(json.dumps(case_json(c), ensure_ascii=False) + "\n" for c in cases)
+
+
+def suite_line(suite: Suite) -> str:
+    """The JSONL line that carries a suite's own settings: name, description, system prompt, checks."""
+    settings: dict[str, Any] = {"name": suite.name}
+    if suite.description:
+        settings["description"] = suite.description
+    if suite.system_prompt is not None:
+        settings["system_prompt"] = suite.system_prompt
+    if suite.checks:
+        settings["checks"] = [_check_json(c) for c in suite.checks]
+    return json.dumps({"suite": settings}, ensure_ascii=False) + "\n"
+
+
+def write_suite_file(suite: Suite, fmt: FileFormat) -> str:
+    """A suite as a file import reads back: JSONL starts with the suite line, then the cases; CSV
+    holds the cases only (it has no place for the suite's settings)."""
+    return suite_line(suite) + write_jsonl(suite.cases) if fmt == "jsonl" else write_csv(suite.cases)
 
 
 def write_csv(cases: list[Case]) -> str:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from backend.deps import SuitesDep
-from backend.suite_files import FileFormat, read_cases, write_cases
+from backend.suite_files import FileFormat, read_suite_file, write_suite_file
 from backend.suites import InvalidSuiteFile, Suite, SuiteConflict, SuiteStore, SuiteSummary
 
 router = APIRouter(prefix="/api/suites", tags=["suites"])
@@ -46,12 +46,16 @@ def list_suites(suites: SuitesDep) -> list[SuiteSummary]:
                  "text/csv": {"schema": {"type": "string"}},
                  "application/jsonl": {"schema": {"type": "string"}}}}})
 async def import_suite(request: Request, suites: SuitesDep, format: FormatQuery,
-                       name: Annotated[str, Query(min_length=1, max_length=200)] = "Imported suite",
-                       description: Annotated[str, Query(max_length=10_000)] = "") -> Suite:
+                       name: Annotated[str | None, Query(
+                           min_length=1, max_length=200,
+                           description="The new suite's name (default: the file's suite line, else 'Imported suite').")
+                       ] = None,
+                       description: Annotated[str | None, Query(max_length=10_000)] = None) -> Suite:
     """The body is the file's text (UTF-8). JSONL: one case a line, as ``GET .../export?format=jsonl``
-    writes it. CSV: a header ``id,prompt,system_prompt,expected,checks`` (+ ``messages``, a JSON
-    column, and any other column is a variable); ``checks`` is a JSON array. A malformed line is
-    refused with its number and nothing is stored."""
+    writes it; the first line may be ``{"suite": {"name", "description", "system_prompt", "checks"}}``.
+    CSV: a header ``id,prompt,system_prompt,expected,checks`` (+ ``messages``, a JSON column, and any
+    other column is a variable); ``checks`` is a JSON array. A malformed line is refused with its
+    number and nothing is stored."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
@@ -62,9 +66,14 @@ async def import_suite(request: Request, suites: SuitesDep, format: FormatQuery,
     return await run_in_threadpool(_import, suites, text, format, name, description)
 
 
-def _import(suites: SuiteStore, text: str, fmt: FileFormat, name: str, description: str) -> Suite:
-    cases = read_cases(text, fmt)
-    return suites.create(Suite(name=name, description=description, cases=cases))
+def _import(suites: SuiteStore, text: str, fmt: FileFormat, name: str | None, description: str | None) -> Suite:
+    found = read_suite_file(text, fmt)
+    settings = found.settings
+    suite = Suite(name=name or (settings.name if settings and settings.name else None) or "Imported suite",
+                  description=description if description is not None else (settings.description if settings else ""),
+                  system_prompt=settings.system_prompt if settings else None,
+                  checks=settings.checks if settings else [], cases=found.cases)
+    return suites.create(suite)
 
 
 @router.get("/{suite_id}", operation_id="getSuite", summary="Read a suite with its cases",
@@ -101,9 +110,10 @@ def delete_suite(suite_id: SuiteId, request: Request, suites: SuitesDep) -> Resp
                 "content": {"application/jsonl": {"schema": {"type": "string"}},
                             "text/csv": {"schema": {"type": "string"}}}}})
 def export_suite(suite_id: SuiteId, suites: SuitesDep, format: FormatQuery = "jsonl") -> Response:
-    """The suite's cases in the format import reads back: exporting and importing gives the same
-    cases. The suite's own name, system prompt and checks are not in the file."""
+    """The suite in the format import reads back: exporting and importing gives the same cases.
+    JSONL also carries the suite's name, description, system prompt and checks (its first line);
+    CSV has the cases only."""
     suite = suites.get(suite_id)
-    body = write_cases(suite.cases, format)
+    body = write_suite_file(suite, format)
     return Response(content=body.encode("utf-8"), media_type=_MEDIA_TYPES[format],
                     headers={"Content-Disposition": f'attachment; filename="{suite.id}.{format}"'})

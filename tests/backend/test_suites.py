@@ -12,7 +12,7 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from backend.suite_files import read_cases, write_cases
+from backend.suite_files import read_cases, read_suite_file, write_cases, write_suite_file
 from backend.suites import (MAX_CASES, Case, Check, InvalidSuite, InvalidSuiteFile, Suite, SuiteConflict,
                             SuiteNotFound, SuitesUnavailable, SuiteStore, render_template, template_names)
 
@@ -383,3 +383,18 @@ def test_a_file_of_more_than_ten_thousand_cases_is_refused(fmt):
         read_cases(text + extra, fmt)
     assert f"at most {MAX_CASES}" in info.value.message
     assert info.value.message.startswith(f"line {MAX_CASES + (1 if fmt == 'jsonl' else 2)}: ")
+
+
+def test_jsonl_suite_line_carries_the_suites_settings():
+    s = suite(description="d", system_prompt="sys", checks=[{"kind": "max_length", "value": 9}], cases=RICH_CASES)
+    text = write_suite_file(s, "jsonl")
+    found = read_suite_file(text, "jsonl")
+    assert found.settings is not None
+    assert (found.settings.name, found.settings.description, found.settings.system_prompt) == ("Capitals", "d", "sys")
+    assert found.settings.checks == s.checks
+    assert dumped(found.cases) == dumped(s.cases)
+    assert read_suite_file(write_cases(s.cases, "jsonl"), "jsonl").settings is None  # the line is optional
+    assert write_suite_file(s, "csv") == write_cases(s.cases, "csv")  # CSV has no place for it
+    with pytest.raises(InvalidSuiteFile) as info:
+        read_suite_file('{"suite": {"name": "x"}, "prompt": "p"}\n', "jsonl")
+    assert info.value.message.startswith("line 1: ") and "alone" in info.value.message

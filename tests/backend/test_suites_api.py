@@ -149,17 +149,36 @@ def test_export_then_import_round_trip(api, fmt, media_type):
     assert store.get(imported["id"]).model_dump()["cases"] == store.get(original["id"]).model_dump()["cases"]
 
 
-def test_export_defaults_to_jsonl(api):
+def test_export_defaults_to_jsonl_with_the_suite_line_first(api):
     client, _, _ = api
     suite_id = client.post("/api/suites", json=SUITE).json()["id"]
-    lines = client.get(f"/api/suites/{suite_id}/export").text.splitlines()
-    assert [json.loads(line)["id"] for line in lines] == ["case-1", "de"]
+    lines = [json.loads(line) for line in client.get(f"/api/suites/{suite_id}/export").text.splitlines()]
+    assert lines[0] == {"suite": {"name": "Capitals", "description": "geography", "system_prompt": "One word.",
+                                  "checks": [{"kind": "max_length", "value": 50}]}}
+    assert [line["id"] for line in lines[1:]] == ["case-1", "de"]
+
+
+def test_jsonl_round_trip_gives_the_identical_suite(api):
+    client, _, _ = api
+    original = client.post("/api/suites", json={**SUITE, "cases": RICH_CASES}).json()
+    text = client.get(f"/api/suites/{original['id']}/export", params={"format": "jsonl"}).content
+    imported = client.post("/api/suites/import", params={"format": "jsonl"}, content=text).json()
+    strip = ("id", "created_at", "updated_at")
+    assert {k: v for k, v in imported.items() if k not in strip} == \
+        {k: v for k, v in original.items() if k not in strip}
+    # Query parameters win over the file's suite line.
+    renamed = client.post("/api/suites/import", params={"format": "jsonl", "name": "Other", "description": ""},
+                          content=text).json()
+    assert renamed["name"] == "Other" and renamed["description"] == "" and renamed["system_prompt"] == "One word."
 
 
 @pytest.mark.parametrize(("fmt", "text", "line", "words"), [
     ("jsonl", '{"prompt": "ok"}\n{"prompt": "ok too"}\n{"prompt": \n', 3, ["not valid JSON"]),
     ("jsonl", '{"prompt": "ok"}\n{"system_prompt": "no prompt"}\n', 2, ["either a prompt or messages"]),
     ("jsonl", '{"prompt": "ok"}\n{"prompt": "ok", "weight": 2}\n', 2, ["unknown key 'weight'"]),
+    ("jsonl", '{"suite": {"checks": [{"kind": "regex", "value": "["}]}}\n{"prompt": "ok"}\n', 1,
+     ["suite: checks.0", "invalid regular expression"]),
+    ("jsonl", '{"prompt": "ok"}\n{"suite": {"name": "late"}}\n', 2, ["must be the first line"]),
     ("csv", 'id,prompt,checks\na,ok,\nb,ok,"[{""kind"": ""regex"", ""value"": ""(""}]"\n', 3,
      ["invalid regular expression"]),
     ("csv", "id,prompt,checks\na,ok,\nb,ok,[not json\n", 3, ["checks: not valid JSON"]),
