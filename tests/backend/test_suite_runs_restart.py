@@ -75,3 +75,37 @@ def test_kill_9_mid_run_resumes_without_repeating_cells(engine, demo_image, demo
         if backend.proc is not None and backend.proc.poll() is None:
             backend.delete(f"/api/deployments/{dep['id']}")
         backend.stop()
+
+
+def test_a_stopped_backend_leaves_the_run_interrupted_and_resumes_it(engine, demo_image, demo_base_image,
+                                                                     tmp_path) -> None:
+    """SIGTERM mid-run: the cells cut off stay pending (not errors), the run reads "interrupted", and the
+    next start finishes it."""
+    home = tmp_path / "home"
+    backend = BackendProcess(home, demo_base_image=demo_base_image)
+    backend.start()
+    served = f"t{RUN_ID}-suite-term"
+    dep = launch_ready(backend.url, TOKEN, {"recipe": "demo", "model": "demo-tiny", "served_name": served,
+                                            "env": {"DEMO_TOKEN_DELAY": "0.01"}})
+    try:
+        wait_served(backend.url, TOKEN, served)
+        r = backend.post("/api/suites", json={"name": "term", "cases": [{"prompt": f"Tell me tale {i} of the crow."}
+                                                                        for i in range(40)]})
+        run_id = backend.post(f"/api/suites/{r.json()['id']}/runs", json={
+            "deployments": [served], "parameter_sets": [{"max_tokens": 16}], "concurrency": 3}).json()["id"]
+        wait_until(lambda: backend.get(f"/api/runs/{run_id}").json()["run"]["done"] >= 5, 120, what="5 cells answered")
+        backend.stop()
+        assert "Application shutdown complete" in backend.log(), backend.log()[-2000:]
+        with sqlite3.connect(home / "suites.db") as db:
+            status = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            counts = dict(db.execute("SELECT status, count(*) FROM cells GROUP BY status").fetchall())
+        assert status == "interrupted" and counts.get("pending", 0) > 0 and "error" not in counts, counts
+
+        backend.start()
+        run = wait_until(lambda: (d := backend.get(f"/api/runs/{run_id}").json())["run"]["status"] == "completed" and d,
+                         180, what="the resumed run to complete")
+        assert (run["run"]["done"], run["run"]["errors"]) == (40, 0)
+    finally:
+        if backend.proc is not None and backend.proc.poll() is None:
+            backend.delete(f"/api/deployments/{dep['id']}")
+        backend.stop()
