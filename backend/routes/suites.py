@@ -42,9 +42,8 @@ def list_suites(suites: SuitesDep) -> list[SuiteSummary]:
              status_code=201, response_model=Suite,
              responses={422: {"description": "A line of the file is malformed (``line N: ...``); nothing was stored."}},
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "text/plain": {"schema": {"type": "string"}},
-                 "text/csv": {"schema": {"type": "string"}},
-                 "application/jsonl": {"schema": {"type": "string"}}}}})
+                 "text/plain": {"schema": {"type": "string"}, "description": "The file's text (UTF-8); "
+                                "any Content-Type is read the same way."}}}})
 async def import_suite(request: Request, suites: SuitesDep, format: FormatQuery,
                        name: Annotated[str | None, Query(
                            min_length=1, max_length=200,
