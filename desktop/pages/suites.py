@@ -35,7 +35,7 @@ class SuitesPage(QWidget):
         suites_loaded(list): GET /api/suites answered (the list shown).
         suite_loaded(dict): a suite was opened or saved (the Suite JSON).
         run_loaded(dict): a run's results are shown (its RunSummary); comparisons too.
-        run_finished(dict): the shown run's event stream ended (the final RunSummary).
+        run_finished(dict): the shown run is over: its stream ended, or it was loaded finished (its RunSummary).
         exported(str): a file was written (its path).
         message(str, bool): a line for the person (text, is_error).
     """
@@ -533,9 +533,11 @@ class SuitesPage(QWidget):
         self._show_results(results)
         run = results.run
         self._on_run_progress(run)
+        self.run_loaded.emit(run)
         if run.get("status") in LIVE:
             self._follow(run["id"])
-        self.run_loaded.emit(run)
+        else:
+            self.run_finished.emit(run)
 
     def _on_compare_loaded(self, first, second) -> None:
         results = merge_runs(first, second)
@@ -587,11 +589,26 @@ class SuitesPage(QWidget):
                                     self._on_api_failed)
 
     def _on_run_reloaded(self, detail) -> None:
-        if isinstance(detail, dict) and (detail.get("run") or {}).get("id") == self.run_id and not self.compare_id:
-            results = RunResults(detail)
-            self._show_results(results)
-            self._on_run_progress(results.run)
-            self.run_finished.emit(results.run)
+        if not (isinstance(detail, dict) and (detail.get("run") or {}).get("id") == self.run_id
+                and not self.compare_id):
+            return
+        model = self.results_view.model
+        shown = model.results
+        if [c.key for c in shown.columns] == [c.get("key") for c in detail.get("columns") or []]:
+            # The same grid: only cells the stream missed or that changed since are applied (no reset,
+            # so the selection and scroll position stay).
+            for cell in detail.get("cells") or []:
+                pos = shown.position(cell.get("id")) if cell.get("id") is not None else None
+                held = shown.cell(*pos) if pos else None
+                if held is None or {k: v for k, v in held.items() if k != "_run"} != cell:
+                    model.queue_cell(cell)
+            model.flush()
+            shown.server_summary = detail.get("summary") or {}
+            shown.run = detail.get("run") or shown.run
+        else:
+            self._show_results(RunResults(detail))
+        self._on_run_progress(shown.run if model.results is shown else model.results.run)
+        self.run_finished.emit(model.results.run)
 
     def _on_stream_failed(self, error: ApiError) -> None:
         self.message.emit(f"Lost the run's progress stream: {error}", True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PREVIEW_CHARS = 80
@@ -31,10 +32,6 @@ class Row:
     repetition: int
     preview: str
 
-    @property
-    def title(self) -> str:
-        rep = f" #{self.repetition + 1}" if self.repetition else ""
-        return f"{self.case_id}{rep}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +75,7 @@ class RunResults:
         self._cells: dict[tuple[int, int], dict] = {}
         self._by_id: dict[tuple[str, int], tuple[int, int]] = {}
         self._previews: dict[str, str] = {}
+        self._reps: set[int] = set()
         if detail:
             self.load(detail, run_tag)
 
@@ -89,7 +87,6 @@ class RunResults:
             self.run = detail.get("run") or {}
             self.provenance = detail.get("provenance") or {}
             self.server_summary = detail.get("summary") or {}
-        repetitions = int((self.provenance.get("repetitions") if isinstance(self.provenance, dict) else 0) or 1)
         for col in detail.get("columns") or []:
             ps = col.get("parameter_set") or {}
             key = f"{run_tag}:{col['key']}" if run_tag else col["key"]
@@ -97,11 +94,13 @@ class RunResults:
                 self._col_index[key] = len(self.columns)
                 self.columns.append(Column(key, col.get("deployment") or col["key"].split("|")[0],
                                            ps.get("label") or col["key"].split("|")[-1], run_tag))
-        reps_seen = {c.get("repetition", 0) for c in detail.get("cells") or []}
-        repetitions = max(repetitions, max(reps_seen, default=0) + 1)
+        # Every cell of a run is listed from its start (pending ones too): the repetitions are those seen,
+        # numbered as the backend numbers them; a run without cells yet gets one row per case.
+        reps = sorted({int(c.get("repetition") or 0) for c in detail.get("cells") or []})
+        self._reps.update(reps)
         for case in detail.get("cases") or []:
             self._previews.setdefault(case["id"], case.get("preview") or "")
-            for rep in range(repetitions):
+            for rep in reps or [min(self._reps, default=1)]:
                 self._ensure_row(case["id"], rep)
         for cell in detail.get("cells") or []:
             self.apply_cell(cell, run_tag)
@@ -119,7 +118,9 @@ class RunResults:
         col = self._col_index.get(key)
         if col is None:
             return None
-        row = self._ensure_row(cell.get("case_id", ""), int(cell.get("repetition") or 0))
+        rep = int(cell.get("repetition") or 0)
+        self._reps.add(rep)
+        row = self._ensure_row(cell.get("case_id", ""), rep)
         stored = {**cell, "_run": run_tag}
         self._cells[(row, col)] = stored
         if cell.get("id") is not None:
@@ -132,6 +133,11 @@ class RunResults:
             self.run = summary
 
     # -- reading ----------------------------------------------------------------------
+
+    def row_title(self, row: int) -> str:
+        """The case id, and the repetition's number when the run repeats cases."""
+        r = self.rows[row]
+        return f"{r.case_id} #{r.repetition}" if len(self._reps) > 1 else r.case_id
 
     def cell(self, row: int, col: int) -> dict | None:
         return self._cells.get((row, col))
@@ -187,21 +193,26 @@ class RunResults:
 
     # -- charts -----------------------------------------------------------------------
 
-    def per_model(self, field: str) -> list[tuple[str, float]]:
-        """Median of a summary field ('tokens_per_s_median', 'latency_p50') per deployment, over its columns."""
+    def per_model(self, field: str, summary: Callable[[int], dict] | None = None) -> list[tuple[str, float]]:
+        """Median of a summary field ('tokens_per_s_median', 'latency_p50') per deployment, over its columns.
+
+        ``summary`` gives a column's summary (a cache of ``self.summary``, say).
+        """
+        summary = summary or self.summary
         out = []
         for model in self.models():
             values = [v for i, c in enumerate(self.columns) if c.deployment == model
-                      if (v := self.summary(i).get(field)) is not None]
+                      if (v := summary(i).get(field)) is not None]
             if values:
                 out.append((model, statistics.median(values)))
         return out
 
-    def pass_rate_per_parameter_set(self) -> list[tuple[str, float]]:
+    def pass_rate_per_parameter_set(self, summary: Callable[[int], dict] | None = None) -> list[tuple[str, float]]:
         """Share of passed checks per parameter-set label, over every deployment."""
+        summary = summary or self.summary
         totals: dict[str, list[int]] = {}
         for i, col in enumerate(self.columns):
-            s = self.summary(i)
+            s = summary(i)
             t = totals.setdefault(f"{col.run + ': ' if col.run else ''}{col.label}", [0, 0])
             t[0] += s["checks_passed"]
             t[1] += s["checks_total"]

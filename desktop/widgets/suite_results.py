@@ -156,8 +156,7 @@ class ResultsModel(QAbstractTableModel):
                 return self.results.columns[self._cols[section]].title
             if section == 0:
                 return "Summary"
-            row = self.results.rows[self._rows[section - 1]]
-            return row.title
+            return self.results.row_title(self._rows[section - 1])
         if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Vertical and section > 0:
             return self.results.rows[self._rows[section - 1]].preview
         return None
@@ -334,13 +333,13 @@ class ResultsView(QWidget):
     def where(self, index: QModelIndex) -> str:
         r, c = self.model.source_position(index)
         col = self.model.results.columns[c]
-        return f"{self.model.results.rows[r].title} · {col.title.replace(chr(10), ' · ')}"
+        return f"{self.model.results.row_title(r)} · {col.title.replace(chr(10), ' · ')}"
 
     def update_charts(self) -> None:
-        res = self.model.results
-        self.tps_chart.set_bars(res.per_model("tokens_per_s_median"))
-        self.latency_chart.set_bars(res.per_model("latency_p50"))
-        self.pass_chart.set_bars(res.pass_rate_per_parameter_set())
+        res, cached = self.model.results, self.model.summary
+        self.tps_chart.set_bars(res.per_model("tokens_per_s_median", cached))
+        self.latency_chart.set_bars(res.per_model("latency_p50", cached))
+        self.pass_chart.set_bars(res.pass_rate_per_parameter_set(cached))
 
     def apply_cell_now(self, cell: dict, run_tag: str = "") -> None:
         """A cell changed by this window (a rating): apply it at once and show it if selected."""

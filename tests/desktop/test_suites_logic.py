@@ -58,6 +58,10 @@ def _cell(i, case, column, *, rep=0, status="done", text="answer", passed=True, 
 
 
 def _detail(run_id="r1", cells=(), reps=1):
+    cells = list(cells) or [_cell(100 + i, case, col, rep=rep, status="pending", passed=None)
+                            for i, (case, col, rep) in enumerate((c, k, r) for c in ("c1", "c2")
+                                                                 for k in ("m1|t0", "m1|t1", "m2|t0", "m2|t1")
+                                                                 for r in range(1, reps + 1))]
     cols = [{"key": f"{d}|{lab}", "deployment": d, "parameter_set": {"label": lab}}
             for d in ("m1", "m2") for lab in ("t0", "t1")]
     return {"run": {"id": run_id, "status": "running", "total": 8 * reps, "done": 0},
@@ -69,13 +73,14 @@ def _detail(run_id="r1", cells=(), reps=1):
 def test_grid_positions_and_single_cell_updates():
     res = RunResults(_detail(reps=2))
     assert [c.key for c in res.columns] == ["m1|t0", "m1|t1", "m2|t0", "m2|t1"]
-    assert [(r.case_id, r.repetition) for r in res.rows] == [("c1", 0), ("c1", 1), ("c2", 0), ("c2", 1)]
-    assert res.rows[1].title == "c1 #2"
-    assert res.apply_cell(_cell(7, "c2", "m2|t1", rep=1)) == (3, 3)
+    assert [(r.case_id, r.repetition) for r in res.rows] == [("c1", 1), ("c1", 2), ("c2", 1), ("c2", 2)]
+    assert res.row_title(1) == "c1 #2"
+    assert res.finished_count() == 0
+    assert res.apply_cell(_cell(7, "c2", "m2|t1", rep=2)) == (3, 3)
     assert res.position(7) == (3, 3)
     assert res.apply_cell(_cell(8, "c1", "nope|x")) is None
     assert res.finished_count() == 1
-    res.apply_cell({**_cell(7, "c2", "m2|t1", rep=1), "rating": 4})
+    res.apply_cell({**_cell(7, "c2", "m2|t1", rep=2), "rating": 4})
     assert res.cell(3, 3)["rating"] == 4 and res.finished_count() == 1
 
 
