@@ -98,7 +98,10 @@ def read_jsonl(text: str) -> SuiteFile:
     cases: list[Case] = []
     settings: SuiteSettings | None = None
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    # Only \n ends a line: str.splitlines() would also split at U+2028, U+0085 and \x1c, which JSON
+    # strings may hold unescaped.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

@@ -30,7 +30,7 @@ def refusal(data: dict) -> str:
 
 
 # Text that CSV and JSON both have to escape: separators, quotes, line breaks, non-ASCII, braces.
-TRICKY = 'Zürich, "Genève"\nand 東京 — {braces} \\ back\\slash\r\nend'
+TRICKY = 'Zürich, "Genève"\nand 東京 — {braces} \\ back\\slash\r\nend \u2028 sep\x85 \x1c\t'
 RICH_CASES = [
     {"id": "plain", "prompt": "Say hi"},
     {"prompt": "Translate {{text}} into {{ lang }}, please", "variables": {"text": TRICKY, "lang": "Français"},
@@ -307,8 +307,9 @@ def test_export_then_import_gives_identical_cases(fmt):
 
 
 def test_jsonl_is_one_case_object_a_line():
-    lines = write_cases(suite(cases=RICH_CASES).cases, "jsonl").splitlines()
-    assert len(lines) == len(RICH_CASES)
+    text = write_cases(suite(cases=RICH_CASES).cases, "jsonl")
+    lines = text.removesuffix("\n").split("\n")
+    assert len(lines) == len(RICH_CASES) and len(text.splitlines()) > len(lines)  # U+2028 is not a line end
     first = json.loads(lines[0])
     assert first == {"id": "plain", "prompt": "Say hi"}
     assert "Zürich" in lines[1]  # UTF-8, not \u escapes
