@@ -282,8 +282,8 @@ class Suite(BaseModel):
     system_prompt: str | None = None
     checks: list[Check] = Field(default_factory=list, description="Checks every case's answer must pass.")
     cases: list[Case] = Field(min_length=1, max_length=MAX_CASES)
-    created_at: str = ""
-    updated_at: str = ""
+    created_at: str = Field(default="", description="Set by the server (ISO 8601, UTC); ignored when sent.")
+    updated_at: str = Field(default="", description="Set by the server (ISO 8601, UTC); ignored when sent.")
 
     @model_validator(mode="before")
     @classmethod
