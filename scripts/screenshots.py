@@ -64,6 +64,50 @@ def launch_demos(url: str) -> None:
         time.sleep(0.5)
 
 
+def suites_shots(window, url: str, wait, wait_until) -> list[Path]:
+    """The Suites page with a finished run of a small suite on both demo models, light and dark."""
+    from desktop import theme
+
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    animals = ("fox", "crow", "owl", "hare", "bear", "wolf", "lynx", "stork", "otter", "heron")
+    cases = [{"id": f"fable-{a}", "prompt": "Tell a short fable about a {{animal}}.", "variables": {"animal": a},
+              "checks": [{"kind": "max_length", "value": 90 if i % 3 == 0 else 2000},
+                         {"kind": "not_contains", "value": "lorem"}]}
+             for i, a in enumerate(animals, 1)]
+    suite = httpx.post(f"{url}/api/suites", headers=h, timeout=30,
+                       json={"name": "Fables", "description": "Short fables, two temperatures", "cases": cases})
+    suite.raise_for_status()
+    sid = suite.json()["id"]
+    run = httpx.post(f"{url}/api/suites/{sid}/runs", headers=h, timeout=30,
+                     json={"deployments": list(MODELS), "concurrency": 4,
+                           "parameter_sets": [{"label": "t0", "temperature": 0, "max_tokens": 40, "seed": 1},
+                                              {"label": "t1.0", "temperature": 1.0, "max_tokens": 40, "seed": 1}]})
+    run.raise_for_status()
+    rid = run.json()["id"]
+    wait_until(lambda: httpx.get(f"{url}/api/runs/{rid}", headers=h).json()["run"]["status"] == "completed", 120000)
+    page = window.suites
+    window.show_page(5)
+    page.refresh()
+    wait_until(lambda: page.suite_list.count() >= 1)
+    page.open_suite(sid)
+    wait_until(lambda: page.results_view.model.results.finished_count() == len(cases) * 4)
+    page.tabs.setCurrentIndex(1)
+    page.results_view.table.setCurrentIndex(page.results_view.model.index(2, 1))
+    shots = []
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        wait(1000)
+        path = OUT / f"suites-{scheme}.png"
+        window.grab().save(str(path))
+        shots.append(path)
+    page.tabs.setCurrentIndex(0)
+    wait(500)
+    path = OUT / "suites-editor-dark.png"
+    window.grab().save(str(path))
+    theme.apply("light")
+    return [*shots, path]
+
+
 def main() -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: still make the pictures
@@ -142,6 +186,7 @@ def main() -> int:
                 dialog.grab().save(str(path))
                 shots.append(path)
             dialog.close()
+            shots += suites_shots(window, url, wait, wait_until)
             for p in shots:
                 print(f"saved {p}")
         finally:

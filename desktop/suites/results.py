@@ -245,13 +245,13 @@ def fmt_s(v) -> str:
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
-def figures(cell: dict) -> str:
-    """'TTFT 120 ms · 42 tok · 35.1 tok/s' for a finished cell."""
+def figures(cell: dict, compact: bool = False) -> str:
+    """'TTFT 120 ms · 42 tok · 35.1 tok/s' for a finished cell ('35 tok/s' when ``compact``)."""
     parts = [f"TTFT {fmt_s(cell.get('ttft_s'))}"]
     if (n := cell.get("completion_tokens")) is not None:
         parts.append(f"{n} tok")
     if (tps := _num(cell.get("tokens_per_s"))) is not None:
-        parts.append(f"{tps:.1f} tok/s")
+        parts.append(f"{tps:.0f} tok/s" if compact and tps >= 10 else f"{tps:.1f} tok/s")
     return " · ".join(parts)
 
 
@@ -269,20 +269,20 @@ MARK_SYMBOL = {"pass": "✓", "fail": "✗", "error": "⚠", "cancelled": "–",
 
 
 def cell_text(cell: dict | None) -> str:
-    """What a grid cell shows: the verdict and start of the answer, then its figures."""
+    """What a grid cell shows: the verdict and figures on the first line, then the start of the answer."""
     m = mark(cell)
     if m == "pending":
         return "…"
     if m == "error":
-        return f"⚠ {preview(cell.get('error') or 'error', 60)}"
+        return f"⚠ error\n{preview(cell.get('error') or 'unknown', 120)}"
     if m == "cancelled":
         return "– cancelled"
     results = cell.get("checks") or []
     head = MARK_SYMBOL[m]
     if results:
-        head += f" {sum(1 for r in results if r.get('passed'))}/{len(results)} "
-    stars = f" ★{cell['rating']}" if cell.get("rating") else ""
-    return f"{head}{preview(cell.get('text'), 60)}\n{figures(cell)}{stars}".lstrip()
+        head += f"{sum(1 for r in results if r.get('passed'))}/{len(results)}  "
+    stars = f" · ★{cell['rating']}" if cell.get("rating") else ""
+    return f"{head}{figures(cell, compact=True)}{stars}\n{preview(cell.get('text'), 120)}"
 
 
 def summary_text(s: dict) -> str:

@@ -281,6 +281,7 @@ class ResultsView(QWidget):
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)  # a long answer is cut at the cell's edge
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -289,7 +290,7 @@ class ResultsView(QWidget):
         line = self.fontMetrics().height()
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setDefaultSectionSize(line * 16)
+        header.setDefaultSectionSize(line * 17)
         header.setMinimumHeight(int(line * 2.6))
         vheader = self.table.verticalHeader()
         vheader.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)

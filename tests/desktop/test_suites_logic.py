@@ -117,9 +117,11 @@ def test_summary_and_charts():
 def test_cell_texts():
     assert mark(None) == "pending" and cell_text(None) == "…"
     done = _cell(1, "c1", "m1|t0", text="Paris is the capital", checks=[{"kind": "contains", "passed": True}])
-    assert cell_text(done).startswith("✓ 1/1 Paris is the capital\nTTFT 100 ms · 12 tok · 20.0 tok/s")
-    assert cell_text({**done, "passed": None, "checks": []}).startswith("Paris")
-    assert cell_text(_cell(2, "c1", "m1|t0", status="error", error="upstream 500", passed=None)) == "⚠ upstream 500"
+    assert cell_text(done) == "✓1/1  TTFT 100 ms · 12 tok · 20 tok/s\nParis is the capital"
+    rated = {**done, "passed": None, "checks": [], "rating": 5}
+    assert cell_text(rated).startswith("TTFT 100 ms · 12 tok · 20 tok/s · ★5\n")
+    failed = _cell(2, "c1", "m1|t0", status="error", error="upstream 500", passed=None)
+    assert cell_text(failed) == "⚠ error\nupstream 500"
     assert "1.50 s" in figures({"ttft_s": 1.5})
     assert preview("a\n b " * 40, 10) == "a b a b a…"
     assert percentile([], 50) is None and percentile([1, 2, 3, 4], 50) == 2.5
