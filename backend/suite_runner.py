@@ -50,6 +50,10 @@ log = logging.getLogger("modeldeck.suites")
 REVISION_LABEL = "modeldeck.revision"
 #: How long one answer may go without a byte before it counts as failed.
 READ_TIMEOUT_S = 300.0
+#: Tries per cell when the proxy answers 502 (the model server dropped the connection before answering):
+#: llama-server closes some kept-alive connections without saying so, and a request sent on one just
+#: then never reaches it; asking once more gets the answer instead of an error cell.
+UPSTREAM_ATTEMPTS = 2
 #: Provenance fields a rerun compares, with the words its differences use.
 COMPARED = (("recipe", "runtime"), ("image", "image"), ("image_digest", "image digest"), ("model", "model"),
             ("revision", "revision"), ("args", "recipe arguments"))
@@ -243,27 +247,34 @@ class SuiteRunner:
         case = active.cases[pending.case_id]
         body = {"model": deployment, "messages": case.render(active.suite), "stream": True,
                 "stream_options": {"include_usage": True}, **params}
-        collector = ReplyCollector(CHAT)
-        started, t0 = time.time(), time.perf_counter()
-        ttft: float | None = None
-        try:
-            async with self._client.stream(
-                    "POST", f"{self.base_url}/v1/chat/completions", json=body,
-                    headers={"Authorization": f"Bearer {self._token}"},
-                    timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S, pool=None)) as r:
-                if r.status_code >= 400:
-                    raw = await r.aread()
-                    return CellResult(status="error", error=_error_message(r.status_code, raw), started_at=started,
-                                      duration_s=time.perf_counter() - t0, finished_at=time.time())
-                async for chunk in r.aiter_raw():
-                    collector.feed(chunk)
-                    if ttft is None and collector.has_text:
-                        ttft = time.perf_counter() - t0
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise BackendGone(str(exc)) from None
-        except httpx.HTTPError as exc:
-            return CellResult(status="error", error=f"{type(exc).__name__}: {exc}".rstrip(": "), started_at=started,
-                              duration_s=time.perf_counter() - t0, finished_at=time.time())
+        for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
+            collector = ReplyCollector(CHAT)
+            started, t0 = time.time(), time.perf_counter()
+            ttft: float | None = None
+            try:
+                async with self._client.stream(
+                        "POST", f"{self.base_url}/v1/chat/completions", json=body,
+                        headers={"Authorization": f"Bearer {self._token}"},
+                        timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S, pool=None)) as r:
+                    if r.status_code >= 400:
+                        raw = await r.aread()
+                        if r.status_code == 502 and attempt < UPSTREAM_ATTEMPTS:
+                            log.info("suite run %s, cell %s: %s; asking again", active.summary.id, pending.id,
+                                     _error_message(r.status_code, raw))
+                            continue
+                        return CellResult(status="error", error=_error_message(r.status_code, raw),
+                                          started_at=started, duration_s=time.perf_counter() - t0,
+                                          finished_at=time.time())
+                    async for chunk in r.aiter_raw():
+                        collector.feed(chunk)
+                        if ttft is None and collector.has_text:
+                            ttft = time.perf_counter() - t0
+                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise BackendGone(str(exc)) from None
+            except httpx.HTTPError as exc:
+                return CellResult(status="error", error=f"{type(exc).__name__}: {exc}".rstrip(": "),
+                                  started_at=started, duration_s=time.perf_counter() - t0, finished_at=time.time())
         duration = time.perf_counter() - t0
         text = collector.text()
         usage = collector.usage or {}
