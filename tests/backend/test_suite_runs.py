@@ -250,6 +250,8 @@ def test_cancel_stops_requests_and_cancels_the_rest(deck) -> None:
             done += name == "cell"
             if done >= 3:
                 break
+    # Its suite cannot be deleted while it runs.
+    assert httpx.delete(f"{url}/api/suites/{suite_id}", headers=AUTH, timeout=10).status_code == 409
     r = httpx.post(f"{url}/api/runs/{run_id}/cancel", headers=AUTH, timeout=60)
     assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
     run = _run(url, run_id)
@@ -271,6 +273,7 @@ def test_cancel_stops_requests_and_cancels_the_rest(deck) -> None:
     assert httpx.post(f"{url}/api/runs/{run_id}/cancel", headers=AUTH).json()["done"] == 50
     assert httpx.delete(f"{url}/api/runs/{run_id}", headers=AUTH).status_code == 204
     assert httpx.get(f"{url}/api/runs/{run_id}", headers=AUTH).status_code == 404
+    assert httpx.delete(f"{url}/api/suites/{suite_id}", headers=AUTH, timeout=10).status_code == 204
 
 
 def test_a_run_on_a_missing_deployment_records_the_error(deck) -> None:
