@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 from desktop import theme
 from desktop.client import ApiError, BackendClient, SseStream
 from desktop.playground.column import ERROR_STYLE
-from desktop.suites.cases import CASE_FIELDS, CaseRow, case_to_row, import_format, suite_body
+from desktop.suites.cases import CASE_FIELDS, CaseRow, case_to_row, checks_text, import_format, suite_body
 from desktop.suites.results import Filter, RunResults, merge_runs
 from desktop.suites.runs import EXPORT_FORMATS, export_format, run_label
 from desktop.widgets.calls import Calls
@@ -58,10 +58,18 @@ class SuitesPage(QWidget):
         self.models: list[str] = []
         self.differences: list[str] = []
         self._stream: SseStream | None = None
+        self._icons: list[tuple[QPushButton, str, str]] = []  # (button, icon, colour role): recoloured per theme
         self._build()
+        self._on_theme_changed(theme.notifier().scheme)
         self.message.connect(self._on_message)
+        theme.notifier().changed.connect(self._on_theme_changed)
 
     # ------------------------------------------------------------------ layout
+
+    def _icon_button(self, icon: str, role: str, text: str) -> QPushButton:
+        button = QPushButton(text)
+        self._icons.append((button, icon, role))
+        return button
 
     def _build(self) -> None:
         title = QLabel("Suites")
@@ -72,12 +80,12 @@ class SuitesPage(QWidget):
         self.suite_list.currentItemChanged.connect(self._on_suite_list_current_item_changed)
         self.new_button = QPushButton("New")
         self.new_button.clicked.connect(self.new_suite)
-        self.import_button = QPushButton(theme.icon("folder"), "Import…")
+        self.import_button = self._icon_button("folder", "text", "Import…")
         self.import_button.setToolTip("Import a suite from a JSONL (one case per line) or CSV file")
         self.import_button.clicked.connect(self._on_import_button_clicked)
-        self.export_suite_button = QPushButton(theme.icon("export"), "Export…")
+        self.export_suite_button = self._icon_button("export", "text", "Export…")
         self.export_suite_button.clicked.connect(self._on_export_suite_button_clicked)
-        self.delete_button = QPushButton(theme.icon("remove"), "Delete")
+        self.delete_button = self._icon_button("remove", "text", "Delete")
         self.delete_button.clicked.connect(self._on_delete_button_clicked)
         left_buttons = QHBoxLayout()
         for b in (self.new_button, self.import_button):
@@ -130,11 +138,12 @@ class SuitesPage(QWidget):
         self.cases_table = QTableWidget(0, len(CASE_FIELDS))
         self.cases_table.setHorizontalHeaderLabels(CASE_HEADERS)
         self.cases_table.setWordWrap(True)
+        self.cases_table.verticalHeader().setDefaultSectionSize(int(self.fontMetrics().height() * 2.6))
         header = self.cases_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
         em = self.fontMetrics().horizontalAdvance("M")
-        for col, width in enumerate((7, 26, 14, 12, 10, 20)):
+        for col, width in enumerate((9, 26, 14, 12, 10, 20)):
             self.cases_table.setColumnWidth(col, em * width)
         self.cases_table.setToolTip('Checks: contains, not_contains, regex, equals, json, json_schema, max_length; '
                                     'e.g. [{"kind": "contains", "value": "Paris", "ignore_case": true}]')
@@ -142,9 +151,9 @@ class SuitesPage(QWidget):
         self.add_case_button.clicked.connect(self._on_add_case_button_clicked)
         self.remove_case_button = QPushButton("Remove case")
         self.remove_case_button.clicked.connect(self._on_remove_case_button_clicked)
-        self.save_button = QPushButton(theme.icon("check"), "Save")
+        self.save_button = self._icon_button("check", "text", "Save")
         self.save_button.clicked.connect(self.save_suite)
-        self.run_button = QPushButton(theme.icon("start", "accent_text"), "Run…")
+        self.run_button = self._icon_button("start", "accent_text", "Run…")
         self.run_button.setProperty("primary", True)
         self.run_button.clicked.connect(self._on_run_button_clicked)
         self.editor_error = QLabel()
@@ -174,12 +183,12 @@ class SuitesPage(QWidget):
         self.compare_combo.setMinimumContentsLength(20)
         self.compare_combo.setToolTip("Show a second run of this suite beside this one (its columns marked B)")
         self.compare_combo.activated.connect(self._on_compare_combo_activated)
-        self.cancel_button = QPushButton(theme.icon("stop"), "Cancel")
+        self.cancel_button = self._icon_button("stop", "text", "Cancel")
         self.cancel_button.clicked.connect(self.cancel_run)
-        self.rerun_button = QPushButton(theme.icon("restart"), "Re-run")
+        self.rerun_button = self._icon_button("restart", "text", "Re-run")
         self.rerun_button.setToolTip("Run again with the same configuration; says what no longer matches")
         self.rerun_button.clicked.connect(self.rerun)
-        self.export_run_button = QPushButton(theme.icon("export"), "Export…")
+        self.export_run_button = self._icon_button("export", "text", "Export…")
         self.export_run_button.clicked.connect(self._on_export_run_button_clicked)
         self.diff_button = QPushButton("Compare cells")
         self.diff_button.setToolTip("Select two cells (Ctrl+click) to see their answers side by side")
@@ -299,11 +308,10 @@ class SuitesPage(QWidget):
         self.description_edit.setText(suite.get("description") or "")
         self.system_edit.setPlainText(suite.get("system_prompt") or "")
         checks = suite.get("checks") or []
-        self.checks_edit.setText(json.dumps(checks, ensure_ascii=False) if checks else "")
+        self.checks_edit.setText(checks_text(checks))
         self.cases_table.setRowCount(0)
         for case in suite.get("cases") or []:
             self._add_row(case_to_row(case))
-        self.cases_table.resizeRowsToContents()
         self._show_editor_error("")
 
     def _add_row(self, row: CaseRow) -> None:
@@ -418,6 +426,10 @@ class SuitesPage(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's naming)
         super().showEvent(event)
         self._calls.get("/v1/models", self._on_models_loaded)
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        for button, icon, role in self._icons:
+            button.setIcon(theme.icon(icon, role))
 
     def _on_message(self, text: str, is_error: bool) -> None:
         self.banner.setStyleSheet(ERROR_STYLE if is_error else INFO_STYLE)

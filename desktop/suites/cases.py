@@ -34,13 +34,24 @@ def case_to_row(case: dict) -> CaseRow:
     messages = case.get("messages")
     prompt = json.dumps(messages, ensure_ascii=False) if messages else (case.get("prompt") or "")
     variables = case.get("variables") or {}
-    checks = case.get("checks") or []
+    checks = compact_checks(case.get("checks") or [])
     known = {"id", "prompt", "messages", "variables", "system_prompt", "expected", "checks"}
     return CaseRow(id=case.get("id") or "", prompt=prompt,
                    variables=json.dumps(variables, ensure_ascii=False) if variables else "",
                    system_prompt=case.get("system_prompt") or "", expected=case.get("expected") or "",
-                   checks=json.dumps(checks, ensure_ascii=False) if checks else "",
+                   checks=checks_text(checks),
                    extra={k: v for k, v in case.items() if k not in known})
+
+
+def compact_checks(checks: list[dict]) -> list[dict]:
+    """Checks without the fields that hold their defaults (``ignore_case`` false, ``value`` null), for reading."""
+    return [{k: v for k, v in c.items() if not ((k == "ignore_case" and v is False) or (k == "value" and v is None))}
+            for c in checks]
+
+
+def checks_text(checks: list[dict]) -> str:
+    """A checks cell's text: '' for none, else the compact JSON list."""
+    return json.dumps(compact_checks(checks), ensure_ascii=False) if checks else ""
 
 
 def parse_checks(text: str, where: str) -> list[dict]:

@@ -172,3 +172,12 @@ def test_run_body_and_parameter_sets():
 
 def test_preview_drops_markdown_marks():
     assert preview("# Title\nThe **answer** is `42`") == "Title The answer is 42"
+
+
+def test_checks_shown_without_their_defaults():
+    from desktop.suites.cases import checks_text
+
+    stored = [{"kind": "json", "value": None, "ignore_case": False},
+              {"kind": "contains", "value": "a", "ignore_case": True}]
+    assert checks_text(stored) == '[{"kind": "json"}, {"kind": "contains", "value": "a", "ignore_case": true}]'
+    assert checks_text([]) == ""
