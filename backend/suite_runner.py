@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,8 @@ UPSTREAM_ATTEMPTS = 2
 COMPARED = (("recipe", "runtime"), ("image", "image"), ("image_digest", "image digest"), ("model", "model"),
             ("revision", "revision"), ("args", "recipe arguments"))
 _HASH_CHUNK = 4 * 1024 * 1024
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class BackendGone(Exception):
@@ -404,10 +407,23 @@ class SuiteRunner:
         gpu_names = self._gpu_names()
         return {"served_name": served_name, "deployment_id": dep.id, "recipe": dep.recipe, "image": dep.image,
                 "image_digest": image_id, "repo_digests": repo_digests, "model": dep.model,
-                "revision": spec.labels.get(REVISION_LABEL) or self._file_digest(dep.model),
+                "revision": spec.labels.get(REVISION_LABEL) or self._hub_revision(dep.model)
+                or self._file_digest(dep.model),
                 "args": list(spec.command), "config_hash": dep.config_hash, "gpu_ids": dep.gpus,
                 "gpus": [gpu_names[i] for i in self._deployment_gpus(dep.id) if i in gpu_names],
                 "status": dep.status}
+
+    def _hub_revision(self, model: str) -> str | None:
+        """The Hub commit a Hub model's ``main`` points at in the Hugging Face cache folder the runtimes
+        share (``hub/models--<org>--<name>/refs/main``), when that cache is a host folder; else None."""
+        folder = self.deployments.settings.cache_dirs.get("huggingface")
+        if folder is None or not _HUB_ID.fullmatch(model):
+            return None
+        try:
+            commit = (folder / "hub" / f"models--{model.replace('/', '--')}" / "refs" / "main").read_text().strip()
+        except OSError:
+            return None
+        return commit if _COMMIT.fullmatch(commit) else None
 
     def _file_digest(self, model: str) -> str | None:
         """``sha256:<hex>`` of a local model file (a GGUF), once per path, modification time and size."""

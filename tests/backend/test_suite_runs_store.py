@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
-from backend.suite_runner import differences
+from backend.settings import Settings
+from backend.suite_runner import SuiteRunner, differences
 from backend.suite_runs import (
     CellEdit,
     CellNotFound,
@@ -145,3 +148,26 @@ def test_differences_name_what_no_longer_matches() -> None:
     assert differences(before, now) == ["a: image digest sha256:aaa → sha256:bbb", "a: revision (none) → sha256:r",
                                         "b: no longer deployed (launch it again, or its cells fail)",
                                         "c: was not deployed when the run was made, and is now"]
+
+
+def test_revisions_come_from_the_hub_cache_or_the_file_itself(tmp_path) -> None:
+    hf = tmp_path / "hf"
+    refs = hf / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct" / "refs"
+    refs.mkdir(parents=True)
+    commit = "7ae557604adf67be50417f59c2c2f167def9a775"
+    (refs / "main").write_text(commit)
+    runner = SuiteRunner(_store(tmp_path), SimpleNamespace(settings=Settings(home=tmp_path, cache_dirs={
+        "huggingface": hf})), "token", "127.0.0.1", 8765)
+    assert runner._hub_revision("Qwen/Qwen2.5-0.5B-Instruct") == commit
+    assert runner._hub_revision("Qwen/Other") is None and runner._hub_revision("/models/x.gguf") is None
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 100)
+    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert runner._file_digest(str(gguf)) == digest
+    # Kept by path, modification time and size: a new runner (a restarted backend) reads it back.
+    again = SuiteRunner(RunStore(tmp_path / "suites.db"), runner.deployments, "token", "127.0.0.1", 8765)
+    assert again.store.cached_digest(str(gguf), gguf.stat().st_mtime_ns, gguf.stat().st_size) == digest
+    gguf.write_bytes(b"GGUF changed")
+    assert again._file_digest(str(gguf)) == "sha256:" + hashlib.sha256(b"GGUF changed").hexdigest()
+    assert runner._file_digest("relative.gguf") is None and runner._file_digest(str(tmp_path / "none.gguf")) is None
