@@ -91,6 +91,15 @@ def measure(quick: bool = False, stall_seconds: float | None = None) -> dict:
                                                  f"{probe['stall_p99_ms']:.1f} ms; worst five (ms, at s): {probe['worst_stalls']}"
                                                  + "".join(f"; {c}" for c in crashes))
                 result["rss_mb_note"] = f"after {seconds:g} s of that (the goal says 10 minutes)"
+                # The Suites grid while a 400-cell run streams in (issue 18: no stall over 50 ms).
+                suites, _ = _run_probe_retrying(["--probe", "suites", "--settings-file", ini, "--cases",
+                                                 "25" if quick else "100"], 400, crashes)
+                result["suites_worst_stall_ms"] = suites["worst_stall_ms"] if suites.get("cells") else None
+                result["suites_worst_stall_ms_note"] = (
+                    f"{suites.get('cells')} cells ({'25' if quick else '100'} cases × 2 parameter sets × 2 "
+                    f"repetitions, 8 at a time) in {suites.get('run_s') or 0:.1f} s, run {suites.get('status')}; "
+                    f"worst five (ms, at s): {suites.get('worst_stalls')}"
+                    + (f"; failed: {suites['failed']}" if suites.get("failed") else ""))
         finally:
             modeldeck.stop()
     finally:
@@ -221,15 +230,86 @@ def _probe_stall(settings_file: str, seconds: float) -> dict:
             "columns_finished": state["done"], "ok": state.get("ok", False)}
 
 
+def _probe_suites(settings_file: str, cases: int) -> dict:
+    """Worst GUI-thread stall while a run of ``cases`` × 2 parameter sets × 2 repetitions streams into the grid."""
+    import httpx
+    from PySide6.QtCore import Qt, QTimer
+
+    from desktop.app import Application
+
+    app = Application(["modeldeck", "--settings-file", settings_file])
+    window = app.window
+    page = window.suites
+    gaps: list[tuple[float, float]] = []
+    state: dict = {"last": None, "measuring": False}
+    tick = QTimer()
+    tick.setTimerType(Qt.TimerType.PreciseTimer)
+    tick.setInterval(5)
+
+    def on_tick() -> None:
+        now = time.monotonic()
+        if state["measuring"] and state["last"] is not None:
+            gaps.append(((now - state["last"]) * 1000 - 5, now - state["started"]))
+        state["last"] = now
+
+    tick.timeout.connect(on_tick)
+
+    def on_ready(url: str, token: str) -> None:
+        h = {"Authorization": f"Bearer {token}"}
+        body = {"name": "bench suite", "cases": [{"id": f"c{i:04d}", "prompt": f"Count to {i}."} for i in range(cases)]}
+        made = httpx.post(f"{url}/api/suites", headers=h, json=body, timeout=30)
+        if made.status_code != 201:
+            state["failed"] = f"POST /api/suites: {made.status_code} {made.text[:200]}"
+            app.app.quit()
+            return
+        state["suite"] = made.json()
+        window.show_page(window.pages.index(page))
+        page.open_suite(state["suite"]["id"])
+
+    def on_suite_loaded(suite: dict) -> None:
+        if state.get("started") or suite.get("id") != (state.get("suite") or {}).get("id"):
+            return
+        state["measuring"], state["started"] = True, time.monotonic()
+        page.start_run({"deployments": ["bench-model"], "repetitions": 2, "concurrency": 8,
+                        "parameter_sets": [{"label": "a", "max_tokens": 8}, {"label": "b", "max_tokens": 8}]})
+        QTimer.singleShot(300000, app.app.quit)  # a stuck run must not hang the bench
+
+    def on_run_finished(run: dict) -> None:
+        state["run"] = run
+        state["measuring"] = False
+        QTimer.singleShot(200, app.app.quit)
+
+    def on_message(text: str, is_error: bool) -> None:
+        if is_error and state.get("started") and "run" not in state:
+            state["failed"] = text
+
+    app.backend.ready.connect(on_ready)
+    page.suite_loaded.connect(on_suite_loaded)
+    page.run_finished.connect(on_run_finished)
+    page.message.connect(on_message)
+    tick.start()
+    app.run()
+    ordered = sorted(gaps)
+    run = state.get("run") or {}
+    return {"worst_stall_ms": ordered[-1][0] if ordered else None,
+            "worst_stalls": [(round(g, 1), round(at, 2)) for g, at in ordered[-5:]],
+            "cells": page.results_view.model.results.finished_count(), "status": run.get("status"),
+            "run_s": (time.monotonic() - state["started"]) if state.get("started") else None,
+            "failed": state.get("failed") or (page.editor_error.text() or None)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.desktop")
-    parser.add_argument("--probe", choices=["paint", "stall"], required=True)
+    parser.add_argument("--probe", choices=["paint", "stall", "suites"], required=True)
+    parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--settings-file", required=True)
     parser.add_argument("--wait-ready", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     if args.probe == "paint":
         out = _probe_paint(args.settings_file, args.wait_ready)
+    elif args.probe == "suites":
+        out = _probe_suites(args.settings_file, args.cases)
     else:
         out = _probe_stall(args.settings_file, args.seconds)
     print(json.dumps(out), flush=True)
