@@ -660,6 +660,7 @@ class SuitesPage(QWidget):
         dialog = RunDialog(self.suite.get("name") or "", self.models, self)
         if dialog.exec() and dialog.body():
             self.start_run(dialog.body())
+        dialog.deleteLater()
 
     def _on_import_button_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a suite", "", "Suites (*.jsonl *.csv);;All files (*)")

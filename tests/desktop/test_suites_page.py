@@ -218,6 +218,17 @@ def test_rerun_says_what_differs_cancel_and_compare(make_main_window, qtbot, sui
     window.show_page(5)
     page = window.suites
     qtbot.waitUntil(lambda: page.suite_list.count() >= 1, timeout=10000)
+
+    # a new suite typed in the editor is POSTed
+    page.new_suite()
+    assert page.cases_table.rowCount() == 1 and page.name_edit.text() == ""
+    page.name_edit.setText("Typed suite")
+    page.cases_table.item(0, 1).setText('[{"role": "user", "content": "Hello"}]')
+    with qtbot.waitSignal(page.suite_loaded, timeout=10000) as typed:
+        page.save_suite()
+    assert typed.args[0]["name"] == "Typed suite"
+    assert typed.args[0]["cases"][0]["messages"] == [{"role": "user", "content": "Hello"}]
+
     with qtbot.waitSignal(page.suite_loaded, timeout=10000):
         page.open_suite(suite["id"])
     body = {"deployments": [demo_model], "parameter_sets": [{"label": "short", "max_tokens": 4, "seed": 7}],
