@@ -614,8 +614,9 @@ class SuitesPage(QWidget):
                 held = shown.cell(*pos) if pos else None
                 if held is None or {k: v for k, v in held.items() if k != "_run"} != cell:
                     model.queue_cell(cell)
+            shown.set_server_summary(detail.get("summary") or {})
             model.flush()
-            shown.server_summary = detail.get("summary") or {}
+            model.forget_summaries()
             shown.run = detail.get("run") or shown.run
         else:
             self._show_results(RunResults(detail))

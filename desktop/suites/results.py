@@ -48,13 +48,11 @@ def _num(v) -> float | None:
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation between ranks, None for no values."""
+    """The nearest-rank q-th percentile (0..100), as the backend's run summary computes it; None for no values."""
     if not values:
         return None
     s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return s[max(1, math.ceil(len(s) * q / 100)) - 1]
 
 
 class RunResults:
@@ -69,7 +67,7 @@ class RunResults:
         self.provenance: dict = {}
         self.columns: list[Column] = []
         self.rows: list[Row] = []
-        self.server_summary: dict = {}
+        self._server: dict[str, dict] = {}  # column key (tagged) → the backend's ColumnSummary
         self._col_index: dict[str, int] = {}
         self._row_index: dict[tuple[str, int], int] = {}
         self._cells: dict[tuple[int, int], dict] = {}
@@ -86,7 +84,7 @@ class RunResults:
         if not self.run:
             self.run = detail.get("run") or {}
             self.provenance = detail.get("provenance") or {}
-            self.server_summary = detail.get("summary") or {}
+        self.set_server_summary(detail.get("summary") or {}, run_tag)
         for col in detail.get("columns") or []:
             ps = col.get("parameter_set") or {}
             key = f"{run_tag}:{col['key']}" if run_tag else col["key"]
@@ -126,6 +124,12 @@ class RunResults:
         if cell.get("id") is not None:
             self._by_id[(run_tag, cell["id"])] = (row, col)
         return row, col
+
+    def set_server_summary(self, summary: dict, run_tag: str = "") -> None:
+        """The backend's per-column summaries (GET /api/runs/{id}'s ``summary``)."""
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                self._server[f"{run_tag}:{key}" if run_tag else key] = value
 
     def update_run(self, summary: dict) -> None:
         """A RunSummary from a progress or end event."""
@@ -174,7 +178,17 @@ class RunResults:
         return [cell for (r, c), cell in self._cells.items() if c == col]
 
     def summary(self, col: int) -> dict:
-        """A ColumnSummary for one column, computed from the cells held now (live while a run streams)."""
+        """A ColumnSummary for one column: the backend's while it covers every finished cell held, else
+        computed from the cells held now (live while a run streams), with the backend's last total time
+        (a wall-clock span the cells alone do not tell)."""
+        local = self._local_summary(col)
+        server = self._server.get(self.columns[col].key)
+        if server and server.get("done") == local["done"] and server.get("errors") == local["errors"]:
+            return {**local, **server}
+        local["total_s"] = server.get("total_s") if server else None
+        return local
+
+    def _local_summary(self, col: int) -> dict:
         cells = self.column_cells(col)
         done = [c for c in cells if c.get("status") == "done"]
         results = [r for c in done for r in (c.get("checks") or [])]
@@ -186,10 +200,10 @@ class RunResults:
                 "errors": sum(1 for c in cells if c.get("status") == "error"),
                 "checks_passed": passed, "checks_total": len(results),
                 "pass_rate": passed / len(results) if results else None,
-                "ttft_p50": percentile(ttft, 50), "ttft_p95": percentile(ttft, 95),
-                "latency_p50": percentile(latency, 50), "latency_p95": percentile(latency, 95),
-                "tokens_per_s_median": statistics.median(tps) if tps else None,
-                "total_s": sum(latency) if latency else None}
+                "ttft_p50": statistics.median(ttft) if ttft else None, "ttft_p95": percentile(ttft, 95),
+                "latency_p50": statistics.median(latency) if latency else None,
+                "latency_p95": percentile(latency, 95),
+                "tokens_per_s_median": statistics.median(tps) if tps else None, "total_s": None}
 
     # -- charts -----------------------------------------------------------------------
 

@@ -98,6 +98,12 @@ class ResultsModel(QAbstractTableModel):
                 self.dataChanged.emit(self.index(0, min(cols)), self.index(0, max(cols)))
         self.flushed.emit(len(queue))
 
+    def forget_summaries(self) -> None:
+        """Read every column's summary again (the backend's arrived)."""
+        self._summaries.clear()
+        if self.columnCount():
+            self.dataChanged.emit(self.index(0, 0), self.index(0, self.columnCount() - 1))
+
     def pending(self) -> int:
         return len(self._queue)
 

@@ -105,13 +105,19 @@ def test_summary_and_charts():
         _cell(3, "c1", "m2|t0", status="error", error="x", passed=None)]))
     s = res.summary(0)
     assert s["done"] == 2 and s["checks_passed"] == 1 and s["checks_total"] == 2 and s["pass_rate"] == 0.5
-    assert s["ttft_p50"] == pytest.approx(0.2) and s["latency_p95"] == pytest.approx(2.9)
-    assert s["tokens_per_s_median"] == 20 and s["total_s"] == 4.0
+    assert s["ttft_p50"] == pytest.approx(0.2) and s["latency_p95"] == 3.0
+    assert s["tokens_per_s_median"] == 20 and s["total_s"] is None  # a wall-clock span only the backend knows
+    server = {"done": 2, "errors": 0, "total_s": 3.5, "ttft_p50": 0.25}
+    res.set_server_summary({"m1|t0": server})
+    assert res.summary(0)["total_s"] == 3.5 and res.summary(0)["ttft_p50"] == 0.25  # the backend's, all of it
+    res.apply_cell(_cell(9, "c2", "m1|t0", rep=0, status="error", error="x", passed=None))
+    newer = res.summary(0)  # a cell newer than the backend's summary: computed here, the backend's total kept
+    assert newer["total_s"] == 3.5 and newer["ttft_p50"] == pytest.approx(0.1) and newer["errors"] == 1
     assert res.summary(2)["errors"] == 1 and res.summary(2)["pass_rate"] is None
     text = summary_text(s)
-    assert "pass 50 % (1/2)" in text and "TTFT p50 200 ms" in text and "1 err" not in text
-    assert res.per_model("tokens_per_s_median") == [("m1", 20)]
-    assert res.pass_rate_per_parameter_set() == [("t0", 0.5)]
+    assert "pass 50 % (1/2)" in text and "TTFT p50 200 ms" in text and "1 err" not in text and "total –" in text
+    assert res.per_model("tokens_per_s_median") == [("m1", 10)]  # c2's answer became an error above
+    assert res.pass_rate_per_parameter_set() == [("t0", 1.0)]
 
 
 def test_cell_texts():
@@ -124,7 +130,7 @@ def test_cell_texts():
     assert cell_text(failed) == "⚠ error\nupstream 500"
     assert "1.50 s" in figures({"ttft_s": 1.5})
     assert preview("a\n b " * 40, 10) == "a b a b a…"
-    assert percentile([], 50) is None and percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([], 50) is None and percentile([1, 2, 3, 4], 50) == 2 and percentile([1, 2, 3, 4], 95) == 4
 
 
 def test_merge_two_runs():
