@@ -24,12 +24,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.errors import ModelDeckError
+from backend.suites import Case
 
 RunStatus = Literal["queued", "running", "completed", "cancelled", "failed", "interrupted"]
 CellStatus = Literal["pending", "done", "error", "cancelled"]
 #: Statuses of a run that still has work: resumed when the backend starts.
 UNFINISHED = ("queued", "running", "interrupted")
 FINISHED_CELLS = ("done", "error", "cancelled")
+#: The most cells one run may have (cases × deployments × parameter sets × repetitions).
+MAX_CELLS = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -355,10 +358,18 @@ class RunStore:
         Args:
             suite: the suite as a dict (``Suite.model_dump()``), kept with the run so that it runs,
                 resumes and reruns the cases it was made with.
+
+        Raises:
+            InvalidRun: the run would have more than MAX_CELLS cells.
         """
+        columns = request.columns()
+        cells = len(suite["cases"]) * len(columns) * request.repetitions
+        if cells > MAX_CELLS:
+            raise InvalidRun(f"This run would have {cells} cells ({len(suite['cases'])} cases × {len(columns)} columns × "
+                             f"{request.repetitions} repetitions); a run has at most {MAX_CELLS}.",
+                             hint="Use fewer repetitions, parameter sets or deployments, or split the suite.")
         run_id = f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         created = now_iso()
-        columns = request.columns()
         rows = [(run_id, case["id"], position, key, rep)
                 for position, case in enumerate(suite["cases"]) for key, _, _ in columns
                 for rep in range(1, request.repetitions + 1)]
@@ -461,7 +472,6 @@ class RunStore:
         by_column: dict[str, list[Cell]] = {c.key: [] for c in columns}
         for cell in cells:
             by_column.setdefault(cell.column, []).append(cell)
-        from backend.suites import Case  # the one model of a case (its preview)
         cases = [CasePreview(id=c["id"], preview=Case.model_validate(c).preview()) for c in suite["cases"]]
         return RunDetail(run=summary, provenance=provenance, columns=columns, cases=cases, cells=cells,
                          summary={k: summarise(v, times) for k, v in by_column.items()})

@@ -18,6 +18,7 @@ from backend.suite_runs import (
     CellNotFound,
     CellResult,
     CheckOutcome,
+    InvalidRun,
     RunNotFound,
     RunRequest,
     RunStore,
@@ -171,3 +172,13 @@ def test_revisions_come_from_the_hub_cache_or_the_file_itself(tmp_path) -> None:
     gguf.write_bytes(b"GGUF changed")
     assert again._file_digest(str(gguf)) == "sha256:" + hashlib.sha256(b"GGUF changed").hexdigest()
     assert runner._file_digest("relative.gguf") is None and runner._file_digest(str(tmp_path / "none.gguf")) is None
+
+
+def test_a_run_has_at_most_max_cells(tmp_path) -> None:
+    store = _store(tmp_path)
+    suite = Suite(name="big", cases=[{"prompt": f"p{i}"} for i in range(10000)]).model_dump(mode="json")
+    request = RunRequest(deployments=[f"d{i}" for i in range(8)], parameter_sets=[{"label": "a"}, {"label": "b"}],
+                         repetitions=1)
+    with pytest.raises(InvalidRun, match="160000 cells .* at most 100000"):
+        store.create(suite, request, {})
+    assert store.list() == []  # nothing stored
