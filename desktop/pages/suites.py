@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
                                QPlainTextEdit, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
@@ -26,6 +26,8 @@ CASE_HEADERS = ("Id", "Prompt (or messages, JSON)", "Variables (JSON)", "System 
                 "Checks (JSON list)")
 LIVE = ("queued", "running")
 INFO_STYLE = "color: palette(text); padding: 4px;"
+#: After a run's event stream breaks off (a backend restart: the run resumes), read the run again this much later.
+FOLLOW_RETRY_MS = 2000
 
 
 class SuitesPage(QWidget):
@@ -58,6 +60,10 @@ class SuitesPage(QWidget):
         self.models: list[str] = []
         self.differences: list[str] = []
         self._stream: SseStream | None = None
+        self._retry = QTimer(self)
+        self._retry.setSingleShot(True)
+        self._retry.setInterval(FOLLOW_RETRY_MS)
+        self._retry.timeout.connect(self._on_retry_timeout)
         self._icons: list[tuple[QPushButton, str, str]] = []  # (button, icon, colour role): recoloured per theme
         self._build()
         self._on_theme_changed(theme.notifier().scheme)
@@ -402,6 +408,7 @@ class SuitesPage(QWidget):
         stream.start()
 
     def _stop_stream(self) -> None:
+        self._retry.stop()
         if self._stream is not None:
             self._stream.stop()
             self._stream.deleteLater()
@@ -418,6 +425,7 @@ class SuitesPage(QWidget):
         self.exported.emit(path)
 
     def shutdown(self) -> None:
+        self._retry.stop()
         self._stop_stream()
         self._calls.abort_all()
 
@@ -621,13 +629,39 @@ class SuitesPage(QWidget):
         else:
             self._show_results(RunResults(detail))
         self._on_run_progress(shown.run if model.results is shown else model.results.run)
-        self.run_finished.emit(model.results.run)
+        if model.results.run.get("status") not in LIVE:
+            self.run_finished.emit(model.results.run)
 
     def _on_stream_failed(self, error: ApiError) -> None:
-        self.message.emit(f"Lost the run's progress stream: {error}", True)
+        self.message.emit(f"Lost the run's progress stream ({error}); reading the run again…", True)
 
     def _on_stream_ended(self) -> None:
+        # Closed without its end event (after a failure, or the backend went away): the run may go on,
+        # or resume once the backend is back; read it again shortly, which follows it again if it runs.
+        if self._stream is not None:
+            self._stream.deleteLater()
         self._stream = None
+        if self.run_id:
+            self._retry.start()
+
+    def _on_retry_timeout(self) -> None:
+        if self.run_id and not self.compare_id and self._stream is None:
+            self._calls.get(f"/api/runs/{quote(self.run_id, safe='')}", self._on_run_refollowed,
+                            self._on_refollow_failed)
+
+    def _on_run_refollowed(self, detail) -> None:
+        if not isinstance(detail, dict) or (detail.get("run") or {}).get("id") != self.run_id:
+            return
+        if self.banner.text().startswith("Lost the run's progress stream"):
+            self.message.emit("", False)
+        self._on_run_reloaded(detail)
+        run = detail.get("run") or {}
+        if run.get("status") in LIVE:
+            self._follow(run["id"])
+
+    def _on_refollow_failed(self, error: ApiError) -> None:
+        self.message.emit(f"Lost the run's progress stream: {error} Retrying…", True)
+        self._retry.start()
 
     def _on_results_view_rate_requested(self, cell: dict, rating, note: str) -> None:
         run_id = self.compare_id if cell.get("_run") == "B" else self.run_id

@@ -284,3 +284,38 @@ def test_screenshots_of_a_finished_run(make_main_window, qtbot, suites_backend, 
         assert window.grab().save(f"{SHOTS}/{scheme}-suites.png")
         window.close()
     theme.apply("light")
+
+
+def test_page_follows_a_run_across_a_backend_kill(make_main_window, qtbot, demo_model, demo_base_image, tmp_path):
+    """SIGKILL the backend mid-run and start it again: the run resumes, the page reads it again and sees it end."""
+    from tests.support.backend_process import TOKEN as BP_TOKEN
+    from tests.support.backend_process import BackendProcess as Backend
+
+    backend = Backend(tmp_path / "home", demo_base_image=demo_base_image)
+    backend.start()
+    try:
+        wait_served(backend.url, BP_TOKEN, demo_model, timeout=30)
+        cases = [{"id": f"k{i:02d}", "prompt": f"Count to {i}."} for i in range(40)]
+        made = backend.post("/api/suites", json={"name": "Survives a kill", "cases": cases})
+        assert made.status_code == 201, made.text
+        suite = made.json()
+        window = make_main_window(url=backend.url, token=BP_TOKEN)
+        window.show_page(5)
+        page = window.suites
+        with qtbot.waitSignal(page.suite_loaded, timeout=10000):
+            page.open_suite(suite["id"])
+        page.start_run({"deployments": [demo_model], "concurrency": 1,
+                        "parameter_sets": [{"label": "slow", "max_tokens": 8}]})
+        results = lambda: page.results_view.model.results  # noqa: E731
+        qtbot.waitUntil(lambda: page._stream is not None and results().finished_count() >= 3, timeout=60000)
+        backend.kill()
+        qtbot.waitUntil(lambda: "Lost the run's progress stream" in page.banner.text(), timeout=10000)
+        backend.start()
+        with qtbot.waitSignal(page.run_finished, timeout=RUN_WAIT_MS) as finished:
+            pass
+        assert finished.args[0]["status"] == "completed"
+        assert results().finished_count() == 40
+        assert all(results().cell(r, 0)["status"] == "done" for r in range(40))
+        assert not page.banner.text().startswith("Lost")
+    finally:
+        backend.stop()
