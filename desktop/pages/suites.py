@@ -7,23 +7,20 @@ from pathlib import Path
 from urllib.parse import quote
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
-                               QPlainTextEdit, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMessageBox, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.client import ApiError, BackendClient, SseStream
 from desktop.playground.column import ERROR_STYLE
-from desktop.suites.cases import CASE_FIELDS, CaseRow, case_to_row, checks_text, import_format, suite_body
+from desktop.suites.cases import import_format
 from desktop.suites.results import Filter, RunResults, merge_runs
 from desktop.suites.runs import EXPORT_FORMATS, export_format, run_label
 from desktop.widgets.calls import Calls
+from desktop.widgets.suite_editor import SuiteEditor
 from desktop.widgets.suite_results import DiffDialog, ResultsView
 from desktop.widgets.suite_run_dialog import RunDialog
 
-CASE_HEADERS = ("Id", "Prompt (or messages, JSON)", "Variables (JSON)", "System prompt", "Expected",
-                "Checks (JSON list)")
 LIVE = ("queued", "running")
 INFO_STYLE = "color: palette(text); padding: 4px;"
 #: After a run's event stream breaks off (a backend restart: the run resumes), read the run again this much later.
@@ -129,57 +126,13 @@ class SuitesPage(QWidget):
         box.addWidget(split, 1)
 
     def _build_editor(self) -> QWidget:
-        self.name_edit = QLineEdit(placeholderText="A name, e.g. Capitals")
-        self.description_edit = QLineEdit(placeholderText="What this suite tests (optional)")
-        self.system_edit = QPlainTextEdit()
-        self.system_edit.setPlaceholderText("System prompt for every case (optional; a case may override it)")
-        self.system_edit.setMaximumHeight(self.fontMetrics().height() * 4)
-        self.checks_edit = QLineEdit(placeholderText='Checks for every case, e.g. [{"kind": "max_length", '
-                                                     '"value": 400}]')
-        form = QFormLayout()
-        form.addRow("Name", self.name_edit)
-        form.addRow("Description", self.description_edit)
-        form.addRow("System prompt", self.system_edit)
-        form.addRow("Suite checks", self.checks_edit)
-        self.cases_table = QTableWidget(0, len(CASE_FIELDS))
-        self.cases_table.setHorizontalHeaderLabels(CASE_HEADERS)
-        self.cases_table.setWordWrap(True)
-        self.cases_table.verticalHeader().setDefaultSectionSize(int(self.fontMetrics().height() * 2.6))
-        header = self.cases_table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        em = self.fontMetrics().horizontalAdvance("M")
-        for col, width in enumerate((9, 26, 14, 12, 10, 20)):
-            self.cases_table.setColumnWidth(col, em * width)
-        self.cases_table.setToolTip('Checks: contains, not_contains, regex, equals, json, json_schema, max_length; '
-                                    'e.g. [{"kind": "contains", "value": "Paris", "ignore_case": true}]')
-        self.add_case_button = QPushButton("Add case")
-        self.add_case_button.clicked.connect(self._on_add_case_button_clicked)
-        self.remove_case_button = QPushButton("Remove case")
-        self.remove_case_button.clicked.connect(self._on_remove_case_button_clicked)
-        self.save_button = self._icon_button("check", "text", "Save")
-        self.save_button.clicked.connect(self.save_suite)
-        self.run_button = self._icon_button("start", "accent_text", "Run…")
-        self.run_button.setProperty("primary", True)
-        self.run_button.clicked.connect(self._on_run_button_clicked)
-        self.editor_error = QLabel()
-        self.editor_error.setWordWrap(True)
-        self.editor_error.setStyleSheet(ERROR_STYLE)
-        self.editor_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.editor_error.hide()
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.add_case_button)
-        buttons.addWidget(self.remove_case_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.save_button)
-        buttons.addWidget(self.run_button)
-        editor = QWidget()
-        box = QVBoxLayout(editor)
-        box.addLayout(form)
-        box.addWidget(self.cases_table, 1)
-        box.addWidget(self.editor_error)
-        box.addLayout(buttons)
-        return editor
+        self.editor = SuiteEditor()
+        self.editor.save_requested.connect(self._on_editor_save_requested)
+        self.editor.run_requested.connect(self._on_editor_run_requested)
+        # the editor's parts, by the names the page has always had
+        self.name_edit, self.description_edit = self.editor.name_edit, self.editor.description_edit
+        self.cases_table, self.editor_error = self.editor.cases_table, self.editor.error
+        return self.editor
 
     def _build_results(self) -> QWidget:
         self.run_combo = QComboBox()
@@ -250,36 +203,14 @@ class SuitesPage(QWidget):
     def new_suite(self) -> None:
         self.suite_list.setCurrentItem(None)
         self.suite = None
-        self._fill_editor({"name": "", "description": "", "system_prompt": None, "checks": [],
+        self.editor.fill({"name": "", "description": "", "system_prompt": None, "checks": [],
                            "cases": [{"id": "case-1", "prompt": ""}]})
         self.tabs.setCurrentIndex(0)
         self.name_edit.setFocus()
 
-    def editor_rows(self) -> list[CaseRow]:
-        rows = []
-        for r in range(self.cases_table.rowCount()):
-            row = self.cases_table.item(r, 0).data(Qt.ItemDataRole.UserRole) if self.cases_table.item(r, 0) else None
-            row = CaseRow(extra=dict(row.extra)) if isinstance(row, CaseRow) else CaseRow()
-            for c, name in enumerate(CASE_FIELDS):
-                item = self.cases_table.item(r, c)
-                row.set_cell(name, item.text() if item else "")
-            rows.append(row)
-        return rows
-
     def save_suite(self) -> None:
         """PUT the suite being edited (POST when new); errors show under the table with their hint."""
-        try:
-            body = suite_body(self.name_edit.text(), self.description_edit.text(),
-                              self.system_edit.toPlainText(), self.checks_edit.text(), self.editor_rows())
-        except ValueError as exc:
-            self._show_editor_error(str(exc))
-            return
-        self._show_editor_error("")
-        if self.suite and self.suite.get("id"):
-            self._calls.put(f"/api/suites/{quote(self.suite['id'], safe='')}", body, self._on_suite_saved,
-                            self._on_editor_failed)
-        else:
-            self._calls.post("/api/suites", body, self._on_suite_saved, self._on_editor_failed)
+        self.editor.save()
 
     def import_file(self, path: str) -> None:
         """Import a JSONL or CSV file as a new suite named after the file."""
@@ -308,30 +239,6 @@ class SuitesPage(QWidget):
             return
         self._calls.delete(f"/api/suites/{quote(self.suite['id'], safe='')}", self._on_suite_deleted,
                            self._on_api_failed)
-
-    def _fill_editor(self, suite: dict) -> None:
-        self.name_edit.setText(suite.get("name") or "")
-        self.description_edit.setText(suite.get("description") or "")
-        self.system_edit.setPlainText(suite.get("system_prompt") or "")
-        checks = suite.get("checks") or []
-        self.checks_edit.setText(checks_text(checks))
-        self.cases_table.setRowCount(0)
-        for case in suite.get("cases") or []:
-            self._add_row(case_to_row(case))
-        self._show_editor_error("")
-
-    def _add_row(self, row: CaseRow) -> None:
-        r = self.cases_table.rowCount()
-        self.cases_table.insertRow(r)
-        for c, name in enumerate(CASE_FIELDS):
-            item = QTableWidgetItem(row.cell(name))
-            if c == 0:
-                item.setData(Qt.ItemDataRole.UserRole, row)
-            self.cases_table.setItem(r, c, item)
-
-    def _show_editor_error(self, text: str) -> None:
-        self.editor_error.setText(text)
-        self.editor_error.setVisible(bool(text))
 
     # ------------------------------------------------------------------ runs
 
@@ -448,7 +355,7 @@ class SuitesPage(QWidget):
         self.message.emit(str(error), True)
 
     def _on_editor_failed(self, error: ApiError) -> None:
-        self._show_editor_error(str(error))
+        self.editor.show_error(str(error))
 
     def _on_models_loaded(self, body) -> None:
         data = body.get("data", []) if isinstance(body, dict) else []
@@ -478,7 +385,7 @@ class SuitesPage(QWidget):
             return
         changed = not self.suite or self.suite.get("id") != suite.get("id")
         self.suite = suite
-        self._fill_editor(suite)
+        self.editor.fill(suite)
         self.export_suite_button.setEnabled(True)
         self.delete_button.setEnabled(True)
         if changed:
@@ -497,7 +404,7 @@ class SuitesPage(QWidget):
         self.message.emit(f"Deleted the suite {self.suite['name'] if self.suite else ''}.", False)
         self.suite, self.runs, self.run_id = None, [], None
         self._stop_stream()
-        self._fill_editor({})
+        self.editor.fill({})
         self.results_view.set_results(RunResults())
         self.refresh()
 
@@ -606,7 +513,7 @@ class SuitesPage(QWidget):
                 self._stop_stream()
                 if self.run_id:  # the server's own summary and any cell the stream closed over
                     self._calls.get(f"/api/runs/{quote(self.run_id, safe='')}", self._on_run_reloaded,
-                                    self._on_api_failed)
+                                    self._on_refollow_failed)
 
     def _on_run_reloaded(self, detail) -> None:
         if not (isinstance(detail, dict) and (detail.get("run") or {}).get("id") == self.run_id
@@ -631,6 +538,10 @@ class SuitesPage(QWidget):
         self._on_run_progress(shown.run if model.results is shown else model.results.run)
         if model.results.run.get("status") not in LIVE:
             self.run_finished.emit(model.results.run)
+        elif self._stream is None:
+            # The stream ended but the run goes on (it ended while the backend was still resuming the run,
+            # say): follow it again shortly.
+            self._retry.start()
 
     def _on_stream_failed(self, error: ApiError) -> None:
         self.message.emit(f"Lost the run's progress stream ({error}); reading the run again…", True)
@@ -678,19 +589,16 @@ class SuitesPage(QWidget):
     def _on_rate_failed(self, error: ApiError) -> None:
         self.results_view.detail.status.setText(str(error))
 
-    def _on_add_case_button_clicked(self) -> None:
-        self._add_row(CaseRow(id=f"case-{self.cases_table.rowCount() + 1}"))
-        self.cases_table.setCurrentCell(self.cases_table.rowCount() - 1, 1)
+    def _on_editor_save_requested(self, body: dict) -> None:
+        if self.suite and self.suite.get("id"):
+            self._calls.put(f"/api/suites/{quote(self.suite['id'], safe='')}", body, self._on_suite_saved,
+                            self._on_editor_failed)
+        else:
+            self._calls.post("/api/suites", body, self._on_suite_saved, self._on_editor_failed)
 
-    def _on_remove_case_button_clicked(self) -> None:
-        rows = sorted({i.row() for i in self.cases_table.selectedIndexes()}, reverse=True)
-        for r in rows or [self.cases_table.rowCount() - 1]:
-            if r >= 0:
-                self.cases_table.removeRow(r)
-
-    def _on_run_button_clicked(self) -> None:
+    def _on_editor_run_requested(self) -> None:
         if not self.suite:
-            self._show_editor_error("Save the suite before running it.")
+            self.editor.show_error("Save the suite before running it.")
             return
         dialog = RunDialog(self.suite.get("name") or "", self.models, self)
         if dialog.exec() and dialog.body():

@@ -312,7 +312,7 @@ def test_page_follows_a_run_across_a_backend_kill(make_main_window, qtbot, demo_
         qtbot.waitUntil(lambda: "Lost the run's progress stream" in page.banner.text(), timeout=10000)
         backend.start()
         with qtbot.waitSignal(page.run_finished, timeout=RUN_WAIT_MS) as finished:
-            pass
+            pass  # the page reads the run again every 2 s until the backend answers, then follows it
         assert finished.args[0]["status"] == "completed"
         assert results().finished_count() == 40
         assert all(results().cell(r, 0)["status"] == "done" for r in range(40))
