@@ -34,6 +34,7 @@ class RunDialog(QDialog):
         self.params.setHorizontalHeaderLabels(PARAM_COLUMNS)
         self.params.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.params.verticalHeader().hide()
+        self.params.setMinimumHeight(int(self.fontMetrics().height() * 9))
         for values in DEFAULT_SETS:
             self.add_parameter_set(values)
         add = QPushButton("Add set")
@@ -73,7 +74,7 @@ class RunDialog(QDialog):
         box.addWidget(self.error)
         box.addWidget(buttons)
         em = self.fontMetrics().horizontalAdvance("M")
-        self.resize(em * 46, em * 36)
+        self.resize(em * 62, em * 50)
 
     def add_parameter_set(self, values: tuple[str, ...] = ("", "", "", "", "")) -> None:
         row = self.params.rowCount()
