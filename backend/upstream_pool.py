@@ -21,6 +21,8 @@ import httpcore
 import httpx
 
 WRITE_HIGH_WATER = 64 * 1024  # wait for the socket to drain only past this much unsent data
+#: What a reused connection raises when the server had closed it before answering.
+_CLOSED_BEFORE_ANSWER = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -160,10 +162,24 @@ class KeepAlivePool:
         try:
             conn = await self._take_idle(key)
             if conn is None:
-                stream = await _connect(url.host.decode("ascii"), url.port or 80, timeouts.get("connect"))
-                conn = httpcore.AsyncHTTP11Connection(origin=url.origin, stream=stream,
-                                                      keepalive_expiry=self._expiry)
-            response = await conn.handle_async_request(request)
+                conn = await self._connect(url, timeouts)
+                response = await conn.handle_async_request(request)
+            else:
+                try:
+                    response = await conn.handle_async_request(request)
+                except _CLOSED_BEFORE_ANSWER:
+                    # A kept-alive connection the server closed just as it was reused (its FIN
+                    # was not there yet when the pool checked it): llama.cpp's server closes a
+                    # kept-alive connection after one or two streamed answers while promising
+                    # more. No answer byte came, so the request is sent once more on a new
+                    # connection, as browsers and Go's net/http do; a body that cannot be
+                    # replayed (a streamed upload) fails as before.
+                    if not isinstance(request.stream, httpx.ByteStream):
+                        raise
+                    await conn.aclose()
+                    conn = None
+                    conn = await self._connect(url, timeouts)
+                    response = await conn.handle_async_request(request)
         except BaseException:
             if conn is not None:
                 await conn.aclose()
@@ -171,6 +187,10 @@ class KeepAlivePool:
             raise
         response.stream = _PooledStream(response.stream, self, key, conn)
         return response
+
+    async def _connect(self, url: httpcore.URL, timeouts: dict) -> httpcore.AsyncHTTP11Connection:
+        stream = await _connect(url.host.decode("ascii"), url.port or 80, timeouts.get("connect"))
+        return httpcore.AsyncHTTP11Connection(origin=url.origin, stream=stream, keepalive_expiry=self._expiry)
 
     async def _finished(self, key, conn: httpcore.AsyncHTTP11Connection) -> None:
         self._slots.release()

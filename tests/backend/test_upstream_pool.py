@@ -23,8 +23,10 @@ def anyio_backend():
 class CountingServer:
     """A minimal HTTP/1.1 server that counts TCP connections and requests in flight."""
 
-    def __init__(self, delay: float = 0.0, close_after_response: bool = False):
+    def __init__(self, delay: float = 0.0, close_after_response: bool = False, drop_second_request: bool = False):
         self.delay, self.close_after = delay, close_after_response
+        self.drop_second = drop_second_request
+        self.dropped = 0
         self.connections = 0
         self.closed = 0  # connections this server has closed, its FIN sent
         self.in_flight = 0
@@ -41,9 +43,14 @@ class CountingServer:
 
     async def _handle(self, reader, writer):
         self.connections += 1
+        served = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                served += 1
+                if self.drop_second and served == 2:
+                    self.dropped += 1
+                    break  # reads the next request on a kept-alive connection, then closes unanswered
                 length = 0
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
@@ -119,3 +126,25 @@ async def test_nothing_listening_is_a_connect_error():
     async with client() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.1:{free_port()}/")
+
+
+async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one():
+    # What llama.cpp's server does after a streamed answer or two: it keeps the connection
+    # open (and promises keep-alive), then closes it when the next request arrives.
+    async with CountingServer(drop_second_request=True) as server, client() as http:
+        for i in range(4):
+            r = await http.post(f"http://127.0.0.1:{server.port}/v1/x", json={"i": i})
+            assert r.status_code == 200 and r.json() == {"ok": True}
+        assert server.dropped >= 1
+        assert server.connections == server.dropped + 1
+
+
+async def test_a_streamed_upload_is_not_replayed():
+    async def body():
+        yield b'{"i": 1}'
+
+    async with CountingServer(drop_second_request=True) as server, client() as http:
+        await http.post(f"http://127.0.0.1:{server.port}/v1/x", json={"i": 0})
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(f"http://127.0.0.1:{server.port}/v1/x", content=body())
+
