@@ -51,10 +51,6 @@ log = logging.getLogger("modeldeck.suites")
 REVISION_LABEL = "modeldeck.revision"
 #: How long one answer may go without a byte before it counts as failed.
 READ_TIMEOUT_S = 300.0
-#: Tries per cell when the proxy answers 502 (the model server dropped the connection before answering):
-#: llama-server closes some kept-alive connections without saying so, and a request sent on one just
-#: then never reaches it; asking once more gets the answer instead of an error cell.
-UPSTREAM_ATTEMPTS = 2
 #: Provenance fields a rerun compares, with the words its differences use.
 COMPARED = (("recipe", "runtime"), ("image", "image"), ("image_digest", "image digest"), ("model", "model"),
             ("revision", "revision"), ("args", "recipe arguments"))
@@ -250,34 +246,30 @@ class SuiteRunner:
         case = active.cases[pending.case_id]
         body = {"model": deployment, "messages": case.render(active.suite), "stream": True,
                 "stream_options": {"include_usage": True}, **params}
-        for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
-            collector = ReplyCollector(CHAT)
-            started, t0 = time.time(), time.perf_counter()
-            ttft: float | None = None
-            try:
-                async with self._client.stream(
-                        "POST", f"{self.base_url}/v1/chat/completions", json=body,
-                        headers={"Authorization": f"Bearer {self._token}"},
-                        timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S, pool=None)) as r:
-                    if r.status_code >= 400:
-                        raw = await r.aread()
-                        if r.status_code == 502 and attempt < UPSTREAM_ATTEMPTS:
-                            log.info("suite run %s, cell %s: %s; asking again", active.summary.id, pending.id,
-                                     _error_message(r.status_code, raw))
-                            continue
-                        return CellResult(status="error", error=_error_message(r.status_code, raw),
-                                          started_at=started, duration_s=time.perf_counter() - t0,
-                                          finished_at=time.time())
-                    async for chunk in r.aiter_raw():
-                        collector.feed(chunk)
-                        if ttft is None and collector.has_text:
-                            ttft = time.perf_counter() - t0
-                break
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                raise BackendGone(str(exc)) from None
-            except httpx.HTTPError as exc:
-                return CellResult(status="error", error=f"{type(exc).__name__}: {exc}".rstrip(": "),
-                                  started_at=started, duration_s=time.perf_counter() - t0, finished_at=time.time())
+        # A model server that closed a kept-alive connection unanswered is asked again by the
+        # proxy's pool (backend/upstream_pool.py), so a 502 here is a real failure of the cell.
+        collector = ReplyCollector(CHAT)
+        started, t0 = time.time(), time.perf_counter()
+        ttft: float | None = None
+        try:
+            async with self._client.stream(
+                    "POST", f"{self.base_url}/v1/chat/completions", json=body,
+                    headers={"Authorization": f"Bearer {self._token}"},
+                    timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S, pool=None)) as r:
+                if r.status_code >= 400:
+                    raw = await r.aread()
+                    return CellResult(status="error", error=_error_message(r.status_code, raw),
+                                      started_at=started, duration_s=time.perf_counter() - t0,
+                                      finished_at=time.time())
+                async for chunk in r.aiter_raw():
+                    collector.feed(chunk)
+                    if ttft is None and collector.has_text:
+                        ttft = time.perf_counter() - t0
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise BackendGone(str(exc)) from None
+        except httpx.HTTPError as exc:
+            return CellResult(status="error", error=f"{type(exc).__name__}: {exc}".rstrip(": "),
+                              started_at=started, duration_s=time.perf_counter() - t0, finished_at=time.time())
         duration = time.perf_counter() - t0
         text = collector.text()
         usage = collector.usage or {}
@@ -315,7 +307,12 @@ class SuiteRunner:
         return summary
 
     async def events(self, run_id: str) -> AsyncIterator[tuple[str, Cell | RunSummary]]:
-        """The run's events as they happen: its summary first, then ``cell``/``progress``, last ``end``.
+        """The run's events: its summary first, every cell finished so far, then ``cell``/``progress``
+        as they happen, last ``end``.
+
+        A client that connects after the run started (cells finish while its request travels)
+        still sees every cell once: it subscribes before reading the store, and a live event for a
+        cell it was already given is not sent again.
 
         Raises:
             RunNotFound: no such run (raised on the first iteration).
@@ -326,12 +323,20 @@ class SuiteRunner:
             active.subscribers.add(queue)
         try:
             summary = await asyncio.to_thread(self.store.summary, run_id)
+            cells, _ = await asyncio.to_thread(self.store.cells, run_id)
             yield "progress", summary
+            sent: set[int] = set()
+            for cell in cells:
+                if cell.status != "pending":
+                    sent.add(cell.id)
+                    yield "cell", cell
             if active is None or run_id not in self._active:
                 yield "end", summary
                 return
             while True:
                 name, data = await queue.get()
+                if name == "cell" and data.id in sent:
+                    continue
                 yield name, data
                 if name == "end":
                     return

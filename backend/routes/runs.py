@@ -59,7 +59,7 @@ async def get_run(run_id: RunId, request: Request, runner: RunnerDep) -> RunDeta
 
 @router.get("/runs/{run_id}/events", operation_id="followRun", summary="Follow a run (Server-Sent Events)",
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`progress` (RunSummary) first, then `cell` (Cell) per finished cell and "
+                             "description": "`progress` (RunSummary) first, every cell finished so far, then `cell` (Cell) per finished cell and "
                                             "`progress` after it, last `end` (RunSummary)."}, **_NOT_FOUND})
 async def follow_run(run_id: RunId, runner: RunnerDep) -> Response:
     await asyncio.to_thread(runner.store.summary, run_id)  # a 404 now, not inside the stream
