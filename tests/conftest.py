@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -45,7 +48,7 @@ DISPLAY_PROBLEM = _choose_qt_platform()
 from backend.base_image import PUBLIC_BASE_IMAGE, pick_base_image  # noqa: E402
 from backend.engine import Engine  # noqa: E402
 from backend.errors import EngineUnavailable  # noqa: E402
-from backend.settings import Settings  # noqa: E402
+from backend.settings import REPO_ROOT, Settings  # noqa: E402
 
 RUN_ID = uuid.uuid4().hex[:8]
 RUN_LABEL = "modeldeck.test-run"
@@ -125,6 +128,21 @@ def llamacpp_image(engine) -> str:
         skip_or_fail(f"llama.cpp's local image {tag} is not built: run scripts/test once, or "
                      "'.venv/bin/python -m backend.local_images llama-cpp'")
     return tag
+
+
+@pytest.fixture(scope="session")
+def gguf_models(tmp_path_factory) -> Path:
+    """A model folder holding the tiny real GGUF of scripts/make-tiny-gguf at ``tiny/tiny-llama.gguf``.
+
+    Made once per run and shared (read-only) by every llama.cpp test: give it to the backend as a
+    model folder (``model_dirs``) and launch ``<folder>/tiny/tiny-llama.gguf``.
+    """
+    folder = tmp_path_factory.mktemp("gguf-models")
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(folder / "tiny")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()) == folder / "tiny" / "tiny-llama.gguf"
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,13 @@ is llama.cpp's answer, untouched by ModelDeck.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from backend.app import create_app
-from backend.settings import REPO_ROOT, Settings
+from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.deployments import launch
 from tests.support.live_server import serve
@@ -30,23 +27,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gguf-models")
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(folder / "tiny")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    return folder
-
-
-@pytest.fixture(scope="module")
-def llama(engine, model_dir, demo_base_image, llamacpp_image, tmp_path_factory):
+def llama(engine, gguf_models, demo_base_image, llamacpp_image, tmp_path_factory):
     """(backend url, served name): the shipped catalog, the tiny GGUF launched on the local llama.cpp image."""
-    settings = Settings(home=tmp_path_factory.mktemp("resp-llama-home"), token=TOKEN, model_dirs=[model_dir],
+    settings = Settings(home=tmp_path_factory.mktemp("resp-llama-home"), token=TOKEN, model_dirs=[gguf_models],
                         demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
     served = f"t{RUN_ID}-resp-llama"
     with serve(create_app(settings, engine=engine)) as url:
         dep_id, events = launch(url, TOKEN, {"recipe": "llama-cpp", "served_name": served, "image_source": "local",
-                                             "model": str(model_dir / "tiny" / "tiny-llama.gguf")}, timeout=180)
+                                             "model": str(gguf_models / "tiny" / "tiny-llama.gguf")}, timeout=180)
         assert events[-1]["phase"] == "ready", events[-5:]
         yield url, served
         httpx.delete(f"{url}/api/deployments/{dep_id}", headers=AUTH, timeout=60)

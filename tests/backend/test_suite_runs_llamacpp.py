@@ -7,15 +7,13 @@ sha256 of the file, so a changed model file is a changed revision.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from backend.app import create_app
-from backend.settings import REPO_ROOT, Settings
+from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.deployments import launch
 from tests.support.live_server import serve
@@ -27,12 +25,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def gguf(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gguf-models")
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(folder / "tiny")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    return Path(run.stdout.strip())
+def gguf(gguf_models) -> Path:
+    return gguf_models / "tiny" / "tiny-llama.gguf"
 
 
 @pytest.fixture(scope="module")

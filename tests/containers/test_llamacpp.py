@@ -45,13 +45,8 @@ EOS = 2  # tokenizer.ggml.eos_token_id of ggml-vocab-llama-spm.gguf
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gguf-models")
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(folder / "tiny")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert Path(run.stdout.strip()) == folder / "tiny" / "tiny-llama.gguf"
-    return folder
+def model_dir(gguf_models) -> Path:
+    return gguf_models
 
 
 @pytest.fixture(scope="module")

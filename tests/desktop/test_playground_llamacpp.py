@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from backend.app import create_app
-from backend.settings import REPO_ROOT, Settings
+from backend.settings import Settings
 from desktop.client import BackendClient
 from desktop.pages.playground import PlaygroundPage
 from tests.conftest import RUN_ID, RUN_LABEL
@@ -23,16 +21,13 @@ SCREENSHOT = "/tmp/modeldeck-playground-demo-vs-llamacpp.png"
 
 
 @pytest.fixture(scope="module")
-def backend(engine, demo_image, demo_base_image, llamacpp_image, tmp_path_factory):
+def backend(engine, demo_image, demo_base_image, llamacpp_image, gguf_models, tmp_path_factory):
     """A real backend allowed to mount a folder holding the tiny GGUF; (url, model path)."""
-    models = tmp_path_factory.mktemp("desk-gguf")
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make-tiny-gguf"), str(models)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    models = gguf_models
     settings = Settings(home=tmp_path_factory.mktemp("desk-llama-home"), token=TOKEN, model_dirs=[models],
                         demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
     with serve(create_app(settings, engine=engine)) as url:
-        yield url, str(models / "tiny-llama.gguf")
+        yield url, str(models / "tiny" / "tiny-llama.gguf")
 
 
 @pytest.fixture(scope="module")
