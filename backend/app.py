@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -18,7 +20,6 @@ from backend.deployments import DeploymentService
 from backend.engine import Engine
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
-from backend.mcp_server import McpEndpoint
 from backend.metrics import RequestLog
 from backend.proxy import make_http_client
 from backend.routes import anthropic as anthropic_routes
@@ -132,6 +133,48 @@ async def _refresh_forever(service: DeploymentService) -> None:
         await asyncio.sleep(REFRESH_INTERVAL_S)
 
 
+class _LazyMcp:
+    """``/mcp``, loaded by its first request.
+
+    The MCP SDK takes about half a second to import, which every backend start would pay (the
+    desktop's first window waits for its backend; every test starts several) for an endpoint
+    most sessions never call. The first request imports it off the event loop and starts the
+    SDK's session manager in a task of its own, which also ends it at shutdown: an anyio task
+    group must be left by the task that entered it, never by a request's.
+    """
+
+    def __init__(self, token: str):
+        self._token = token
+        self._ready: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+
+    async def _serve(self, ready: asyncio.Future) -> None:
+        try:
+            module = await asyncio.to_thread(importlib.import_module, "backend.mcp_server")
+            endpoint = module.McpEndpoint(self._token)
+            async with endpoint.lifespan():
+                ready.set_result(endpoint)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._task is None or (self._task.done() and not self._stop.is_set()):  # first use, or it failed
+            self._ready = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._serve(self._ready), name="mcp-session-manager")
+        endpoint = await asyncio.shield(self._ready)
+        await endpoint(scope, receive, send)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the backend app.
 
@@ -141,7 +184,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     """
     settings = settings or get_settings()
     token = settings.token or ensure_token(settings.token_path)
-    mcp = McpEndpoint(token)  # /mcp: the MCP tools on Streamable HTTP, behind the same SecurityMiddleware
+    mcp = _LazyMcp(token)  # /mcp: the MCP tools on Streamable HTTP, behind the same SecurityMiddleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -173,9 +216,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
         try:
-            async with mcp.lifespan():  # the MCP SDK's session manager lives as long as the app
-                yield
+            yield
         finally:
+            await mcp.aclose()
             refresher.cancel()
             await runner.close()
             runner.store.close()
