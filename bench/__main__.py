@@ -51,7 +51,7 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> 
 
 async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
               with_sampler: bool = True, with_desktop: bool = True, compare_stock_pool: bool = False, sleep_image: str | None = None,
-              desktop_seconds: float | None = None, log=print) -> tuple[dict, list[str]]:
+              desktop_seconds: float | None = None, with_suite_overhead: bool = True, log=print) -> tuple[dict, list[str]]:
     """Run every measurement; returns (results by target and figure, notes for the report)."""
     p = QUICK if quick else FULL
     results: dict = {}
@@ -112,6 +112,18 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
         for t in reversed(started):
             t.stop()
 
+    if with_suite_overhead:
+        # Issue 18: a suite run through the runner vs. the same requests from a client, same upstream.
+        from bench import suite_overhead
+        cases, conc, tokens = (20, 4, 8) if quick else (200, 8, 16)
+        log(f"measuring the suite runner's overhead ({cases} cases, concurrency {conc}, {tokens} tokens each)")
+        try:
+            results["suite_overhead"] = await suite_overhead.measure(cases, conc, tokens, log=log)
+            log(f"  suite_overhead: {json.dumps(results['suite_overhead'])}")
+        except Exception as exc:  # noqa: BLE001
+            results["suite_overhead"] = {"error": f"{type(exc).__name__}: {exc}"}
+            notes.append(f"suite runner overhead not measured: {exc}")
+            log(traceback.format_exc())
     if with_sampler:
         log("measuring the stats sampler over 10 running containers")
         try:
@@ -162,6 +174,12 @@ def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
         "given 10 running `sleep` containers through a fixed ContainerRef source; its CPU time over "
         f"{p.sampler_s:g} s, and dockerd's CPU over the same window minus a {p.sampler_baseline_s:g} s baseline "
         "just before (other Docker users on the machine add noise to that delta).",
+        "Suite runner overhead: its own upstream paced at %g ms per event and a ModelDeck in front of it (a "
+        "run's parameter sets carry no pacing field); one suite, run with one deployment through "
+        "`POST /api/suites/{id}/runs` and timed from that POST to the run's `end` event, against the bench client "
+        "sending the same bodies (stream, include_usage, max_tokens) through the same ModelDeck `/v1` at the same "
+        "concurrency; median ratio of %d alternating pairs after a warm-up." % (
+            (r.get("suite_overhead") or {}).get("delay_ms") or 0, len((r.get("suite_overhead") or {}).get("ratios") or [])),
         "The client, the proxy under test and the upstream share the same cores: on a 2-core machine a proxy "
         "that needs a core of its own competes with the client and the upstream for it.",
     ]
@@ -177,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client for requests/s figures")
     parser.add_argument("--no-sampler", action="store_true", help="skip the stats sampler figure (needs Docker)")
     parser.add_argument("--no-desktop", action="store_true", help="skip the desktop figures")
+    parser.add_argument("--no-suite-overhead", action="store_true", help="skip the suite runner overhead figure")
     parser.add_argument("--desktop-seconds", type=float,
                         help="how long the four desktop columns stream (default 60; the goal's RSS figure names 600)")
     parser.add_argument("--compare-stock-pool", action="store_true",
@@ -189,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     results, notes = asyncio.run(run(
         quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
         use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop,
-        compare_stock_pool=args.compare_stock_pool, desktop_seconds=args.desktop_seconds, log=log))
+        compare_stock_pool=args.compare_stock_pool, desktop_seconds=args.desktop_seconds,
+        with_suite_overhead=not args.no_suite_overhead, log=log))
     machine = describe({"LiteLLM": targets.litellm_version()})
     section = report.markdown(results, machine, notes)
     print(section)

@@ -151,6 +151,18 @@ def figures(r: dict) -> list[dict]:
         "", None if idle is None else (idle, after),
         None if growth is None else (idle <= 120 and growth <= 10), "rss")
 
+    so = r.get("suite_overhead") or {}
+    ratio = so.get("ratio")
+    row(f"a suite of {so.get('cases', 200)} cases on one deployment: suite runner vs. the same requests sent by "
+        "a client, total time ratio", "≤ 1.05",
+        {"ModelDeck": "—" if ratio is None else f"{ratio:.3f}×"},
+        so.get("error", "") if ratio is None else
+        (f"concurrency {so['concurrency']}, {so['max_tokens']} tokens × {so['delay_ms']:g} ms each (ideal "
+         f"{so['ideal_s']:.2f} s); runner {', '.join(f'{x:.2f}' for x in so['runner_s'])} s, client "
+         f"{', '.join(f'{x:.2f}' for x in so['client_s'])} s"
+         + (f"; problems: {'; '.join(so['problems'])}" if so.get("problems") else "")),
+        ratio, _le(ratio, 1.05) if not so.get("problems") else False, "suite_overhead")
+
     d = r.get("desktop") or {}
     for key, figure, goal, limit in (
         ("first_paint_attach_s", "desktop: launch to first painted window, backend already running (s)", "≤ 1.5 s", 1.5),

@@ -93,3 +93,13 @@ def test_markdown_has_a_row_per_figure(quick) -> None:
     results, notes = quick
     text = report.markdown(results, {"CPU": "test"}, notes)
     assert text.count("\n| ") >= len(report.figures(results)) + 1
+
+
+def test_suite_runner_overhead_runs_every_case(quick) -> None:
+    """The runner side completed every run without an errored cell, and the client side got every stream whole."""
+    results, _notes = quick
+    so = results["suite_overhead"]
+    assert "error" not in so, so
+    assert so["problems"] == [], so
+    assert len(so["runner_s"]) == len(so["client_s"]) == 3, so
+    assert min(so["client_s"]) >= so["ideal_s"] * 0.9, f"the upstream's pacing was not applied: {so}"
