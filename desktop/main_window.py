@@ -29,7 +29,7 @@ from desktop.widgets.calls import Calls
 ENGINE_POLL_MS = 1500  # the banner must say "engine down" within 2 s (docs/reliability.md)
 QUIT_STOP_TIMEOUT_S = 30.0
 PAGES = [("models", "Models"), ("deployments", "Deployments"), ("playground", "Playground"),
-         ("monitor", "Monitor"), ("settings", "Settings"), ("suites", "Suites")]
+         ("monitor", "Monitor"), ("suites", "Suites"), ("settings", "Settings")]
 
 
 class PlaceholderPage(QWidget):
@@ -93,8 +93,8 @@ class MainWindow(QMainWindow):
         self.monitor = load_page("monitor", "MonitorPage", "Monitor", client)
         self.settings_page = SettingsPage(client, store=store)
         self.suites = load_page("suites", "SuitesPage", "Suites", client)
-        self.pages = [self.models, self.deployments, self.playground, self.monitor, self.settings_page,
-                      self.suites]
+        self.pages = [self.models, self.deployments, self.playground, self.monitor, self.suites,
+                      self.settings_page]
 
         self.nav = QListWidget()
         self.nav.setObjectName("nav")

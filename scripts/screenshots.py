@@ -86,7 +86,7 @@ def suites_shots(window, url: str, wait, wait_until) -> list[Path]:
     rid = run.json()["id"]
     wait_until(lambda: httpx.get(f"{url}/api/runs/{rid}", headers=h).json()["run"]["status"] == "completed", 120000)
     page = window.suites
-    window.show_page(5)
+    window.show_page(window.pages.index(window.suites))
     page.refresh()
     wait_until(lambda: page.suite_list.count() >= 1)
     page.open_suite(sid)
@@ -117,7 +117,7 @@ def main() -> int:
 
     from desktop import theme
     from desktop.client import BackendClient
-    from desktop.main_window import MainWindow
+    from desktop.main_window import PAGES, MainWindow
     from desktop.settings_store import DesktopSettings, SettingsStore
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,8 @@ def main() -> int:
             wait(1500)
 
             shots = []
-            for index, name in enumerate(["models", "deployments", "playground", "monitor", "settings"]):
+            for name in ["models", "deployments", "playground", "monitor", "settings"]:
+                index = [key for key, _ in PAGES].index(name)
                 window.show_page(index)
                 if name == "playground":
                     page = window.playground

@@ -130,7 +130,7 @@ def test_copied_mcp_configs_connect_the_sdks_client_over_stdio_and_http(make_mai
 
 def test_settings_button_opens_the_same_dialog(make_main_window, qtbot):
     window = make_main_window()
-    window.show_page(4)
+    window.show_page(window.pages.index(window.settings_page))
     window.settings_page.connect_agent_button.click()
     dialog = window.connect_agent
     assert isinstance(dialog, ConnectAgentDialog)

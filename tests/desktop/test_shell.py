@@ -86,7 +86,7 @@ def test_unreachable_engine_shows_banner_and_app_keeps_working(make_main_window,
 def test_settings_page_theme_and_masked_token(make_main_window, qtbot):
     window = make_main_window()
     page = window.settings_page
-    window.show_page(4)
+    window.show_page(window.pages.index(page))
     assert page.token.echoMode() == page.token.EchoMode.Password
     page.reveal.setChecked(True)
     assert page.token.echoMode() == page.token.EchoMode.Normal
@@ -107,7 +107,7 @@ def test_settings_apply_reconnects_through_the_backend_process(make_main_window,
     window = make_main_window(with_backend=True)
     qtbot.waitUntil(lambda: window.backend_ok, timeout=10000)
     page = window.settings_page
-    window.show_page(4)
+    window.show_page(window.pages.index(page))
     with qtbot.waitSignal(window.backend.ready, timeout=10000) as ready:
         qtbot.mouseClick(page.findChild(QPushButton, "applyButton"), Qt.MouseButton.LeftButton)
     assert ready.args == list(live_backend)

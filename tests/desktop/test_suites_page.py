@@ -77,7 +77,7 @@ class GapMeter:
 
 def test_suite_import_edit_run_rate_filter_export(make_main_window, qtbot, suites_backend, demo_model, tmp_path):
     window = make_main_window(url=suites_backend, token=TOKEN)
-    window.show_page(5)
+    window.show_page(window.pages.index(window.suites))
     page = window.suites
     h = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -215,7 +215,7 @@ def test_rerun_says_what_differs_cancel_and_compare(make_main_window, qtbot, sui
     assert made.status_code == 201, made.text
     suite = made.json()
     window = make_main_window(url=suites_backend, token=TOKEN)
-    window.show_page(5)
+    window.show_page(window.pages.index(window.suites))
     page = window.suites
     qtbot.waitUntil(lambda: page.suite_list.count() >= 1, timeout=10000)
 
@@ -272,7 +272,7 @@ def test_screenshots_of_a_finished_run(make_main_window, qtbot, suites_backend, 
     for scheme in ("light", "dark"):
         window = make_main_window(url=suites_backend, token=TOKEN, theme=scheme)
         window.resize(1360, 860)
-        window.show_page(5)
+        window.show_page(window.pages.index(window.suites))
         page = window.suites
         qtbot.waitUntil(lambda: page.suite_list.count() >= 1, timeout=10000)
         with qtbot.waitSignal(page.run_loaded, timeout=10000):
@@ -300,7 +300,7 @@ def test_page_follows_a_run_across_a_backend_kill(make_main_window, qtbot, demo_
         assert made.status_code == 201, made.text
         suite = made.json()
         window = make_main_window(url=backend.url, token=BP_TOKEN)
-        window.show_page(5)
+        window.show_page(window.pages.index(window.suites))
         page = window.suites
         with qtbot.waitSignal(page.suite_loaded, timeout=10000):
             page.open_suite(suite["id"])
