@@ -15,21 +15,21 @@ from backend.stats.models import StatsSnapshot
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _gauge(name: str, help_text: str, labels: tuple[str, ...], samples) -> GaugeMetricFamily:
-    """A gauge family; ``samples`` are ``(label values, value)``, a None value is left out."""
-    family = GaugeMetricFamily(name, help_text, labels=labels)
+def _family(cls, name: str, help_text: str, labels: tuple[str, ...], samples):
+    """A metric family of ``cls``; ``samples`` are ``(label values, value)``, a None value is left out."""
+    family = cls(name, help_text, labels=labels)
     for values, value in samples:
         if value is not None:
             family.add_metric(values, value)
     return family
+
+
+def _gauge(name: str, help_text: str, labels: tuple[str, ...], samples) -> GaugeMetricFamily:
+    return _family(GaugeMetricFamily, name, help_text, labels, samples)
 
 
 def _counter(name: str, help_text: str, labels: tuple[str, ...], samples) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, help_text, labels=labels)
-    for values, value in samples:
-        if value is not None:
-            family.add_metric(values, value)
-    return family
+    return _family(CounterMetricFamily, name, help_text, labels, samples)
 
 
 def snapshot_metrics(s: StatsSnapshot) -> Iterator[Metric]:
