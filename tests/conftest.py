@@ -158,3 +158,13 @@ def demo_image(engine, demo_base_image) -> str:
         for _ in engine.build(settings.catalog_dir / "demo", tag, {"BASE_IMAGE": demo_base_image}):
             pass
     return tag
+
+
+@pytest.fixture()
+def hub_standin(gguf_models):
+    """The Hugging Face Hub stand-in (tests/support/hub_standin.py) serving the recorded repositories
+    around the tiny GGUF, started on a free loopback port; give its ``url`` as ``HF_ENDPOINT``."""
+    from tests.support.hub_standin import HubStandin, default_repos, tiny_gguf_bytes
+
+    with HubStandin(default_repos(tiny_gguf_bytes(gguf_models))) as hub:
+        yield hub
