@@ -28,7 +28,7 @@ from desktop.widgets.calls import Calls
 
 ENGINE_POLL_MS = 1500  # the banner must say "engine down" within 2 s (docs/reliability.md)
 QUIT_STOP_TIMEOUT_S = 30.0
-PAGES = [("models", "Models"), ("deployments", "Deployments"), ("playground", "Playground"),
+PAGES = [("models", "Models"), ("discover", "Discover"), ("library", "Library"), ("deployments", "Deployments"), ("playground", "Playground"),
          ("monitor", "Monitor"), ("suites", "Suites"), ("settings", "Settings")]
 
 
@@ -88,12 +88,14 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(theme.app_icon())
 
         self.models = ModelsPage(client)
+        self.discover = load_page("discover", "DiscoverPage", "Discover", client)
+        self.library = load_page("library", "LibraryPage", "Library", client)
         self.deployments = DeploymentsPage(client)
         self.playground = load_page("playground", "PlaygroundPage", "Playground", client)
         self.monitor = load_page("monitor", "MonitorPage", "Monitor", client)
         self.settings_page = SettingsPage(client, store=store)
         self.suites = load_page("suites", "SuitesPage", "Suites", client)
-        self.pages = [self.models, self.deployments, self.playground, self.monitor, self.suites,
+        self.pages = [self.models, self.discover, self.library, self.deployments, self.playground, self.monitor, self.suites,
                       self.settings_page]
 
         self.nav = QListWidget()
@@ -161,6 +163,12 @@ class MainWindow(QMainWindow):
         self.models.show_deployments.connect(self._on_models_show_deployments)
         self.models.launched.connect(self._on_models_launched)
         self.models.created.connect(self._on_deployment_ours)
+        self.models.discover_requested.connect(self._on_models_discover_requested)
+        self.models.library_requested.connect(self._on_models_library_requested)
+        for page in (self.discover, self.library):
+            if hasattr(page, "launch_requested"):  # not a placeholder
+                page.launch_requested.connect(self._on_page_launch_requested)
+                page.message.connect(self._on_page_message_flagged)
         self.deployments.started.connect(self._on_deployment_ours)
         self.deployments.message.connect(self._on_page_message)
         self.deployments.deployments_changed.connect(self._on_deployments_changed)
@@ -368,7 +376,21 @@ class MainWindow(QMainWindow):
     # -- page and tray events ---------------------------------------------------------
 
     def _on_models_show_deployments(self) -> None:
-        self.show_page(1)
+        self.show_page(self.pages.index(self.deployments))
+
+    def _on_models_discover_requested(self) -> None:
+        self.show_page(self.pages.index(self.discover))
+
+    def _on_models_library_requested(self) -> None:
+        self.show_page(self.pages.index(self.library))
+
+    def _on_page_launch_requested(self, recipe: str, model: str) -> None:
+        """Discover's or Library's Launch: the Launch dialog with the runtime and model filled in."""
+        if self.models.open_launch_for(recipe, model) is None:
+            self.statusBar().showMessage(f"Cannot launch {model}: {self.models.state.text()}", 8000)
+
+    def _on_page_message_flagged(self, text: str, _is_error: bool) -> None:
+        self.statusBar().showMessage(text, 8000)
 
     def _on_models_launched(self, dep_id: str) -> None:
         self.deployments.refresh_now()

@@ -79,11 +79,15 @@ class ModelsPage(QWidget):
         show_deployments(): a launch dialog asked to see the Deployments page.
         launched(str): a launch was accepted (deployment id).
         created(str): a launch made a new deployment (deployment id; see LaunchDialog.created).
+        discover_requested(): the person asked for the Discover page (find a model on the Hub).
+        library_requested(): the person asked for the Library page (the models on disk).
     """
 
     show_deployments = Signal()
     launched = Signal(str)
     created = Signal(str)
+    discover_requested = Signal()
+    library_requested = Signal()
 
     def __init__(self, client: BackendClient, parent: QWidget | None = None):
         super().__init__(parent)
@@ -98,6 +102,17 @@ class ModelsPage(QWidget):
                           "when it answers.")
         subtitle.setObjectName("pageSubtitle")
         subtitle.setWordWrap(True)
+        # Models, not runtimes: find one on the Hub, or start from what is already on disk.
+        self.discover_button = QPushButton(theme.icon("discover"), "Find a model on the Hub…")
+        self.discover_button.setToolTip("Discover: search the Hugging Face Hub, see what fits, download")
+        self.discover_button.clicked.connect(self.discover_requested)
+        self.library_button = QPushButton(theme.icon("library"), "Models on disk…")
+        self.library_button.setToolTip("Library: the models already downloaded, their size, launch or delete")
+        self.library_button.clicked.connect(self.library_requested)
+        links = QHBoxLayout()
+        links.addWidget(self.discover_button)
+        links.addWidget(self.library_button)
+        links.addStretch(1)
         self.state = QLabel("Loading the catalog…")
         self.state.setProperty("muted", True)
         self.state.setWordWrap(True)
@@ -117,6 +132,7 @@ class ModelsPage(QWidget):
         box.setSpacing(em // 2)
         box.addWidget(title)
         box.addWidget(subtitle)
+        box.addLayout(links)
         box.addWidget(self.state)
         box.addWidget(scroll, 1)
         self._columns = 0
@@ -124,6 +140,8 @@ class ModelsPage(QWidget):
         theme.notifier().changed.connect(self._on_theme_changed)
 
     def _on_theme_changed(self, _scheme: str) -> None:
+        self.discover_button.setIcon(theme.icon("discover"))
+        self.library_button.setIcon(theme.icon("library"))
         if self._catalog is not None:
             self._on_catalog_loaded(self._catalog)  # the cards' icons are drawn in the theme's colours
 
@@ -184,6 +202,20 @@ class ModelsPage(QWidget):
         dialog.destroyed.connect(self._on_dialog_destroyed)
         self._dialogs.append(dialog)
         dialog.show()
+        return dialog
+
+    def open_launch_for(self, recipe_name: str, model: str) -> LaunchDialog | None:
+        """The Launch dialog for the runtime ``recipe_name`` with ``model`` filled in (Discover's and Library's
+        Launch); None when the catalog has no such runtime (the reason is shown in the page's state line)."""
+        recipe = next((r for r in self.recipes if r.get("name") == recipe_name), None)
+        if recipe is None:
+            self.state.setText(f"No runtime named {recipe_name!r} in the catalog, so {model} cannot be launched "
+                               "from here." if self.recipes else "The catalog is not loaded yet; try again.")
+            self.state.show()
+            return None
+        dialog = self.open_launch_dialog(recipe)
+        if dialog is not None:
+            dialog.model.setText(model)
         return dialog
 
     def _on_dialog_destroyed(self, obj=None) -> None:

@@ -233,7 +233,7 @@ def test_launch_to_ready_row_then_stop_start_logs_copy_export_remove(make_main_w
 
 def test_logs_dialog_follows_and_highlights(make_main_window, qtbot, demo_model):  # noqa: F811
     window = make_main_window()
-    window.show_page(1)
+    window.show_page(window.pages.index(window.deployments))
     page = window.deployments
     qtbot.waitUntil(lambda: _row(window, demo_model) is not None, timeout=15000)
     assert page.select(_row(window, demo_model).id)
