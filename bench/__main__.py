@@ -51,7 +51,8 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> 
 
 async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
               with_sampler: bool = True, with_desktop: bool = True, compare_stock_pool: bool = False, sleep_image: str | None = None,
-              desktop_seconds: float | None = None, with_suite_overhead: bool = True, log=print) -> tuple[dict, list[str]]:
+              desktop_seconds: float | None = None, with_suite_overhead: bool = True, with_cold_start: bool = True,
+              with_library_listing: bool = True, log=print) -> tuple[dict, list[str]]:
     """Run every measurement; returns (results by target and figure, notes for the report)."""
     p = QUICK if quick else FULL
     results: dict = {}
@@ -124,6 +125,29 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
             results["suite_overhead"] = {"error": f"{type(exc).__name__}: {exc}"}
             notes.append(f"suite runner overhead not measured: {exc}")
             log(traceback.format_exc())
+    if with_cold_start:
+        # Issue 14: a request loading an unloaded model through ModelDeck vs. the container's own start.
+        from bench import cold_start
+        reps, runtimes = (2, ("demo",)) if quick else (10, cold_start.RUNTIMES)
+        try:
+            results["cold_start"] = await asyncio.to_thread(cold_start.measure, reps, runtimes, log)
+            log(f"  cold_start: {json.dumps(results['cold_start'])}")
+        except Exception as exc:  # noqa: BLE001
+            results["cold_start"] = {"error": f"{type(exc).__name__}: {exc}"}
+            notes.append(f"cold-start overhead not measured: {exc}")
+            log(traceback.format_exc())
+    if with_library_listing:
+        # Issue 15: GGUF metadata from headers only, so a multi-GiB file lists in well under a second.
+        from bench import library_listing
+        gib, runs = (1.0, 3) if quick else (8.0, 7)
+        log(f"measuring GET /api/library with a {gib:g} GiB sparse GGUF ({runs} runs)")
+        try:
+            results["library_listing"] = await asyncio.to_thread(library_listing.measure, gib, runs, log)
+            log(f"  library_listing: {json.dumps(results['library_listing'])}")
+        except Exception as exc:  # noqa: BLE001
+            results["library_listing"] = {"error": f"{type(exc).__name__}: {exc}"}
+            notes.append(f"library listing not measured: {exc}")
+            log(traceback.format_exc())
     if with_sampler:
         log("measuring the stats sampler over 10 running containers")
         try:
@@ -180,6 +204,15 @@ def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
         "sending the same bodies (stream, include_usage, max_tokens) through the same ModelDeck `/v1` at the same "
         "concurrency; median ratio of %d alternating pairs after a warm-up." % (
             (r.get("suite_overhead") or {}).get("delay_ms") or 0, len((r.get("suite_overhead") or {}).get("ratios") or [])),
+        "Cold-start overhead: a real `modeldeck-backend` with the Docker engine; per runtime one deployment "
+        "launched with `on_demand`, unloaded (stop) before each request; time from a streamed "
+        "`/v1/chat/completions` to the first `data:` line minus the same container's `docker start` to the "
+        "backend's readiness probe answering yes (polled every 5 ms), the two alternating; median of the pairs "
+        "(see bench/cold_start.py).",
+        "Library listing: `GET /api/library` from the real `modeldeck-backend` whose model folder holds one GGUF "
+        "of the row's size (a real header and tensor infos written with the `gguf` package, the data region a "
+        "sparse hole) and whose caches are empty host folders; median client-side time of the runs after a "
+        "warm-up (`python -m bench.library_listing` runs it alone).",
         "The client, the proxy under test and the upstream share the same cores: on a 2-core machine a proxy "
         "that needs a core of its own competes with the client and the upstream for it.",
     ]
@@ -196,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sampler", action="store_true", help="skip the stats sampler figure (needs Docker)")
     parser.add_argument("--no-desktop", action="store_true", help="skip the desktop figures")
     parser.add_argument("--no-suite-overhead", action="store_true", help="skip the suite runner overhead figure")
+    parser.add_argument("--no-cold-start", action="store_true",
+                        help="skip the cold-start overhead figure (python -m bench.cold_start runs it alone)")
+    parser.add_argument("--no-library-listing", action="store_true",
+                        help="skip the library listing figure (python -m bench.library_listing runs it alone)")
     parser.add_argument("--desktop-seconds", type=float,
                         help="how long the four desktop columns stream (default 60; the goal's RSS figure names 600)")
     parser.add_argument("--compare-stock-pool", action="store_true",
@@ -209,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
         use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop,
         compare_stock_pool=args.compare_stock_pool, desktop_seconds=args.desktop_seconds,
-        with_suite_overhead=not args.no_suite_overhead, log=log))
+        with_suite_overhead=not args.no_suite_overhead, with_cold_start=not args.no_cold_start,
+        with_library_listing=not args.no_library_listing, log=log))
     machine = describe({"LiteLLM": targets.litellm_version()})
     section = report.markdown(results, machine, notes)
     print(section)

@@ -163,6 +163,23 @@ def figures(r: dict) -> list[dict]:
          + (f"; problems: {'; '.join(so['problems'])}" if so.get("problems") else "")),
         ratio, _le(ratio, 1.05) if not so.get("problems") else False, "suite_overhead")
 
+    from bench.cold_start import GOAL_MS, row_cells
+    cs = r.get("cold_start") or {}
+    cell, details, value, ok = row_cells(cs)
+    row(f"cold-start overhead: request → first byte through ModelDeck for an unloaded model, minus the container's "
+        f"own start → ready (median of {cs.get('repetitions', 10)}, ms)", f"≤ {GOAL_MS:g} ms",
+        {"ModelDeck": cell}, details, value, ok, "cold_start")
+
+    ll = r.get("library_listing") or {}
+    med = ll.get("median_s")
+    row(f"`GET /api/library` with a {ll.get('gib', 8):g} GiB sparse GGUF in a model folder: median (s)", "≤ 0.5 s",
+        {"ModelDeck": "—" if med is None else f"{med:.3f}"},
+        ll.get("error", "") if med is None else
+        (f"{ll['runs']} runs: {', '.join(f'{x * 1000:.0f}' for x in ll['times_s'])} ms; backend scan "
+         f"{_f(ll.get('scanned_ms_median'), 1)} ms; {ll['on_disk_bytes'] // 1024} KiB on disk"
+         + (f"; problems: {'; '.join(ll['problems'])}" if ll.get("problems") else "")),
+        med, _le(med, 0.5) if not ll.get("problems") else False, "library_listing")
+
     d = r.get("desktop") or {}
     for key, figure, goal, limit in (
         ("first_paint_attach_s", "desktop: launch to first painted window, backend already running (s)", "≤ 1.5 s", 1.5),

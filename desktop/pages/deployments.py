@@ -1,16 +1,18 @@
-"""The Deployments page: every deployment with live figures, and start/stop/restart/remove/logs/endpoint/compose."""
+"""The Deployments page: every deployment with live figures, and start/stop/restart/remove/logs/endpoint/compose,
+pin and the on-demand settings (load on request, unload when idle)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMenu,
-                               QMessageBox, QTableView, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
+                               QMenu, QMessageBox, QTableView, QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.client import ApiError, BackendClient
+from desktop.lifecycle import MAX_TTL_MINUTES, TTL_PRESETS_MIN, ttl_text
 from desktop.pages.logs_dialog import LogsDialog
 from desktop.widgets.calls import Calls
 from desktop.widgets.deployment_table import MODEL_COLUMN, DeploymentRows, DeploymentTableModel
@@ -25,7 +27,12 @@ ACTIONS = [  # key, label, icon, tooltip
     ("logs", "Logs", "logs", "Follow the container's log"),
     ("copy", "Copy endpoint", "copy", "Copy the OpenAI base URL and model name"),
     ("export", "Export compose", "export", "Save a docker-compose.yml for this deployment"),
+    ("pin", "Pin", "pin", "Never unload this model: not when idle, not to make room for another"),
+    ("on_demand", "On demand", "timer", "Load on request, and when to unload it when idle"),
 ]
+#: "Unload when idle" menu entries: (label, idle_ttl_s); None is the backend's default, 0 never.
+TTL_MENU = [("Default", None), ("Never", 0.0),
+            *((f"After {ttl_text(m * 60)}", float(m * 60)) for m in TTL_PRESETS_MIN)]
 
 
 class DeploymentsPage(QWidget):
@@ -66,8 +73,10 @@ class DeploymentsPage(QWidget):
             action.triggered.connect(getattr(self, f"_on_{key}_triggered"))
             self.actions_by_key[key] = action
             self.toolbar.addAction(action)
-            if key in ("remove",):
+            if key in ("remove", "export"):
                 self.toolbar.addSeparator()
+        self.actions_by_key["pin"].setCheckable(True)
+        self._build_on_demand_menu()
         self.actions_by_key["remove"].setShortcut("Delete")
         self.actions_by_key["remove"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.addAction(self.actions_by_key["remove"])
@@ -114,6 +123,30 @@ class DeploymentsPage(QWidget):
         self._timer.start()
         theme.notifier().changed.connect(self._on_theme_changed)
         self._update_actions()
+
+    def _build_on_demand_menu(self) -> None:
+        """The On demand action's menu: load on request, and the idle time-out (presets, or any minutes)."""
+        menu = self.on_demand_menu = QMenu(self)
+        self.load_on_request_action = menu.addAction("Load on request")
+        self.load_on_request_action.setCheckable(True)
+        self.load_on_request_action.setToolTip("A /v1 request for this model starts it when it is unloaded")
+        self.load_on_request_action.triggered.connect(self._on_load_on_request_action_triggered)
+        menu.addSection("Unload when idle")
+        self.ttl_group = QActionGroup(self)
+        self.ttl_actions: list[QAction] = []
+        for label, seconds in [*TTL_MENU, ("Other…", -1.0)]:
+            action = menu.addAction(label)
+            action.setCheckable(True)
+            action.setData(seconds)
+            self.ttl_group.addAction(action)
+            self.ttl_actions.append(action)
+        self.ttl_group.triggered.connect(self._on_ttl_group_triggered)
+        menu.aboutToShow.connect(self._on_on_demand_menu_about_to_show)
+        action = self.actions_by_key["on_demand"]
+        action.setMenu(menu)
+        button = self.toolbar.widgetForAction(action)
+        if isinstance(button, QToolButton):
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
 
     # -- data -------------------------------------------------------------------------
 
@@ -189,13 +222,19 @@ class DeploymentsPage(QWidget):
         busy = dep is not None and (dep["id"] in self.pending or bool(dep.get("stale")))
         running = bool(dep) and dep.get("state") in ("running", "restarting")
         has_container = bool(dep) and bool(dep.get("container_id"))
+        # Pin and On demand need a backend that has them (issue 14) and a deployment that is not being changed.
+        on_demand = has_container and "on_demand" in (dep or {}) and not busy
         enabled = {
             "start": has_container and not running, "stop": running, "restart": has_container,
             "remove": dep is not None, "logs": has_container, "copy": dep is not None,
-            "export": has_container,
+            "export": has_container, "pin": on_demand, "on_demand": on_demand,
         }
         for key, action in self.actions_by_key.items():
             action.setEnabled(enabled[key] and not (busy and key in ("start", "stop", "restart", "remove")))
+        pin = self.actions_by_key["pin"]
+        if not (dep and dep["id"] in self.pending):  # while a change is on its way, the click shows
+            pin.setChecked(bool(dep and dep.get("pinned")))
+        pin.setText("Pinned" if pin.isChecked() else "Pin")
 
     def _on_table_context_menu_requested(self, pos: QPoint) -> None:
         index = self.table.indexAt(pos)
@@ -205,7 +244,7 @@ class DeploymentsPage(QWidget):
         menu = QMenu(self)
         for key, action in self.actions_by_key.items():
             menu.addAction(action)
-            if key == "remove":
+            if key in ("remove", "export"):
                 menu.addSeparator()
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         menu.popup(self.table.viewport().mapToGlobal(pos))
@@ -237,6 +276,26 @@ class DeploymentsPage(QWidget):
             self._calls.post(f"/api/deployments/{dep_id}/{verb}", None, ok, err, timeout_ms=60000)
         self.message.emit(f"{PROGRESSIVE[verb]} {name}…")
 
+    def update_deployment(self, dep: dict, changes: dict, done: str) -> None:
+        """PATCH ``changes`` (on_demand, idle_ttl_s, pinned) onto ``dep``; ``done`` is said when it worked."""
+        dep_id = dep["id"]
+        name = dep.get("served_name") or dep_id
+        self.pending.add(dep_id)
+        self._update_actions()
+
+        def ok(_answer):
+            self.pending.discard(dep_id)
+            self.message.emit(f"{name}: {done}.")
+            self.refresh_now()
+
+        def err(error: ApiError):
+            self.pending.discard(dep_id)
+            self.message.emit(f"Could not change {name}: {error}")
+            self._update_actions()
+            QMessageBox.warning(self, f"Could not change {name}", str(error))
+
+        self._calls.patch(f"/api/deployments/{dep_id}", changes, ok, err)
+
     def refresh_now(self) -> None:
         self._listing = False
         self.refresh()
@@ -264,6 +323,57 @@ class DeploymentsPage(QWidget):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
         if answer == QMessageBox.StandardButton.Yes:
             self._act("remove", dep)
+
+    def _on_pin_triggered(self, checked: bool = False) -> None:
+        dep = self.selected()
+        if dep is None:
+            return
+        self.update_deployment(dep, {"pinned": checked},
+                               "pinned: ModelDeck never unloads it" if checked else "unpinned")
+
+    def _on_on_demand_triggered(self, *_args) -> None:
+        # The toolbar button opens the menu itself; from a shortcut or the context menu, show it here.
+        if self.selected() is not None and not self.on_demand_menu.isVisible():
+            self.on_demand_menu.popup(self.table.viewport().mapToGlobal(self.table.viewport().rect().center()))
+
+    def _on_on_demand_menu_about_to_show(self) -> None:
+        dep = self.selected() or {}
+        self.load_on_request_action.setChecked(bool(dep.get("on_demand", True)))
+        ttl = dep.get("idle_ttl_s")
+        current = next((a for a in self.ttl_actions if a.data() == ttl), None) or (
+            self.ttl_actions[-1] if ttl is not None else self.ttl_actions[0])
+        current.setChecked(True)
+        applies = dep.get("effective_idle_ttl_s")
+        self.ttl_actions[0].setText(f"Default ({ttl_text(applies)})" if "effective_idle_ttl_s" in dep and ttl is None
+                                    else "Default (the backend's setting)")
+        self.ttl_actions[-1].setText(f"After {ttl_text(ttl)}…" if current is self.ttl_actions[-1] else "Other…")
+
+    def _on_load_on_request_action_triggered(self, checked: bool) -> None:
+        if dep := self.selected():
+            self.update_deployment(dep, {"on_demand": checked},
+                                   "loads on request" if checked else "no longer loads on request")
+
+    def _on_ttl_group_triggered(self, action: QAction) -> None:
+        dep = self.selected()
+        if dep is None:
+            return
+        seconds = action.data()
+        if seconds is not None and seconds < 0:  # Other…: any number of minutes
+            now = dep.get("idle_ttl_s") or 900
+            minutes, ok = QInputDialog.getInt(self, "Unload when idle",
+                                              f"Unload {dep.get('served_name') or dep['id']} after this many "
+                                              "minutes with no request:", max(1, round(now / 60)), 1,
+                                              MAX_TTL_MINUTES)
+            if not ok:
+                return
+            seconds = float(minutes * 60)
+        self.set_idle_ttl(dep, seconds)
+
+    def set_idle_ttl(self, dep: dict, seconds: float | None) -> None:
+        """PATCH ``idle_ttl_s``: None for the backend's default, 0 for never, else seconds."""
+        said = ("unloads when idle as the backend's default says" if seconds is None
+                else "never unloads when idle" if seconds == 0 else f"unloads after {ttl_text(seconds)} idle")
+        self.update_deployment(dep, {"idle_ttl_s": seconds}, said)
 
     def _on_logs_triggered(self, *_args) -> None:
         dep = self.selected()

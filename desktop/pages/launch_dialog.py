@@ -1,5 +1,5 @@
-"""The Launch dialog: model, served name, GPU with the live fit check, port, advanced args/env and the
-equivalent `docker run` command, then progress."""
+"""The Launch dialog: model, served name, GPU with the live fit check, port, on demand (load on request,
+unload when idle, pin, memory limit), advanced args/env and the equivalent `docker run` command, then progress."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from desktop.client import ApiError, BackendClient
 from desktop.envnames import is_env_name
 from desktop.widgets.calls import Calls
 from desktop.formatting import format_bytes
+from desktop.lifecycle import mem_limit_value
+from desktop.widgets.idle_ttl import IdleTtlField
 from desktop.widgets.launch_progress import LaunchProgressView
 
 # The backend's rules (backend/launch_plan.py), repeated so the form can say what is wrong while typing.
@@ -136,6 +138,24 @@ class LaunchDialog(QDialog):
         port_row = QHBoxLayout()
         port_row.addWidget(self.port_auto)
         port_row.addWidget(self.port, 1)
+        # On demand (issue 14): what happens when no one uses the model, and what wakes it.
+        self.on_demand = QCheckBox("Load on request")
+        self.on_demand.setChecked(True)
+        self.on_demand.setToolTip("When the model is unloaded (stopped), a /v1 request that names it starts it, "
+                                  "waits until it is ready and is then answered.")
+        self.pinned = QCheckBox("Pin (never unload)")
+        self.pinned.setToolTip("ModelDeck never unloads this model: not when idle, not to make room for another.")
+        on_demand_row = QHBoxLayout()
+        on_demand_row.addWidget(self.on_demand)
+        on_demand_row.addWidget(self.pinned)
+        on_demand_row.addStretch(1)
+        self.idle_ttl = IdleTtlField()
+        self.mem_limit = QLineEdit()
+        self.mem_limit.setPlaceholderText("optional, e.g. 2g or 512m")
+        self.mem_limit.setToolTip("The container's memory limit (Docker's --memory). For CPU runtimes it is also "
+                                  "what the model is counted as needing when models are swapped to make room.")
+        self.mem_limit_error = self._error_label()
+        self.pinned.toggled.connect(self._on_pinned_toggled)
         self.advanced_toggle = QToolButton()
         self.advanced_toggle.setText("Advanced")
         self.advanced_toggle.setCheckable(True)
@@ -186,6 +206,10 @@ class LaunchDialog(QDialog):
         form.addRow("", self.gpu_reason)
         form.addRow("Fit", self.fit)
         form.addRow("Port", port_row)
+        form.addRow("On demand", on_demand_row)
+        form.addRow("Unload when idle", self.idle_ttl)
+        form.addRow("Memory limit", self.mem_limit)
+        form.addRow("", self.mem_limit_error)
         form.addRow(self.advanced_toggle)
         form.addRow(self.advanced)
         self.error = self._error_label()
@@ -256,6 +280,11 @@ class LaunchDialog(QDialog):
             box.textChanged.connect(self._on_plan_inputs_changed)
         self.gpu.currentIndexChanged.connect(self._on_plan_inputs_changed)
         self.port_auto.toggled.connect(self._on_plan_inputs_changed)
+        self.mem_limit.textChanged.connect(self._on_form_changed)
+        self.mem_limit.textChanged.connect(self._on_plan_inputs_changed)
+        self.idle_ttl.changed.connect(self._on_plan_inputs_changed)
+        self.on_demand.toggled.connect(self._on_plan_inputs_changed)
+        self.pinned.toggled.connect(self._on_plan_inputs_changed)
         self._fill_gpus(None)
         self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed)
         self._on_form_changed()
@@ -384,10 +413,16 @@ class LaunchDialog(QDialog):
         if not automatic:
             self.port.setFocus()
 
+    def _on_pinned_toggled(self, pinned: bool) -> None:
+        # A pinned model is never unloaded, so an idle time-out would mean nothing.
+        self.idle_ttl.setEnabled(not pinned)
+        self.idle_ttl.setToolTip("A pinned model is never unloaded." if pinned else "")
+
     def _on_form_changed(self, *_args) -> None:
         self.served.setPlaceholderText(self._default_served_name(self.model.text().strip()))
         problems = {self.model: (self.model_error, model_problem(self.model.text())),
-                    self.served: (self.served_error, served_name_problem(self.served.text()))}
+                    self.served: (self.served_error, served_name_problem(self.served.text())),
+                    self.mem_limit: (self.mem_limit_error, mem_limit_value(self.mem_limit.text())[1])}
         for edit, (label, problem) in problems.items():
             label.setText(problem or "")
             label.setVisible(bool(problem))
@@ -424,7 +459,8 @@ class LaunchDialog(QDialog):
 
     def request_body(self) -> tuple[dict | None, str | None]:
         """The LaunchRequest the form describes, or None and what is wrong."""
-        problem = model_problem(self.model.text()) or served_name_problem(self.served.text())
+        mem_limit, mem_problem = mem_limit_value(self.mem_limit.text())
+        problem = model_problem(self.model.text()) or served_name_problem(self.served.text()) or mem_problem
         env, env_problem = parse_env(self.env.toPlainText())
         port = self.port.text()
         if not self.port_auto.isChecked() and not (port.isdigit() and 1024 <= int(port) <= 65535):
@@ -440,6 +476,12 @@ class LaunchDialog(QDialog):
             body["gpus"] = gpus
         if not self.port_auto.isChecked():
             body["port"] = int(self.port.text())
+        # Always said, so a launch that adopts an existing deployment applies what the form shows.
+        body["on_demand"] = self.on_demand.isChecked()
+        body["pinned"] = self.pinned.isChecked()
+        body["idle_ttl_s"] = None if self.pinned.isChecked() else self.idle_ttl.value()
+        if mem_limit is not None:
+            body["mem_limit"] = mem_limit
         return body, None
 
     # -- launching --------------------------------------------------------------------

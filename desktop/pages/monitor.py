@@ -1,17 +1,25 @@
-"""The Monitor page: live charts of GPUs, host and deployments from the backend's stats stream."""
+"""The Monitor page: live charts of GPUs, host and deployments from the backend's stats stream, with the models'
+loads, unloads and evictions marked on them and listed (``GET /api/lifecycle``)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QScrollArea, QScrollBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QPushButton, QScrollArea, QScrollBar, QVBoxLayout, QWidget)
 
+from desktop import theme
 from desktop.client import ApiError, BackendClient, SseStream
+from desktop.lifecycle import EVENT_TITLES, EventLog, LifecycleEvent, clock
 from desktop.monitor.series import WINDOW_S
 from desktop.monitor.store import HOST_CPU, HOST_MEM, StatsStore, deployment_key, gpu_key
+from desktop.widgets.calls import Calls
 from desktop.widgets.chart import LineChart, TimeWindow, format_bytes, format_celsius, format_watts
+from desktop.widgets.marked_chart import MarkedLineChart
 
 RETRY_MS = 3000
+#: How often the page asks for new lifecycle events, and how many its list shows.
+LIFECYCLE_POLL_MS = 2000
+LIFECYCLE_LIST_ROWS = 50
 SPANS = (("Last minute", 60), ("Last 5 minutes", 300), ("Last 15 minutes", WINDOW_S))
 BADGE_STYLE = "background: #e65100; color: white; border-radius: 4px; padding: 2px 8px; font-weight: bold;"
 NOTICE_STYLE = "background: rgba(230, 81, 0, 0.12); border: 1px solid #e65100; border-radius: 4px; padding: 6px;"
@@ -20,7 +28,8 @@ NOTICE_STYLE = "background: rgba(230, 81, 0, 0.12); border: 1px solid #e65100; b
 class DeploymentCard(QFrame):
     """One deployment's CPU, memory and VRAM charts under its name, with a "running on CPU" badge."""
 
-    def __init__(self, deployment_id: str, store: StatsStore, window: TimeWindow, parent: QWidget | None = None):
+    def __init__(self, deployment_id: str, store: StatsStore, window: TimeWindow, parent: QWidget | None = None,
+                 events: EventLog | None = None):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.deployment_id = deployment_id
@@ -32,10 +41,11 @@ class DeploymentCard(QFrame):
         self.badge.hide()
         self.state_label = QLabel()
         latest = lambda: store.latest_time  # noqa: E731
+        marks = {"events": events, "deployment_id": deployment_id}  # this deployment's loads and unloads
         self.charts = [
-            LineChart("CPU (100 % = one core)", window, latest, y_floor=100.0),
-            LineChart("Memory", window, latest, format_bytes),
-            LineChart("VRAM", window, latest, format_bytes),
+            MarkedLineChart("CPU (100 % = one core)", window, latest, y_floor=100.0, **marks),
+            MarkedLineChart("Memory", window, latest, format_bytes, **marks),
+            MarkedLineChart("VRAM", window, latest, format_bytes, **marks),
         ]
         for chart, what, label in zip(self.charts, ("cpu", "mem", "vram"), ("cpu", "used", "vram")):
             chart.add_line(store.get(deployment_key(deployment_id, what)), label)
@@ -74,7 +84,10 @@ class MonitorPage(QWidget):
     def __init__(self, client: BackendClient, parent: QWidget | None = None):
         super().__init__(parent)
         self._client = client
+        self._calls = Calls(client, self)
         self.store = StatsStore()
+        self.events = EventLog()
+        self._polling_events = False
         self.window = TimeWindow(span=60.0, parent=self)  # like a task manager: the last minute first
         self.window.changed.connect(self._on_window_changed)
         self._stream: SseStream | None = None
@@ -88,6 +101,9 @@ class MonitorPage(QWidget):
         self._retry.setSingleShot(True)
         self._retry.setInterval(RETRY_MS)
         self._retry.timeout.connect(self._on_retry_timeout)
+        self._events_timer = QTimer(self)
+        self._events_timer.setInterval(LIFECYCLE_POLL_MS)
+        self._events_timer.timeout.connect(self.poll_events)
         self._build()
 
     def _build(self) -> None:
@@ -112,9 +128,9 @@ class MonitorPage(QWidget):
         controls.addWidget(self.live_button)
 
         latest = lambda: self.store.latest_time  # noqa: E731
-        self.cpu_chart = LineChart("Host CPU", self.window, latest, y_max=100.0)
+        self.cpu_chart = MarkedLineChart("Host CPU", self.window, latest, y_max=100.0, events=self.events)
         self.cpu_chart.add_line(self.store.get(HOST_CPU), "cpu")
-        self.mem_chart = LineChart("Host memory", self.window, latest, format_bytes)
+        self.mem_chart = MarkedLineChart("Host memory", self.window, latest, format_bytes, events=self.events)
         self.mem_chart.add_line(self.store.get(HOST_MEM), "used")
         host = QGroupBox("Host")
         host_row = QHBoxLayout(host)
@@ -127,12 +143,28 @@ class MonitorPage(QWidget):
         self.gpu_box = QGroupBox("GPUs")
         self.gpu_layout = QVBoxLayout(self.gpu_box)
         self.gpu_layout.addWidget(self.gpu_notice)
+        self.events_box = QGroupBox("Loads, unloads and evictions")
+        self.events_box.setToolTip("Models loaded on request, unloaded when idle and evicted to make room; each is "
+                                   "also marked on the charts below (hover a mark for why)")
+        self.events_list = QListWidget()
+        self.events_list.setAlternatingRowColors(True)
+        self.events_list.setWordWrap(False)
+        self.events_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 6 + 10)
+        self.no_events = QLabel("None yet. A model with “Load on request” loads when a request names it and "
+                                "unloads when idle for its time-out.")
+        self.no_events.setProperty("muted", True)
+        self.no_events.setWordWrap(True)
+        events_layout = QVBoxLayout(self.events_box)
+        events_layout.addWidget(self.no_events)
+        events_layout.addWidget(self.events_list)
+        self.events_list.hide()
         self.deployments_box = QGroupBox("Deployments")
         self.deployments_layout = QVBoxLayout(self.deployments_box)
         self.no_deployments = QLabel("No deployment is running.")
         self.deployments_layout.addWidget(self.no_deployments)
         content = QWidget()
         body = QVBoxLayout(content)
+        body.addWidget(self.events_box)
         body.addWidget(self.gpu_box)
         body.addWidget(host)
         body.addWidget(self.deployments_box)
@@ -173,6 +205,9 @@ class MonitorPage(QWidget):
     def start(self) -> None:
         """Backfill the last 15 minutes, then follow the live stream (called on first show)."""
         self._started = True
+        if not self._events_timer.isActive() and not self._closing:
+            self.poll_events()
+            self._events_timer.start()
         reply = self._client.get(f"/api/stats/history?seconds={WINDOW_S}", timeout_ms=30000)
         reply.succeeded.connect(self._on_history_reply_succeeded)
         reply.failed.connect(self._on_history_reply_failed)
@@ -181,6 +216,8 @@ class MonitorPage(QWidget):
         """Abort the stream (the window is closing); returns at once."""
         self._closing = True
         self._retry.stop()
+        self._events_timer.stop()
+        self._calls.abort_all()
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
@@ -229,7 +266,7 @@ class MonitorPage(QWidget):
         for dep_id, facts in self.store.deployments.items():
             card = self.cards.get(dep_id)
             if card is None:
-                card = self.cards[dep_id] = DeploymentCard(dep_id, self.store, self.window)
+                card = self.cards[dep_id] = DeploymentCard(dep_id, self.store, self.window, events=self.events)
                 self.deployments_layout.addWidget(card)
                 new_ids = new_ids or dep_id not in self._names
                 if dep_id in self._names:
@@ -268,6 +305,47 @@ class MonitorPage(QWidget):
             grid.addWidget(chart, k // 2, k % 2)
         self.gpu_layout.addWidget(box)
         return charts
+
+    # ------------------------------------------------------------------ lifecycle events
+
+    def poll_events(self) -> None:
+        """Ask for the lifecycle events after the last one held (skipped while a poll is in flight)."""
+        if self._polling_events or self._closing:
+            return
+        self._polling_events = True
+        self._calls.get(f"/api/lifecycle?after={self.events.last_seq}&limit=500", self._on_events_loaded,
+                        self._on_events_failed)
+
+    def add_events(self, answer: dict) -> list[LifecycleEvent]:
+        """Take one ``GET /api/lifecycle`` answer: list the new events and mark them on the charts."""
+        new = self.events.add(answer)
+        if not new:
+            return new
+        self.no_events.hide()
+        self.events_list.show()
+        for ev in new:
+            item = QListWidgetItem(f"{clock(ev.at)}   {EVENT_TITLES.get(ev.kind, ev.kind)}   {ev.text}")
+            item.setToolTip(ev.text)
+            item.setForeground(theme.color(ev.role))
+            item.setData(Qt.ItemDataRole.UserRole, ev.seq)
+            self.events_list.insertItem(0, item)  # newest first
+        while self.events_list.count() > LIFECYCLE_LIST_ROWS:
+            self.events_list.takeItem(self.events_list.count() - 1)
+        for chart in self.charts():
+            if chart.isVisible():
+                chart.update()
+        return new
+
+    def _on_events_loaded(self, answer: object) -> None:
+        self._polling_events = False
+        if isinstance(answer, dict):
+            self.add_events(answer)
+
+    def _on_events_failed(self, error: ApiError) -> None:
+        self._polling_events = False
+        if error.status in (404, 405):  # a backend from before models on demand: nothing to follow
+            self._events_timer.stop()
+            self.events_box.hide()
 
     def _sync_scroll_bar(self) -> None:
         self.scroll_bar.blockSignals(True)

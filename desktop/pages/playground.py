@@ -1,4 +1,5 @@
-"""The Playground page: chat with a ready model, or compare two to four side by side, with history."""
+"""The Playground page: chat with a model (ready, or loaded on request), or compare two to four side by side,
+with history."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox
                                QWidget)
 
 from desktop.client import ApiError, BackendClient
+from desktop.lifecycle import model_label
 from desktop.playground.column import ERROR_STYLE, ReplyColumn
 from desktop.playground.export import as_curl, as_python
 from desktop.playground.history_panel import HistoryPanel
@@ -43,7 +45,8 @@ class PlaygroundPage(QWidget):
     """Prompt testing against the backend's OpenAI API, streaming into one column per model.
 
     Signals:
-        models_changed(list): the ready served names, after each refresh of /v1/models.
+        models_changed(list): the served names /v1/models lists (ready ones first, then those that load
+            on request), after each refresh.
         send_finished(): every column of the last send has finished (done, stopped or failed).
     """
 
@@ -289,11 +292,14 @@ class PlaygroundPage(QWidget):
         self._on_compare_check_toggled(self.compare_check.isChecked())
 
     def _on_models_reply_succeeded(self, body: object) -> None:
-        data = body.get("data", []) if isinstance(body, dict) else []
-        self._models = sorted(m["id"] for m in data if isinstance(m, dict) and m.get("id"))
+        data = [m for m in (body.get("data", []) if isinstance(body, dict) else [])
+                if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]]
+        # Ready models first, then those that load on request (a request loads them: issue 14).
+        self._models = [m["id"] for m in sorted(data, key=lambda m: (m.get("state", "ready") != "ready", m["id"]))]
+        labels = {m["id"]: model_label(m) for m in data}
         for i, column in enumerate(self.columns):
             had = column.model()
-            column.set_models(self._models)
+            column.set_models(self._models, labels)
             if not had and len(self._models) > i and i > 0:
                 column.select_model(self._models[i])
         if self.banner.text().startswith("Cannot load models"):

@@ -37,7 +37,7 @@ class ReplyColumn(QFrame):
         self.model_combo.setMinimumContentsLength(12)
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setPlaceholderText("no ready model")
-        self.model_combo.setToolTip("The ready model this column talks to")
+        self.model_combo.setToolTip("The model this column talks to: a ready one, or one that loads on request")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop this column's reply")
         self.stop_button.setEnabled(False)
@@ -73,21 +73,35 @@ class ReplyColumn(QFrame):
         return self._run
 
     def model(self) -> str:
-        return self.model_combo.currentText()
+        """The served name picked (an item's text may say more: "demo (unloaded — loads on request)")."""
+        data = self.model_combo.currentData()
+        return data if isinstance(data, str) else self.model_combo.currentText()
 
-    def set_models(self, names: list[str]) -> None:
-        """Offer ``names``, keeping the current choice when it is still there."""
+    def set_models(self, names: list[str], labels: dict[str, str] | None = None) -> None:
+        """Offer ``names`` (shown as ``labels[name]`` where given), keeping the current choice when it is still there."""
         current = self.model()
+        labels = labels or {}
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItems(names)
+        for name in names:
+            self.model_combo.addItem(labels.get(name, name), name)
+            if labels.get(name, name) != name:
+                self.model_combo.setItemData(self.model_combo.count() - 1,
+                                             "Not loaded now: sending to it loads it first (this takes a while)",
+                                             Qt.ItemDataRole.ToolTipRole)
         self.model_combo.setCurrentIndex(names.index(current) if current in names else (0 if names else -1))
         self.model_combo.blockSignals(False)
 
     def select_model(self, name: str) -> None:
-        if name and self.model_combo.findText(name) < 0:
-            self.model_combo.addItem(name)
-        self.model_combo.setCurrentText(name)
+        if not name:
+            return
+        if self.model_combo.findData(name) < 0:
+            self.model_combo.addItem(name, name)
+        self.model_combo.setCurrentIndex(self.model_combo.findData(name))
+
+    def model_is_unloaded(self) -> bool:
+        """The picked model is not loaded now (its label says so): the first token waits for its load."""
+        return self.model_combo.currentText() != self.model() and self.model_combo.currentIndex() >= 0
 
     def request_for(self, prompt: str, params: GenerationParams) -> dict:
         """The body that sending ``prompt`` now would post. Raises ValueError as ``build_chat_request``."""
@@ -116,7 +130,8 @@ class ReplyColumn(QFrame):
         self._run = run
         self._runs.append(run)
         self.stop_button.setEnabled(True)
-        self.metrics_label.setText("waiting for the first token…")
+        self.metrics_label.setText(f"loading {body['model']} on request, then the first token…"
+                                   if self.model_is_unloaded() else "waiting for the first token…")
         self._render(now=True)
         run.start()
 

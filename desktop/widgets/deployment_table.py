@@ -10,6 +10,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 
 from desktop import theme
 from desktop.formatting import format_bytes
+from desktop.lifecycle import last_events_text, on_demand_note, policy_text
 
 COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
 STATUS_COLUMN, MODEL_COLUMN = 1, 3
@@ -67,8 +68,19 @@ class DeploymentRow:
         """The engine does not answer: this row is the last state the backend saw."""
         return bool(self.data.get("stale"))
 
+    @property
+    def loads_on_request(self) -> bool:
+        """Unloaded (stopped) with on demand on: the next /v1 request for it loads it."""
+        return bool(self.data.get("loads_on_request"))
+
     def status_text(self) -> str:
-        text = self.status.capitalize()
+        if self.loads_on_request:
+            text = "Unloaded (loads on request)"
+        else:
+            text = self.status.capitalize()
+            note = on_demand_note(self.data, self.now)
+            if note:
+                text += f" · {note}"
         if self.stale:
             text += " · last seen"
         if self.stats and self.stats.get("running_on_cpu"):
@@ -162,6 +174,8 @@ class DeploymentTableModel(QAbstractTableModel):
             return theme.color("text_muted")
         if role == Qt.ItemDataRole.ForegroundRole and col == STATUS_COLUMN:
             on_cpu = row.stats and row.stats.get("running_on_cpu")
+            if row.loads_on_request and not on_cpu:
+                return theme.color("info")
             return theme.color("warning" if on_cpu else STATUS_ROLE.get(row.status, "info"))
         if role == Qt.ItemDataRole.ToolTipRole:
             d = row.data
@@ -172,6 +186,9 @@ class DeploymentTableModel(QAbstractTableModel):
                 tip.append(d["message"])
             if d.get("endpoint"):
                 tip.append(f"Container endpoint: {d['endpoint']}")
+            if "on_demand" in d:  # a backend with models on demand (issue 14)
+                tip.append(f"On demand: {policy_text(d)}")
+                tip += last_events_text(d)
             return "\n".join(tip)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (5, 6, 7, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

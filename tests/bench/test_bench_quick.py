@@ -103,3 +103,23 @@ def test_suite_runner_overhead_runs_every_case(quick) -> None:
     assert so["problems"] == [], so
     assert len(so["runner_s"]) == len(so["client_s"]) == 3, so
     assert min(so["client_s"]) >= so["ideal_s"] * 0.9, f"the upstream's pacing was not applied: {so}"
+
+
+def test_cold_start_overhead_measures_the_demo_in_pairs(quick) -> None:
+    """Issue 14's row: the demo was loaded on request through ModelDeck and started directly, twice each."""
+    results, _notes = quick
+    demo = results["cold_start"]["runtimes"]["demo"]
+    assert "error" not in demo, demo
+    assert len(demo["cold_ms"]) == len(demo["direct_ready_ms"]) == 2, demo
+    assert min(demo["direct_ready_ms"]) > 0 and min(demo["cold_ms"]) > 0, demo
+    assert demo["direct_first_byte_ms"][0] >= demo["direct_ready_ms"][0], demo
+
+
+def test_library_listing_reads_the_sparse_gguf_header_only(quick) -> None:
+    """Issue 15's row: the sparse GGUF is listed with its size and header metadata, and its data stayed a hole."""
+    results, _notes = quick
+    ll = results["library_listing"]
+    assert "error" not in ll, ll
+    assert ll["problems"] == [], ll
+    assert len(ll["times_s"]) == ll["runs"] == 3, ll
+    assert ll["on_disk_bytes"] < ll["file_bytes"] // 100, f"the GGUF was not sparse: {ll}"
