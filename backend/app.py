@@ -17,13 +17,17 @@ from starlette.routing import Route
 from backend import __version__
 from backend.catalog import load_catalog
 from backend.deployments import DeploymentService
+from backend.downloads import DownloadManager
 from backend.engine import Engine
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
+from backend.prometheus import Exposition, LifecycleCollector
 from backend.proxy import make_http_client
 from backend.routes import anthropic as anthropic_routes
 from backend.routes import deployments as deployments_routes
+from backend.routes import downloads as downloads_routes
+from backend.routes import library as library_routes
 from backend.routes import history as history_routes
 from backend.routes import openai as openai_routes
 from backend.routes import responses as responses_routes
@@ -175,12 +179,13 @@ class _LazyMcp:
                 await self._task
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, nvml=None) -> FastAPI:
     """Build the backend app.
 
     Args:
         settings: what to use instead of the environment's settings.
         engine: an Engine to use instead of connecting from settings (tests share one).
+        nvml: a pynvml-like object for the stats sampler instead of the real NVML (tests without a GPU).
     """
     settings = settings or get_settings()
     token = settings.token or ensure_token(settings.token_path)
@@ -205,13 +210,19 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Prompt suites and their runs share one SQLite file beside the history.
         app.state.suites = suites = SuiteStore(settings.home / "suites.db")
         app.state.stats = sampler = StatsSampler(container_source=service.registry.container_refs, request_log=request_log,
-                                                 data_path=settings.home)
+                                                 data_path=settings.home, nvml=nvml)
+        # Models on demand measure what each deployment holds from the sampler's snapshots (backend/lifecycle.py).
+        service.lifecycle.snapshot = sampler.latest
+        app.state.prometheus = Exposition(sampler.latest, extra=LifecycleCollector(service.lifecycle.metrics))
         # "All GPUs" becomes a count ({gpu_count}: TGI's --num-shard) from the GPUs NVML sees.
         service.machine_gpus = lambda: len(snap.gpus) if (snap := sampler.latest()) is not None and snap.gpus else None
         # Suite runs: their cells in the same file, answered through this backend's own /v1.
         app.state.suite_runs = runner = SuiteRunner(
             RunStore(settings.home / "suites.db"), service, token, settings.host, settings.port, snapshot=sampler.latest)
         await asyncio.to_thread(service.refresh)
+        # Model downloads: jobs a stopped backend left resume now (backend/downloads.py).
+        app.state.downloads = downloads = DownloadManager(settings, eng)
+        await asyncio.to_thread(downloads.open)
         sampler.start()
         runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
@@ -219,6 +230,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             await mcp.aclose()
+            await asyncio.to_thread(downloads.close)
             refresher.cancel()
             await runner.close()
             runner.store.close()
@@ -233,7 +245,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes, suites_routes,
-                   runs_routes, openai_routes, responses_routes, anthropic_routes):
+                   runs_routes, downloads_routes, library_routes, openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
     _install_error_handlers(app)
     _install_docs(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -26,6 +27,8 @@ SOCKET_CANDIDATES = (
     "{xdg}/podman/podman.sock",  # rootless Podman
     "/run/podman/podman.sock",
 )
+#: On the short-lived containers that read and write cache volumes; never a deployment (no managed label).
+HELPER_LABEL = "modeldeck.helper"
 GPU_RUNTIME_HINT = ("Install the NVIDIA driver and the NVIDIA Container Toolkit, run "
                     "'sudo nvidia-ctk runtime configure --runtime=docker' and restart Docker; "
                     "or launch without a GPU (recipes marked GPU optional or none).")
@@ -307,6 +310,7 @@ class Engine:
             shm_size=spec.shm_size,
             ipc_mode=spec.ipc_mode,
             ulimits=[docker.types.Ulimit(name=n, soft=v, hard=v) for n, v in spec.ulimits] or None,
+            mem_limit=spec.mem_limit,
             security_opt=list(SECURITY_OPT),
             # No restarts while launching, so a crash keeps its exit code and logs for the
             # report; the launch turns on the spec's policy once the server is ready.
@@ -470,7 +474,89 @@ class Engine:
             shm_size=f"{shm // (1024 * 1024)}m" if shm and shm != 64 * 1024 * 1024 else None,
             ipc_mode=hc.get("IpcMode") if hc.get("IpcMode") in ("private", "shareable") else None,
             ulimits=tuple(sorted((u["Name"], int(u["Hard"])) for u in hc.get("Ulimits") or [])),
-            restart_max=(hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 3)
+            restart_max=(hc.get("RestartPolicy") or {}).get("MaximumRetryCount") or 3,
+            mem_limit=hc.get("Memory") or None)
+
+
+    # -- helper containers on cache volumes (downloads, the library) ----------------------
+
+    def volume_exists(self, name: str) -> bool:
+        """Whether the named volume exists (a cache volume is made by the first launch or download using it)."""
+        try:
+            self._call(self.client.api.inspect_volume, name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def _helper(self, image: str, volume: str, command: list[str] | None, labels: dict[str, str],
+                target: str) -> str:
+        mounts = [docker.types.Mount(target=target, source=volume, type="volume")]
+        host_config = self.client.api.create_host_config(mounts=mounts, network_mode="none",
+                                                         security_opt=list(SECURITY_OPT))
+        try:
+            created = self._call(self.client.api.create_container, image=image, command=command or ["true"],
+                                 labels={HELPER_LABEL: "cache", **labels}, host_config=host_config,
+                                 detach=True)
+        except docker.errors.ImageNotFound:
+            raise ImageUnavailable(f"Image {image} is not present on the engine; ModelDeck reaches cache "
+                                   "volumes through a short-lived container of it.",
+                                   hint="Run scripts/make-base-image, or set MODELDECK_DEMO_BASE_IMAGE to a local "
+                                        "image that has python3.") from None
+        return created["Id"]
+
+    def run_in_volume(self, image: str, volume: str, command: list[str], *, labels: dict[str, str],
+                      target: str = "/cache", timeout: float = 300) -> tuple[int, str, str]:
+        """Run ``command`` in a short-lived container of ``image`` with ``volume`` at ``target``.
+
+        The container has no network, is labelled as a helper (never a deployment) and is removed
+        afterwards, pass or fail. This is how ModelDeck reads and prunes cache volumes without
+        touching the engine's data folder (which Docker Desktop keeps inside its VM).
+
+        Returns:
+            The exit code, stdout and stderr.
+
+        Raises:
+            ImageUnavailable: ``image`` is not present.
+        """
+        cid = self._helper(image, volume, command, labels, target)
+        try:
+            self._call(self.client.api.start, cid)
+            code = self._call(self.client.api.wait, cid, timeout=timeout).get("StatusCode", -1)
+            out = self._call(self.client.api.logs, cid, stdout=True, stderr=False).decode("utf-8", "replace")
+            err = self._call(self.client.api.logs, cid, stdout=False, stderr=True).decode("utf-8", "replace")
+            return code, out, err
+        finally:
+            with contextlib.suppress(docker.errors.APIError, EngineUnavailable):
+                self._call(self.client.api.remove_container, cid, force=True)
+
+    def put_into_volume(self, image: str, volume: str, archive, *, labels: dict[str, str],
+                        target: str = "/cache") -> None:
+        """Unpack a tar ``archive`` (bytes, or an iterable of byte chunks: streamed) into ``volume``.
+
+        Through a created, never started container of ``image`` and the engine's archive API, so
+        multi-gigabyte files stream from the backend into the volume without a copy in between.
+
+        Raises:
+            ImageUnavailable: ``image`` is not present.
+            ModelDeckError: the engine refused the archive (a full disk, for one).
+        """
+        cid = self._helper(image, volume, None, labels, target)
+        try:
+            self._call(self.client.api.put_archive, cid, target, archive)
+        except docker.errors.APIError as exc:
+            raise ModelDeckError(f"Docker could not write into volume {volume}: {_api_error_text(exc)}") from None
+        finally:
+            with contextlib.suppress(docker.errors.APIError, EngineUnavailable):
+                self._call(self.client.api.remove_container, cid, force=True)
+
+    def remove_helpers(self, labels: dict[str, str]) -> int:
+        """Remove helper containers carrying ``labels`` (left behind by a backend killed mid-copy)."""
+        filters = [f"{HELPER_LABEL}=cache"] + [f"{k}={v}" for k, v in labels.items()]
+        rows = self._call(self.client.api.containers, all=True, filters={"label": filters})
+        for row in rows:
+            with contextlib.suppress(docker.errors.APIError):
+                self._call(self.client.api.remove_container, row["Id"], force=True)
+        return len(rows)
 
 
 class LogFollower:
