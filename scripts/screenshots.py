@@ -31,9 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_backend(home: Path) -> tuple[subprocess.Popen, str]:
+def start_backend(home: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "MODELDECK_HOME": str(home), "MODELDECK_TOKEN": TOKEN}
+    env = {**os.environ, "MODELDECK_HOME": str(home), "MODELDECK_TOKEN": TOKEN, **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "backend.server", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -108,6 +108,76 @@ def suites_shots(window, url: str, wait, wait_until) -> list[Path]:
     return [*shots, path]
 
 
+def hub_for_shots(tmp: Path):
+    """The Hub for the Discover shots: this machine cannot reach huggingface.co, so the test suite's stand-in
+    (tests/support/hub_standin.py, recorded answers of real repositories around the tiny GGUF) serves them.
+
+    Returns (the started stand-in, the backend's extra environment: its Hub, its model folder and host caches).
+    """
+    sys.path.insert(0, str(ROOT))
+    from tests.support.hub_standin import HubStandin, default_repos
+
+    folder = tmp / "models"
+    made = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-tiny-gguf"), str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    if made.returncode != 0:
+        raise SystemExit(f"make-tiny-gguf failed: {made.stderr[-500:]}")
+    gguf = Path(made.stdout.strip())
+    hub = HubStandin(default_repos(gguf.read_bytes())).start()
+    caches = {kind: tmp / f"cache-{kind}" for kind in ("huggingface", "ollama")}
+    for path in caches.values():
+        path.mkdir(parents=True, exist_ok=True)
+    env = {"MODELDECK_HF_ENDPOINT": hub.url, "MODELDECK_MODEL_DIRS": str(folder),
+           **{f"MODELDECK_CACHE_DIR_{k.upper()}": str(v) for k, v in caches.items()}}
+    return hub, env
+
+
+def library_shots(window, wait, wait_until) -> list[Path]:
+    """Discover (results, and a model page after a download) and Library, light and dark."""
+    from desktop import theme
+    from tests.support.hub_standin import GGUF_REPO
+
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    page.search("Qwen2.5")
+    wait_until(lambda: bool(page.results))
+    shots = []
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        wait(800)
+        path = OUT / f"discover-results-{scheme}.png"
+        window.grab().save(str(path))
+        shots.append(path)
+    theme.apply("light")
+    page.open_model(GGUF_REPO)
+    wait_until(lambda: bool(page.variants))
+    page.select_variant("Q4_K_M")
+    page.download_selected()
+    wait_until(lambda: any(j.get("state") == "done" for j in page.downloads.jobs.values()), 60000)
+    page.select_variant("Q8_0")
+    wait(1500)
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        wait(800)
+        path = OUT / f"discover-model-{scheme}.png"
+        window.grab().save(str(path))
+        shots.append(path)
+    theme.apply("light")
+    library = window.library
+    window.show_page(window.pages.index(library))
+    library.refresh()
+    wait_until(lambda: len(library.models) >= 2)
+    library.table.selectRow(0)
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        wait(800)
+        path = OUT / f"library-{scheme}.png"
+        window.grab().save(str(path))
+        shots.append(path)
+    theme.apply("light")
+    return shots
+
+
 def main() -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: still make the pictures
@@ -123,7 +193,8 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modeldeck-shots-") as tmp:
         home = Path(tmp) / "home"
-        proc, url = start_backend(home)
+        hub, hub_env = hub_for_shots(Path(tmp))
+        proc, url = start_backend(home, hub_env)
         window = None
         try:
             launch_demos(url)
@@ -152,7 +223,8 @@ def main() -> int:
             wait(1500)
 
             shots = []
-            for name in ["models", "deployments", "playground", "monitor", "settings"]:
+            # numbered as the README names them, whatever their place in the navigation
+            for number, name in enumerate(["models", "deployments", "playground", "monitor", "settings"], 1):
                 index = [key for key, _ in PAGES].index(name)
                 window.show_page(index)
                 if name == "playground":
@@ -171,11 +243,11 @@ def main() -> int:
                     wait(6000)
                 else:
                     wait(1200)
-                path = OUT / f"{index + 1}-{name}.png"
+                path = OUT / f"{number}-{name}.png"
                 window.grab().save(str(path))
                 shots.append(path)
             theme.apply("dark")
-            window.show_page(1)
+            window.show_page(window.pages.index(window.deployments))
             wait(1500)
             window.grab().save(str(OUT / "dark-deployments.png"))
             shots.append(OUT / "dark-deployments.png")
@@ -188,6 +260,7 @@ def main() -> int:
                 shots.append(path)
             dialog.close()
             shots += suites_shots(window, url, wait, wait_until)
+            shots += library_shots(window, wait, wait_until)
             for p in shots:
                 print(f"saved {p}")
         finally:
@@ -203,6 +276,7 @@ def main() -> int:
                     pass
             proc.terminate()
             proc.wait(timeout=15)
+            hub.stop()
     return 0
 
 
