@@ -54,7 +54,7 @@ class LibraryPage(QWidget):
         self.launch_button.clicked.connect(self.launch_selected)
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setToolTip("Remove the model's files from disk (refused while a deployment uses it)")
-        self.delete_button.clicked.connect(self.delete_selected)
+        self.delete_button.clicked.connect(self._on_delete_button_clicked)
         self.state = QLabel("Listing the models on disk…")
         self.state.setProperty("muted", True)
         bar = QHBoxLayout()
@@ -186,6 +186,9 @@ class LibraryPage(QWidget):
         launch = local.launch_of(m) if m else None
         if launch is not None:
             self.launch_requested.emit(*launch)
+
+    def _on_delete_button_clicked(self) -> None:
+        self.delete_selected()  # clicked(bool) must never reach ``confirm``
 
     def delete_selected(self, confirm: bool = True) -> None:
         """Delete the selected model's files after asking; a refusal (in use: 409) shows above the table."""
