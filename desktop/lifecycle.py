@@ -111,18 +111,25 @@ def clock(at: float | None) -> str:
     return "?" if at is None else time.strftime("%H:%M:%S", time.localtime(at))
 
 
-def event_text(event: dict, with_name: bool = True) -> str:
-    """One LifecycleEvent in a sentence: "demo loaded in 2.1 s: a /v1/chat/completions request for 'demo'"."""
+def event_parts(event: dict) -> tuple[str, str]:
+    """(what happened, why) of one LifecycleEvent: ("loaded in 2.1 s", "a /v1/chat/completions request for 'demo'")."""
     kind = event.get("kind", "")
-    name = event.get("served_name") or event.get("deployment_id") or "?"
-    verb = EVENT_VERBS.get(kind, kind or "changed")
-    head = f"{name} {verb}" if with_name else verb[:1].upper() + verb[1:]
+    head = EVENT_VERBS.get(kind, kind or "changed")
     duration = event.get("duration_s")
     if kind in ("load", "load_failed") and isinstance(duration, (int, float)):
         head += f" {'in' if kind == 'load' else 'after'} {duration:.1f} s"
     if kind == "evict" and event.get("for_deployment"):
         head += f" for {event['for_deployment']}"
-    reason = (event.get("reason") or "").strip()
+    return head, (event.get("reason") or "").strip()
+
+
+def event_text(event: dict, with_name: bool = True) -> str:
+    """One LifecycleEvent in a sentence: "demo loaded in 2.1 s: a /v1/chat/completions request for 'demo'"."""
+    head, reason = event_parts(event)
+    if with_name:
+        head = f"{event.get('served_name') or event.get('deployment_id') or '?'} {head}"
+    else:
+        head = head[:1].upper() + head[1:]
     return f"{head}: {reason}" if reason else head
 
 

@@ -4,12 +4,13 @@ loads, unloads and evictions marked on them and listed (``GET /api/lifecycle``).
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPushButton, QScrollArea, QScrollBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QPushButton, QScrollArea, QScrollBar, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.client import ApiError, BackendClient, SseStream
-from desktop.lifecycle import EVENT_TITLES, EventLog, LifecycleEvent, clock
+from desktop.lifecycle import EVENT_TITLES, EventLog, LifecycleEvent, clock, event_parts
 from desktop.monitor.series import WINDOW_S
 from desktop.monitor.store import HOST_CPU, HOST_MEM, StatsStore, deployment_key, gpu_key
 from desktop.widgets.calls import Calls
@@ -20,6 +21,7 @@ RETRY_MS = 3000
 #: How often the page asks for new lifecycle events, and how many its list shows.
 LIFECYCLE_POLL_MS = 2000
 LIFECYCLE_LIST_ROWS = 50
+EVENT_COLUMNS = ("Time", "Model", "What", "Why")
 SPANS = (("Last minute", 60), ("Last 5 minutes", 300), ("Last 15 minutes", WINDOW_S))
 BADGE_STYLE = "background: #e65100; color: white; border-radius: 4px; padding: 2px 8px; font-weight: bold;"
 NOTICE_STYLE = "background: rgba(230, 81, 0, 0.12); border: 1px solid #e65100; border-radius: 4px; padding: 6px;"
@@ -146,10 +148,17 @@ class MonitorPage(QWidget):
         self.events_box = QGroupBox("Loads, unloads and evictions")
         self.events_box.setToolTip("Models loaded on request, unloaded when idle and evicted to make room; each is "
                                    "also marked on the charts below (hover a mark for why)")
-        self.events_list = QListWidget()
+        self.events_list = QTreeWidget()
+        self.events_list.setColumnCount(len(EVENT_COLUMNS))
+        self.events_list.setHeaderLabels(list(EVENT_COLUMNS))
+        self.events_list.setRootIsDecorated(False)
         self.events_list.setAlternatingRowColors(True)
         self.events_list.setWordWrap(False)
-        self.events_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 6 + 10)
+        self.events_list.setUniformRowHeights(True)
+        self.events_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.events_list.header().setStretchLastSection(True)
+        self.events_list.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.events_list.setMaximumHeight(self.fontMetrics().lineSpacing() * 7 + 16)
         self.no_events = QLabel("None yet. A model with “Load on request” loads when a request names it and "
                                 "unloads when idle for its time-out.")
         self.no_events.setProperty("muted", True)
@@ -324,13 +333,15 @@ class MonitorPage(QWidget):
         self.no_events.hide()
         self.events_list.show()
         for ev in new:
-            item = QListWidgetItem(f"{clock(ev.at)}   {EVENT_TITLES.get(ev.kind, ev.kind)}   {ev.text}")
-            item.setToolTip(ev.text)
-            item.setForeground(theme.color(ev.role))
-            item.setData(Qt.ItemDataRole.UserRole, ev.seq)
-            self.events_list.insertItem(0, item)  # newest first
-        while self.events_list.count() > LIFECYCLE_LIST_ROWS:
-            self.events_list.takeItem(self.events_list.count() - 1)
+            what, why = event_parts(ev.data)
+            item = QTreeWidgetItem([clock(ev.at), ev.served_name, what, why])
+            for col in range(len(EVENT_COLUMNS)):
+                item.setToolTip(col, f"{EVENT_TITLES.get(ev.kind, ev.kind)}: {ev.text}")
+            item.setForeground(2, theme.color(ev.role))
+            item.setData(0, Qt.ItemDataRole.UserRole, ev.seq)
+            self.events_list.insertTopLevelItem(0, item)  # newest first
+        while self.events_list.topLevelItemCount() > LIFECYCLE_LIST_ROWS:
+            self.events_list.takeTopLevelItem(self.events_list.topLevelItemCount() - 1)
         for chart in self.charts():
             if chart.isVisible():
                 chart.update()

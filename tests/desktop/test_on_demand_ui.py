@@ -1,0 +1,221 @@
+"""Models on demand in the desktop, against a real backend and the real demo container (issue 14).
+
+The launch dialog sends load on request, idle time-out, pin and memory limit; the Deployments
+table shows "unloaded (loads on request)" and the countdown to a TTL unload, and Pin / the idle
+time-out go to the backend as PATCH; the Monitor marks and lists the unload an idle time-out
+made; the playground offers the unloaded model and a send loads it.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from desktop import theme
+from desktop.pages.launch_dialog import LaunchDialog
+from tests.conftest import RUN_ID
+from tests.desktop.conftest import SHOTS
+from tests.support.deployments import launch_ready, wait_served
+
+pytestmark = [pytest.mark.gui, pytest.mark.docker, pytest.mark.qt_log_ignore("propagateSizeHints")]
+
+
+def _h(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _get(live_backend, dep_id: str) -> dict:
+    url, token = live_backend
+    r = httpx.get(f"{url}/api/deployments/{dep_id}", headers=_h(token), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _patch(live_backend, dep_id: str, body: dict) -> dict:
+    url, token = live_backend
+    r = httpx.patch(f"{url}/api/deployments/{dep_id}", headers=_h(token), json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _unload(live_backend, dep_id: str, qtbot) -> None:
+    url, token = live_backend
+    r = httpx.post(f"{url}/api/deployments/{dep_id}/stop", headers=_h(token), timeout=60)
+    assert r.status_code == 200, r.text
+    qtbot.waitUntil(lambda: bool(_get(live_backend, dep_id).get("loads_on_request")), timeout=30000)
+
+
+def _show(window, page) -> None:
+    window.show_page(window.pages.index(page))
+
+
+@pytest.fixture(scope="module")
+def on_demand_model(live_backend):
+    """(id, served name) of a ready demo deployment launched with on_demand (no idle time-out); removed after."""
+    url, token = live_backend
+    name = f"t{RUN_ID}-ondemand"
+    dep = launch_ready(url, token, {"recipe": "demo", "model": "demo-tiny", "served_name": name,
+                                    "on_demand": True, "idle_ttl_s": 0, "pinned": False,
+                                    "env": {"DEMO_TOKEN_DELAY": "0.01"}})
+    wait_served(url, token, name)
+    yield dep["id"], name
+    httpx.delete(f"{url}/api/deployments/{dep['id']}", headers=_h(token), timeout=60)
+
+
+def test_launch_dialog_sends_load_on_request_idle_time_out_pin_and_memory_limit(make_main_window, qtbot,
+                                                                                  live_backend, engine):
+    window = make_main_window()
+    qtbot.waitUntil(lambda: any(c.recipe["name"] == "demo" for c in window.models.cards), timeout=10000)
+    card = next(c for c in window.models.cards if c.recipe["name"] == "demo")
+    qtbot.mouseClick(card.launch_button, Qt.MouseButton.LeftButton)
+    dialog: LaunchDialog = window.models._dialogs[-1]
+    assert QTest.qWaitForWindowExposed(dialog)
+    assert dialog.on_demand.isChecked() and not dialog.pinned.isChecked()  # the defaults
+    assert dialog.idle_ttl.value() is None and dialog.mem_limit.text() == ""
+    name = f"t{RUN_ID}-od-dialog"
+    dialog.served.setText(name)
+    dialog.mem_limit.setText("2 cups")
+    assert dialog.mem_limit_error.isVisible() and not dialog.launch_button.isEnabled()
+    dialog.mem_limit.setText("512m")
+    assert not dialog.mem_limit_error.isVisible() and dialog.launch_button.isEnabled()
+    dialog.idle_ttl.choice.setCurrentIndex(dialog.idle_ttl.choice.findData("minutes"))
+    dialog.idle_ttl.minutes.setValue(7)
+    dialog.pinned.setChecked(True)
+    assert not dialog.idle_ttl.isEnabled()  # a pinned model is never unloaded: no time-out to set
+    dialog.pinned.setChecked(False)
+    dialog.grab().save(f"{SHOTS}/on-demand-launch-dialog.png")
+    with qtbot.waitSignal(dialog.launched, timeout=60000) as launched:
+        qtbot.mouseClick(dialog.launch_button, Qt.MouseButton.LeftButton)
+    dep_id = launched.args[0]
+    try:
+        qtbot.waitUntil(lambda: bool(_get(live_backend, dep_id).get("container_id")), timeout=60000)
+        dep = _get(live_backend, dep_id)  # read back from the container's labels
+        assert (dep["on_demand"], dep["idle_ttl_s"], dep["pinned"]) == (True, 420, False), dep
+        container = engine.client.containers.get(dep["container_id"])
+        assert container.attrs["HostConfig"]["Memory"] == 512 * 2**20
+    finally:
+        dialog.close()
+        url, token = live_backend
+        httpx.delete(f"{url}/api/deployments/{dep_id}", headers=_h(token), timeout=60)
+
+
+def test_table_shows_the_countdown_then_unloaded_and_pin_and_time_out_go_to_the_backend(
+        make_main_window, qtbot, live_backend, on_demand_model):
+    dep_id, name = on_demand_model
+    _patch(live_backend, dep_id, {"idle_ttl_s": 600, "pinned": False, "on_demand": True})
+    window = make_main_window()
+    page = window.deployments
+    _show(window, page)
+
+    def status() -> str:
+        row = page.rows.find(dep_id)
+        return row.status_text() if row else ""
+
+    # A request sets the idle clock going: the row counts down to the unload.
+    url, token = live_backend
+    r = httpx.post(f"{url}/v1/chat/completions", headers=_h(token), timeout=60,
+                   json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    qtbot.waitUntil(lambda: status() in ("Ready · unloads in 10 min", "Ready · unloads in 9 min"), timeout=15000)
+    assert page.select(dep_id)
+    tip = page.model.data(page.model.index(page.rows.ids().index(dep_id), 1), Qt.ItemDataRole.ToolTipRole)
+    assert "On demand: loads on request · unloads when idle for 10 min" in tip, tip
+
+    pin = page.actions_by_key["pin"]
+    qtbot.waitUntil(pin.isEnabled, timeout=5000)
+    assert not pin.isChecked()
+    pin.trigger()  # the toolbar button: checks it and sends PATCH {"pinned": true}
+    qtbot.waitUntil(lambda: _get(live_backend, dep_id)["pinned"] is True, timeout=10000)
+    qtbot.waitUntil(lambda: status() == "Ready · pinned" and pin.isChecked() and pin.text() == "Pinned",
+                    timeout=10000)
+    page.grab().save(f"{SHOTS}/on-demand-deployments-pinned.png")
+    pin.trigger()
+    qtbot.waitUntil(lambda: _get(live_backend, dep_id)["pinned"] is False, timeout=10000)
+
+    # The On demand menu: an idle time-out preset, and load on request off and on again.
+    page.on_demand_menu.aboutToShow.emit()
+    preset = next(a for a in page.ttl_actions if a.text() == "After 5 min")
+    preset.trigger()
+    qtbot.waitUntil(lambda: _get(live_backend, dep_id)["idle_ttl_s"] == 300, timeout=10000)
+    qtbot.waitUntil(lambda: page.rows.find(dep_id).data["idle_ttl_s"] == 300, timeout=10000)  # refreshed
+    page.on_demand_menu.aboutToShow.emit()  # the menu shows what the backend says now
+    assert next(a for a in page.ttl_actions if a.isChecked()).text() == "After 5 min"
+    assert page.load_on_request_action.isChecked()
+    page.load_on_request_action.trigger()  # was on: off
+    qtbot.waitUntil(lambda: _get(live_backend, dep_id)["on_demand"] is False, timeout=10000)
+    page.load_on_request_action.trigger()
+    qtbot.waitUntil(lambda: _get(live_backend, dep_id)["on_demand"] is True, timeout=10000)
+
+    _unload(live_backend, dep_id, qtbot)
+    qtbot.waitUntil(lambda: status() == "Unloaded (loads on request)", timeout=10000)
+    row = page.rows.ids().index(dep_id)
+    assert page.model.data(page.model.index(row, 1), Qt.ItemDataRole.ForegroundRole) == theme.color("info")
+    tip = page.model.data(page.model.index(row, 1), Qt.ItemDataRole.ToolTipRole)
+    assert "Last unload at " in tip and "Last load at " in tip, tip
+    page.grab().save(f"{SHOTS}/on-demand-deployments-unloaded.png")
+
+
+def test_monitor_marks_and_lists_the_unload_an_idle_time_out_made(make_main_window, qtbot, live_backend,
+                                                                 on_demand_model):
+    dep_id, name = on_demand_model
+    url, token = live_backend
+    _patch(live_backend, dep_id, {"idle_ttl_s": 0, "pinned": False, "on_demand": True})
+    if not _get(live_backend, dep_id).get("ready"):  # load it (a request does) and let it serve one
+        r = httpx.post(f"{url}/v1/chat/completions", headers=_h(token), timeout=120,
+                       json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert r.status_code == 200, r.text
+    window = make_main_window()
+    monitor = window.monitor
+    _show(window, monitor)
+    qtbot.waitUntil(lambda: monitor.store.latest_time is not None, timeout=15000)
+    before = monitor.events.last_seq
+    _patch(live_backend, dep_id, {"idle_ttl_s": 2})  # idle now: unloaded about 2 s later
+
+    def unload_listed():
+        return next((e for e in monitor.events.events
+                     if e.seq > before and e.kind == "unload" and e.deployment_id == dep_id), None)
+
+    event = None
+    qtbot.waitUntil(lambda: bool(unload_listed()), timeout=30000)
+    event = unload_listed()
+    assert event.data["trigger"] == "ttl" and "idle" in event.data["reason"], event.data
+    rows = [[monitor.events_list.topLevelItem(i).text(c) for c in range(4)]
+            for i in range(monitor.events_list.topLevelItemCount())]
+    assert [name, "unloaded", event.data["reason"]] in [r[1:] for r in rows], rows
+    assert not monitor.no_events.isVisible()
+    # Marked on the host charts (every deployment's events) at the event's time, with the reason on hover.
+    qtbot.waitUntil(lambda: any(ev.seq == event.seq for _, ev in monitor.cpu_chart.marks()), timeout=10000)
+    x = next(x for x, ev in monitor.cpu_chart.marks() if ev.seq == event.seq)
+    assert f"Unload: {name} unloaded: {event.data['reason']}" in monitor.cpu_chart.tooltip_at(x)
+    assert monitor.cpu_chart.tooltip_at(x + 40) == "" or str(event.seq) not in monitor.cpu_chart.tooltip_at(x + 40)
+    monitor.grab().save(f"{SHOTS}/on-demand-monitor.png")
+    _patch(live_backend, dep_id, {"idle_ttl_s": 0})
+
+
+def test_playground_offers_the_unloaded_model_and_a_send_loads_it(make_main_window, qtbot, live_backend,
+                                                                  on_demand_model):
+    dep_id, name = on_demand_model
+    _patch(live_backend, dep_id, {"idle_ttl_s": 0, "pinned": False, "on_demand": True})
+    if _get(live_backend, dep_id).get("ready"):
+        _unload(live_backend, dep_id, qtbot)
+    window = make_main_window()
+    page = window.playground
+    _show(window, page)
+    column = page.columns[0]
+    label = f"{name} (unloaded — loads on request)"
+    qtbot.waitUntil(lambda: column.model_combo.findText(label) >= 0, timeout=15000)
+    column.select_model(name)
+    assert column.model() == name and column.model_combo.currentText() == label and column.model_is_unloaded()
+    page.max_tokens_spin.setValue(8)
+    page.prompt_edit.setPlainText("Wake up.")
+    with qtbot.waitSignal(page.send_finished, timeout=120000):
+        page.send()
+        assert column.metrics_label.text().startswith(f"loading {name} on request")
+    assert not column.error_label.isVisible(), column.error_label.text()
+    turn = column.transcript.turns[-1]
+    assert turn.model == name and turn.content and turn.error is None
+    assert _get(live_backend, dep_id)["ready"]
+    page.refresh_models()
+    qtbot.waitUntil(lambda: column.model_combo.findText(name) >= 0, timeout=15000)  # ready now: its plain name
