@@ -68,6 +68,14 @@ def gated_note(model: dict) -> str | None:
             "Settings → Hugging Face token. ModelDeck sends that token with the download.")
 
 
+def gated_access_note(model: dict) -> str | None:
+    """For a gated model whose page the backend could read (so the saved token has access): what the download uses."""
+    if not model.get("gated"):
+        return None
+    return (f"{model.get('repo_id', 'This model')} is gated; the Hub accepted your saved Hugging Face token, and the "
+            "download sends it. Its licence applies to what you do with the model.")
+
+
 @dataclass(frozen=True)
 class FitBadge:
     """One device's verdict for a variant, as a badge: its text, colours (palette roles) and tooltip."""

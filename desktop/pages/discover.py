@@ -29,6 +29,7 @@ class DiscoverPage(QWidget):
     Signals:
         results_loaded(list): a search answered (the HubModels shown).
         model_loaded(dict): a model page is shown (the HubModel detail).
+        model_failed(object): a model page could not be read (an ApiError; a gated model without access is one).
         download_changed(dict): a download job changed (its Download JSON, from an event or an answer).
         downloads_loaded(list): ``GET /api/downloads`` answered.
         launch_requested(str, str): Launch was clicked: the recipe and the model to preselect.
@@ -37,6 +38,7 @@ class DiscoverPage(QWidget):
 
     results_loaded = Signal(list)
     model_loaded = Signal(dict)
+    model_failed = Signal(object)
     download_changed = Signal(dict)
     downloads_loaded = Signal(list)
     launch_requested = Signal(str, str)
@@ -264,6 +266,7 @@ class DiscoverPage(QWidget):
         self.model_title.setText(repo_id)
         self.model_summary.setText("Reading the model's files and checking what fits…")
         self.model_note.hide()
+        self.action_note.setText("")
         self.variants_table.setRowCount(0)
         self.stack.setCurrentIndex(1)
         self._update_actions()
@@ -281,7 +284,7 @@ class DiscoverPage(QWidget):
         notes = []
         if not model.get("servable", True):
             notes.append(("errorText", model.get("message") or "No file of this repository can be served."))
-        gated = hub.gated_note(model)
+        gated = hub.gated_access_note(model)
         if gated:
             notes.append(("warnText", gated))
         if notes:
@@ -317,8 +320,19 @@ class DiscoverPage(QWidget):
     def _on_model_failed(self, seq: int, repo_id: str, error: ApiError) -> None:
         if seq != self._model_seq:
             return
-        self.model_summary.setText(repo_id)
-        self._show_error(self.model_note, str(error))
+        found = next((r for r in self.results if r.get("repo_id") == repo_id), None)
+        self.model_summary.setText(hub.model_summary(found) if found else repo_id)
+        if error.code == "hub_gated":
+            # Gated, and no token (or one without access) is saved: say so before anything is downloaded.
+            self.model_note.setText(f"{error.message} {error.hint or ''}".strip())
+            self.model_note.setObjectName("warnText")
+            self._repolish(self.model_note)
+            self.model_note.show()
+            self.action_note.setText("Save a token with access in Settings → Hugging Face token, then open the "
+                                     "model again.")
+        else:
+            self._show_error(self.model_note, str(error))
+        self.model_failed.emit(error)
         self._update_actions()
 
     def _selected_variant_id(self) -> str | None:
@@ -349,7 +363,8 @@ class DiscoverPage(QWidget):
         self.launch_button.setEnabled(variant is not None and bool(variant.get("launch")))
         if variant is None:
             self.download_button.setText("Download")
-            self.action_note.setText("")
+            if self.model is not None:
+                self.action_note.setText("")
             return
         if live:
             part = fraction(job)

@@ -1,0 +1,179 @@
+"""The Discover page on a real X display against a real backend whose Hub is the local stand-in (HF_ENDPOINT):
+search, a model page with its quantizations and fit badges, Download with progress to done, Launch preselected,
+downloads started before the window opened, a gated model's note and refusal."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from PySide6.QtCore import Qt
+
+from backend.app import create_app
+from backend.settings import Settings
+from desktop.widgets.fit_badges import FitBadges
+from tests.conftest import RUN_ID, RUN_LABEL
+from tests.desktop.conftest import SHOTS
+from tests.support.hub_standin import DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, SAFETENSORS_REPO
+from tests.support.live_server import serve
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.gui, pytest.mark.docker]
+TOKEN = "discover-token"
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def hub_backend(engine, demo_base_image, hub_standin, tmp_path):
+    """A real backend whose Hub is the stand-in and whose Hugging Face cache is a host folder of this test."""
+    caches = {"huggingface": tmp_path / "hf-cache", "ollama": tmp_path / "ollama-cache"}
+    for folder in caches.values():
+        folder.mkdir()
+    settings = Settings(home=tmp_path / "home", token=TOKEN, hf_endpoint=hub_standin.url, cache_dirs=caches,
+                        demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
+    with serve(create_app(settings, engine=engine)) as url:
+        yield url
+
+
+def _click_row(qtbot, table, row: int) -> None:
+    rect = table.visualRect(table.model().index(row, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def _search(qtbot, page, text: str, fmt: str) -> list[dict]:
+    page.format_combo.setCurrentIndex(page.format_combo.findData(fmt))
+    page.search_edit.setText(text)
+    with qtbot.waitSignal(page.results_loaded, timeout=30000) as loaded:
+        qtbot.mouseClick(page.search_button, Qt.MouseButton.LeftButton)
+    return loaded.args[0]
+
+
+def _open(qtbot, page, repo_id: str) -> dict:
+    row = [r["repo_id"] for r in page.results].index(repo_id)
+    with qtbot.waitSignal(page.model_loaded, timeout=30000) as loaded:
+        _click_row(qtbot, page.results_table, row)
+    assert page.stack.currentIndex() == 1 and page.model_title.text() == repo_id
+    return loaded.args[0]
+
+
+def test_search_model_page_download_to_done_and_launch_preselected(make_main_window, qtbot, hub_backend,
+                                                                    tmp_path):
+    # a download started before the window opened (by a script, or a desktop since closed) is listed when it opens
+    early = httpx.post(f"{hub_backend}/api/downloads", headers=H, timeout=30,
+                       json={"repo_id": GGUF_REPO, "revision": "main", "variant": "Q8_0"})
+    assert early.status_code in (200, 202), early.text
+    early_id = early.json()["id"]
+    wait_until(lambda: httpx.get(f"{hub_backend}/api/downloads/{early_id}", headers=H).json()["state"] == "done",
+               60, what="the early download to finish")
+
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    qtbot.waitUntil(lambda: early_id in page.downloads_panel.rows, timeout=15000)
+    assert "Done" in page.downloads_panel.rows[early_id].detail.text()
+
+    # search: GGUF repositories only, the Hub's figures in the table
+    results = _search(qtbot, page, "Qwen2.5-0.5B", "gguf")
+    repos = [r["repo_id"] for r in results]
+    assert GGUF_REPO in repos and SAFETENSORS_REPO not in repos
+    row = repos.index(GGUF_REPO)
+    assert page.results_table.rowCount() == len(results)
+    assert page.results_table.item(row, 0).text() == GGUF_REPO
+    assert page.results_table.item(row, 1).text() == "25.3k"  # the stand-in records 25,310 downloads
+    assert page.results_table.item(row, 3).text() == "apache-2.0"
+    page.grab().save(f"{SHOTS}/discover-results.png")
+
+    # the model page: its quantizations, each with a badge per device whose tooltip is the backend's message
+    model = _open(qtbot, page, GGUF_REPO)
+    ids = [v["id"] for v in page.variants]
+    assert {"Q4_K_M", "Q8_0"} <= set(ids)
+    assert page.variants_table.rowCount() == len(ids)
+    for r, variant in enumerate(page.variants):
+        badges = page.variants_table.cellWidget(r, 2)
+        assert isinstance(badges, FitBadges)
+        assert [label.toolTip() for label in badges.labels] == [b.tooltip for b in badges.badges]
+        assert len(badges.labels) == len(variant["fit"]) >= 1
+        assert any(f["message"] in label.toolTip() for f in variant["fit"] for label in badges.labels)
+        assert any(label.text().split()[1] == "CPU" for label in badges.labels) == \
+            any(f["device"] == "cpu" for f in variant["fit"])
+        assert "llama.cpp" in page.variants_table.item(r, 3).text()
+    q8 = ids.index("Q8_0")
+    assert page.variants_table.item(q8, 4).text() == "✓"  # downloaded before the window opened
+    assert model["servable"] and not page.model_note.isVisible()  # an open repository: no note
+
+    # Launch: the dialog opens with the variant's runtime and model filled in
+    page.select_variant("Q4_K_M")
+    variant = page.selected_variant()
+    assert variant["id"] == "Q4_K_M" and page.launch_button.isEnabled()
+    qtbot.waitUntil(lambda: bool(window.models.recipes), timeout=10000)  # the catalog the dialog is made from
+    qtbot.mouseClick(page.launch_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(window.models._dialogs), timeout=10000)
+    dialog = window.models._dialogs[-1]
+    assert dialog.recipe["name"] == variant["launch"]["recipe"] == "llama-cpp"
+    assert dialog.model.text() == variant["launch"]["model"] == f"{GGUF_REPO}:Q4_K_M"
+    dialog.close()
+
+    # Download: the job shows in the panel and ends done; the variant is then marked on disk
+    states: list[str] = []
+    page.download_changed.connect(lambda job: states.append(job["state"]))
+    with qtbot.waitSignal(page.download_changed, timeout=60000,
+                          check_params_cb=lambda job: job["state"] == "done" and job.get("variant") == "Q4_K_M"):
+        qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
+    assert states[0] in ("queued", "running", "done") and states[-1] == "done"
+    job = next(j for j in page.downloads.jobs.values() if j.get("variant") == "Q4_K_M")
+    shown = page.downloads_panel.rows[job["id"]]
+    assert shown.bar.value() == shown.bar.maximum() and shown.detail.text().startswith("Done")
+    assert not shown.cancel_button.isVisible()
+    assert job["bytes_done"] == job["bytes_total"] > 0
+    # in the Hugging Face cache layout the runtimes read (llama.cpp's -hf finds it there)
+    repo_dir = tmp_path / "hf-cache" / "hub" / ("models--" + GGUF_REPO.replace("/", "--"))
+    files = [f for f in (repo_dir / "snapshots").rglob("*Q4_K_M.gguf")]
+    assert files and files[0].stat().st_size == job["bytes_total"]
+    assert (repo_dir / "refs" / "main").is_file()
+    qtbot.waitUntil(lambda: page.variants_table.item(page.variants.index(page.selected_variant()), 4).text() == "✓",
+                    timeout=30000)
+    assert page.download_button.text() == "Download again"
+    window.grab().save(f"{SHOTS}/discover-model.png")
+
+
+def test_a_gated_model_says_so_before_download_and_downloads_with_the_saved_token(make_main_window, qtbot,
+                                                                                  hub_backend, hub_standin):
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    results = _search(qtbot, page, "Llama-3.2", "")
+    repos = [r["repo_id"] for r in results]
+    assert GATED_REPO in repos
+    assert page.results_table.item(repos.index(GATED_REPO), 4).text() == "yes (manual review)"
+    assert "Settings → Hugging Face token" in page.results_table.item(repos.index(GATED_REPO), 4).toolTip()
+
+    def open_refused() -> str:
+        with qtbot.waitSignal(page.model_failed, timeout=30000) as failed:
+            _click_row(qtbot, page.results_table, [r["repo_id"] for r in page.results].index(GATED_REPO))
+        assert failed.args[0].status == 403 and failed.args[0].code == "hub_gated"
+        assert page.model_note.isVisible() and page.model_note.objectName() == "warnText"
+        assert not page.download_button.isEnabled() and page.variants_table.rowCount() == 0
+        return page.model_note.text()
+
+    # no token saved: the page says it is gated, where to accept the licence and where the token goes; nothing fetched
+    note = open_refused()
+    assert "gated" in note and "no Hugging Face token is saved" in note
+    assert GATED_REPO in note and "Settings → Hugging Face token" in note
+    assert "Settings" in page.action_note.text()
+    assert hub_standin.count("GET", "model.safetensors") == 0
+    window.grab().save(f"{SHOTS}/discover-gated.png")
+
+    # a token without access: said as such
+    httpx.put(f"{hub_backend}/api/setup/hf-token", headers=H, json={"token": "hf_no_access"}).raise_for_status()
+    page.show_results()
+    assert "has no access" in open_refused()
+
+    # the right token: the page opens, still saying it is gated, and the download sends the token
+    httpx.put(f"{hub_backend}/api/setup/hf-token", headers=H, json={"token": DEFAULT_TOKEN}).raise_for_status()
+    page.show_results()
+    model = _open(qtbot, page, GATED_REPO)
+    assert model["gated"] == "manual" and page.model_note.isVisible() and "gated" in page.model_note.text()
+    assert page.variants and page.download_button.isEnabled()
+    with qtbot.waitSignal(page.download_changed, timeout=60000, check_params_cb=lambda job: job["state"] == "done"):
+        qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
+    fetched = [r for r in hub_standin.requests if r.path.endswith("model.safetensors") and r.method == "GET"]
+    assert fetched and all(r.authorization == f"Bearer {DEFAULT_TOKEN}" for r in fetched)
