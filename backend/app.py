@@ -29,6 +29,7 @@ from backend.routes import deployments as deployments_routes
 from backend.routes import downloads as downloads_routes
 from backend.routes import library as library_routes
 from backend.routes import history as history_routes
+from backend.routes import hub as hub_routes
 from backend.routes import openai as openai_routes
 from backend.routes import responses as responses_routes
 from backend.routes import runs as runs_routes
@@ -247,6 +248,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes, suites_routes,
                    runs_routes, downloads_routes, library_routes, openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
+    app.include_router(hub_routes.router)
     _install_error_handlers(app)
     _install_docs(app)
     app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))

@@ -365,6 +365,15 @@ def _overhead_basis(recipe: Recipe, weights: int) -> tuple[int, str]:
     return needed, text
 
 
+def estimate_weights(recipe: Recipe, weights: int, where: str, params: int | None = None) -> MemoryEstimate:
+    """The estimate for weights of a known size that are not on disk (yet): a Hub listing's file sizes.
+
+    The same rule as for files on disk (``_overhead_basis``), so a model page and a launch agree.
+    """
+    needed, text = _overhead_basis(recipe, weights)
+    return MemoryEstimate(needed, f"{where}: {text}", weights, params)
+
+
 def _estimate_folder(folder: Path, recipe: Recipe, tag: str | None, where: str) -> MemoryEstimate:
     files = _weight_files(folder, prefer_gguf=_prefers_gguf(recipe), tag=tag)
     params, params_from = _params(folder, files)

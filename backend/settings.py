@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     # Labels added to every container ModelDeck creates (tests mark their run with one);
     # from the environment as MODELDECK_EXTRA_LABELS="key=value,key2=value2".
     extra_labels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # The Hugging Face Hub the model library searches and downloads from (MODELDECK_HF_ENDPOINT);
+    # None: the HF_ENDPOINT variable huggingface_hub itself reads, else https://huggingface.co.
+    hf_endpoint: str | None = None
+    # Models on demand (docs/on-demand.md): unload a deployment after this many idle seconds when its
+    # own idle_ttl_s is unset (None: never), and the most host memory ModelDeck's running CPU
+    # deployments may hold together (bytes, or "8g"; None: what the host has available).
+    idle_ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)
+    host_memory_budget: int | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -129,6 +137,16 @@ class Settings(BaseSettings):
             return dict(item.split("=", 1) for item in value.split(",") if "=" in item)
         return value
 
+    @field_validator("host_memory_budget", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return None if value in (None, "") else parse_bytes(value)
+
+    @field_validator("idle_ttl_s", mode="before")
+    @classmethod
+    def _empty_ttl(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("demo_base_image", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -154,6 +172,37 @@ class Settings(BaseSettings):
         """
         values = _Environment(cls, os.environ if environ is None else environ)()
         return cls(**{**values, **overrides})
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
+          "t": 1024**4, "tb": 1024**4}
+
+
+def parse_bytes(value: Any) -> int:
+    """A memory size as Docker writes it (``536870912``, ``"512m"``, ``"2g"``; binary units) in bytes.
+
+    Raises:
+        ValueError: not a positive whole number of bytes, nor a number with one of b, k, m, g, t.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a memory size")
+    if isinstance(value, int):
+        number, unit = (value, "") if 0 < value < 2**62 else (-1, "")
+    else:
+        text = str(value).strip().lower()
+        digits = text.rstrip("bkmgt")
+        unit = text[len(digits):]
+        try:
+            number = float(digits)
+        except ValueError:
+            number = -1
+        if unit not in _UNITS or not 0 <= number < 2**50:  # also nan and inf
+            number = -1
+    size = int(number * _UNITS.get(unit, 1)) if number >= 0 else 0
+    if size <= 0:
+        raise ValueError(f"{value!r} is not a memory size: give bytes (536870912) or a number with "
+                         "k, m, g or t (512m, 2g)")
+    return size
 
 
 @lru_cache(maxsize=1)
