@@ -171,31 +171,30 @@ Resolver = Callable[[Settings, str, str, str | None, list[str] | None], Resolved
 
 def hub_resolver(settings: Settings, repo_id: str, revision: str, variant: str | None,
                  files: list[str] | None) -> ResolvedFiles:
-    """The file list from backend/hub.py's ``HubClient`` (the same grouping into variants the model page shows)."""
-    from backend import hub
+    """The file list from backend/hub.py's ``HubClient`` (the same grouping into variants the model page shows).
 
-    client = hub.HubClient(settings)
-    detail = client.model(repo_id, revision)
+    Raises:
+        The Hub's domain errors (backend/hub.py), and InvalidDownload for a file the repo lacks.
+    """
+    from backend.hub import HubClient, HubVariantNotFound
+
+    detail = HubClient(settings).model(repo_id, revision)
+    by_path = {f.path: f for f in detail.files}
     if variant is not None:
-        chosen = client.variant_files(repo_id, revision, variant)
+        chosen_variant = next((v for v in detail.variants if v.id.lower() == variant.lower()), None)
+        if chosen_variant is None:
+            known = ", ".join(v.id for v in detail.variants)
+            raise HubVariantNotFound(f"{repo_id} has no variant '{variant}'.", hint=f"Its variants: {known}.")
+        chosen = [by_path[f.path] for f in chosen_variant.files]
     elif files is not None:
-        by_path = {f.path: f for f in detail.files}
         missing = [f for f in files if f not in by_path]
         if missing:
             raise InvalidDownload(f"{repo_id} has no file {', '.join(repr(m) for m in missing)} at {revision}.",
                                   hint="Open the model page to see its files, or download a variant by name.")
         chosen = [by_path[f] for f in files]
     else:
-        chosen = [f for v in detail.variants for f in _variant_files(v)]
-        chosen = list({f.path: f for f in chosen}.values())
-        if not chosen:
-            raise InvalidDownload(f"{repo_id} has no files a runtime can serve.")
-    return ResolvedFiles(detail.revision, [(f.path, int(f.size or 0), getattr(f, "sha256", None)) for f in chosen])
-
-
-def _variant_files(variant) -> list:
-    files = variant.files if hasattr(variant, "files") else variant["files"]
-    return [f if hasattr(f, "path") else type("F", (), f) for f in files]
+        chosen = list({f.path: by_path[f.path] for v in detail.variants for f in v.files}.values())
+    return ResolvedFiles(detail.revision, [(f.path, int(f.size or 0), f.sha256) for f in chosen])
 
 
 def hf_endpoint(settings: Settings) -> str:
@@ -232,9 +231,11 @@ class _Job:
     sockets: list = field(default_factory=list)
     last_publish: float = 0.0
     last_persist: float = 0.0
+    #: Files whose blob is in the cache already: linked into the snapshot, not downloaded again.
+    placed: set[str] = field(default_factory=set)
 
     def record(self) -> dict:
-        return {**self.view.model_dump(), "commit": self.commit, "sha256": self.sha256}
+        return {**self.view.model_dump(), "commit": self.commit, "sha256": self.sha256, "placed": sorted(self.placed)}
 
 
 class DownloadManager:
@@ -261,6 +262,8 @@ class DownloadManager:
         self._max_parallel = max_parallel
         self._stopping = False
         self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
+        #: Counts the downloads finished by this backend (the library rescans cache volumes when it changes).
+        self.generation = 0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -279,11 +282,11 @@ class DownloadManager:
             records = []
         for rec in records if isinstance(records, list) else []:
             try:
-                commit, sha = rec.pop("commit"), rec.pop("sha256", {})
+                commit, sha, placed = rec.pop("commit"), rec.pop("sha256", {}), rec.pop("placed", [])
                 view = Download.model_validate(rec)
             except (KeyError, ValueError):
                 continue
-            job = _Job(view, commit, sha)
+            job = _Job(view, commit, sha, placed=set(placed))
             if view.state in ("queued", "running"):
                 view.state = "queued"
                 self._count_staged(job)
@@ -460,7 +463,7 @@ class DownloadManager:
             existing = _existing_parent(host)
             free_target = shutil.disk_usage(existing).free
             where_target = str(host)
-        placed = self._placed(job, blobs)
+        placed = job.placed = self._placed(job, blobs)
         self._count_staged(job)
         need_target = sum(f.size for f in job.view.files if f.path not in placed)
         need_stage = sum(f.size - f.bytes_done for f in job.view.files if f.path not in placed)
@@ -494,6 +497,9 @@ class DownloadManager:
 
     def _count_staged(self, job: _Job) -> None:
         for f in job.view.files:
+            if f.path in job.placed:
+                f.bytes_done = f.size
+                continue
             try:
                 f.bytes_done = min((self._staged_path(job, f.path)).stat().st_size, f.size)
             except OSError:
@@ -534,6 +540,7 @@ class DownloadManager:
             if job.view.state in FINISHED:
                 return
             job.view.state, job.view.error, job.view.finished = state, error, now_iso()
+            self.generation += 1
             job.view.rate_bps = job.view.eta_s = None
             if job.view.id in self._jobs:
                 self._persist()
@@ -551,6 +558,9 @@ class DownloadManager:
         with httpx.Client(headers=headers, timeout=timeout, follow_redirects=True) as client:
             for f in job.view.files:
                 self._check(job)
+                if f.path in job.placed and job.sha256.get(f.path):
+                    metas[f.path] = (job.sha256[f.path], job.commit)
+                    continue
                 etag, commit = self._fetch(client, job, f, endpoint)
                 metas[f.path] = (etag, commit)
         self._check(job)
@@ -607,7 +617,7 @@ class DownloadManager:
                         mode = "ab" if resp.status_code == 206 else "wb"
                         done = have if resp.status_code == 206 else 0
                         with open(staged, mode, buffering=0) as out:
-                            for chunk in resp.iter_raw(CHUNK):
+                            for chunk in resp.iter_raw():
                                 out.write(chunk)
                                 done += len(chunk)
                                 progressed = True
@@ -750,13 +760,14 @@ def _hub_archive(job: _Job, metas: dict[str, tuple[str, str]], commit: str,
     for f in job.view.files:
         etag = metas[f.path][0]
         path = staged_path(job, f.path)
-        size = path.stat().st_size
-        yield entry(f"{base}/blobs/{etag}", size=size)
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                yield chunk
-        if size % tarfile.BLOCKSIZE:
-            yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+        if f.path not in job.placed or path.exists():
+            size = path.stat().st_size
+            yield entry(f"{base}/blobs/{etag}", size=size)
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+            if size % tarfile.BLOCKSIZE:
+                yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
         pointer = f"{base}/snapshots/{commit}/{f.path}"
         yield entry(pointer, tarfile.SYMTYPE, link=posixpath.relpath(f"{base}/blobs/{etag}", posixpath.dirname(pointer)))
     if job.view.revision != commit:

@@ -42,6 +42,7 @@ from backend.settings import Settings
 
 ID_RE = r"^(gguf|hf_snapshot|ollama)-[0-9a-f]{20}$"
 VOLUME_TARGET = "/cache"
+VOLUME_SCAN_TTL_S = 10.0
 _QUANT_RE = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32|FP16)(?![A-Za-z0-9])", re.IGNORECASE)
 _SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 #: Recipes that load a Hugging Face snapshot by repo id (GGUF files go to llama.cpp).
@@ -162,12 +163,17 @@ class Library:
     """
 
     def __init__(self, settings: Settings, engine: Engine, deployments: Callable[[], list[Deployment]],
-                 helper_image: Callable[[], str]):
+                 helper_image: Callable[[], str], generation: Callable[[], int] = lambda: 0):
         self.settings = settings
         self.engine = engine
         self.deployments = deployments
         self.helper_image = helper_image
+        #: Changes whenever ModelDeck itself changed a cache (a download finished): volume scans are redone.
+        self.generation = generation
         self._source: str | None = None
+        # A volume is read by starting a container (~0.3 s): its scan is kept VOLUME_SCAN_TTL_S
+        # seconds unless ModelDeck changed the cache meanwhile.
+        self._volume_scans: dict[str, tuple[float, int, dict]] = {}
 
     # -- scanning ---------------------------------------------------------------------
 
@@ -202,9 +208,15 @@ class Library:
     def _scan_place(self, where: _Where) -> dict:
         if where.kind == "model_dir":
             return {"ggufs": cache_scan.scan_ggufs(where.root)} if os.path.isdir(where.root) else {}
-        if where.volume is not None and not self.engine.volume_exists(where.volume):
-            return {}
-        return self._run(where, "scan", where.kind)
+        if where.volume is None:
+            return self._run(where, "scan", where.kind)
+        now, generation = time.monotonic(), self.generation()
+        cached = self._volume_scans.get(where.volume)
+        if cached is not None and now - cached[0] < VOLUME_SCAN_TTL_S and cached[1] == generation:
+            return cached[2]
+        found = self._run(where, "scan", where.kind) if self.engine.volume_exists(where.volume) else {}
+        self._volume_scans[where.volume] = (now, generation, found)
+        return found
 
     def _entries(self) -> list[_Entry]:
         entries: list[_Entry] = []
@@ -347,4 +359,5 @@ class Library:
                              details={"used_by": entry.model.used_by})
         fn, args = entry.delete
         where = _Where(entry.where.kind, entry.root, entry.where.volume)
+        self._volume_scans.clear()
         return int(self._run(where, "call", fn, json.dumps(args)).get("freed", 0))

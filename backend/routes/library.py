@@ -17,7 +17,7 @@ def _library(request: Request) -> Library:
     library = getattr(state, "library", None)
     if library is None:
         library = state.library = Library(state.settings, state.engine, state.deployments.list,
-                                           state.downloads.helper_image)
+                                           state.downloads.helper_image, lambda: state.downloads.generation)
     return library
 
 
