@@ -80,6 +80,8 @@ def _service(spec: ContainerSpec) -> dict[str, Any]:
         svc["ipc"] = _literal(spec.ipc_mode)
     if spec.ulimits:
         svc["ulimits"] = {_literal(name): value for name, value in spec.ulimits}
+    if spec.mem_limit:
+        svc["mem_limit"] = spec.mem_limit  # bytes
     # init: launches run the server under Docker's init too (engine.create), so it reaps and forwards signals.
     svc["init"] = True
     svc["restart"] = _Quoted(f"on-failure:{spec.restart_max}" if spec.restart_max > 0 else "no")

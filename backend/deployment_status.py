@@ -20,6 +20,31 @@ ABANDONED_MESSAGE = ("never answered within its start-up time after the launch w
                      "then remove it and launch again")
 
 
+class MemoryNeed(BaseModel):
+    """What a deployment counts as needing when ModelDeck makes room for it, and where (docs/on-demand.md)."""
+
+    need_bytes: int | None = None
+    where: Literal["gpu", "host"] = "host"
+    #: The GPUs it runs on (indices or UUIDs as launched; "all"); empty on the host.
+    gpus: list[str] = []
+    #: Where the number comes from: "measured ...", "mem_limit ...", "estimate ...", or why there is none.
+    basis: str = ""
+
+
+class LifecycleEvent(BaseModel):
+    """One load, failed load, unload or eviction of a deployment, with why it happened."""
+
+    seq: int
+    at: str  # ISO 8601, UTC
+    deployment_id: str
+    served_name: str
+    kind: Literal["load", "load_failed", "unload", "evict"]
+    trigger: Literal["request", "click", "ttl", "eviction", "launch"]
+    reason: str
+    duration_s: float | None = None  # a load: from the request (or click) to ready
+    for_deployment: str | None = None  # an eviction: the deployment that needed the room
+
+
 class Deployment(BaseModel):
     """A model deployment as the API shows it: derived from its container, plus launch progress."""
 
@@ -48,6 +73,21 @@ class Deployment(BaseModel):
     stale: bool = False
     #: Why the engine could not be asked (with what to do), while ``stale``.
     engine_error: str | None = None
+    # Models on demand (backend/lifecycle.py fills these in; docs/on-demand.md).
+    on_demand: bool = True
+    idle_ttl_s: float | None = None  # as set; None: the backend's default
+    effective_idle_ttl_s: float | None = None  # what applies now; None: never unloaded when idle
+    pinned: bool = False
+    #: Stopped (not failed) and on demand: a /v1 request for it starts it.
+    loads_on_request: bool = False
+    in_flight: int = 0
+    last_request_at: str | None = None
+    #: When the idle time-out unloads it if no request comes; None: no time-out, pinned, not ready, or busy.
+    unload_at: str | None = None
+    memory: MemoryNeed | None = None
+    last_load: LifecycleEvent | None = None
+    last_unload: LifecycleEvent | None = None
+    last_eviction: LifecycleEvent | None = None
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from backend.catalog import Catalog
 from backend.deployment_status import Deployment, Status
 from backend.engine import ContainerInfo, Engine
 from backend.errors import DeploymentConflict, DeploymentNotFound, EngineUnavailable
-from backend.labels import id_filter
+from backend.fitcheck import estimate_memory
+from backend.labels import DeploymentLabels, id_filter
 from backend.launch_plan import LaunchRequest
 from backend.launcher import Launcher, LocalFallback
 from backend.launches import LaunchProgress
+from backend.lifecycle import Lifecycle, LifecycleEvents, LifecycleUpdate
 from backend.readiness import ReadinessProbe
 from backend.registry import DeploymentRegistry
 from backend.settings import Settings
@@ -54,6 +56,28 @@ class DeploymentService:
         self.launcher = Launcher(engine, catalog, settings, self.registry, self.probe)
         self.registry.on_ready = self.launcher.finish_interrupted
         self.registry.on_unready = self.launcher.resume_interrupted
+        self.lifecycle = Lifecycle(settings, engine, self.registry, self.probe,
+                                   startup_timeout_of=self.launcher.startup_timeout_of, estimate=self._estimate)
+        self.registry.lifecycle = self.lifecycle
+        self.launcher.start_with_room = self.lifecycle.start_with_room
+        self.launcher.on_launched = self.lifecycle.record_launch
+        self.launcher.on_adopt = self._adopted
+
+    def _estimate(self, labels: DeploymentLabels) -> tuple[int | None, str]:
+        """The fit check's estimate of what ``labels``' model needs (files on disk only)."""
+        recipe = self.catalog.recipes.get(labels.recipe)
+        if recipe is None:
+            return None, f"its recipe '{labels.recipe}' is not in the catalog"
+        estimate = estimate_memory(recipe, labels.model, self.settings)
+        return estimate.bytes_needed, estimate.basis
+
+    def _adopted(self, dep_id: str, req: LaunchRequest) -> None:
+        """A launch of an existing configuration: its on-demand values apply like a PATCH."""
+        try:
+            self.lifecycle.update(dep_id, LifecycleUpdate(on_demand=req.on_demand, idle_ttl_s=req.idle_ttl_s,
+                                                          pinned=req.pinned))
+        except DeploymentNotFound:
+            pass  # its launch has not created the container yet: the labels will say it
 
     def close(self) -> None:
         self.probe.close()
@@ -78,8 +102,9 @@ class DeploymentService:
     # -- reading (the registry's cache) ---------------------------------------------------
 
     def refresh(self) -> None:
-        """The refresh loop's step: re-read Docker, probe the servers not known ready."""
+        """The refresh loop's step: re-read Docker, probe the servers not known ready, unload the idle."""
         self.registry.refresh()
+        self.lifecycle.sweep()
 
     def list(self) -> list[Deployment]:
         """See ``DeploymentRegistry.list``."""
@@ -135,12 +160,27 @@ class DeploymentService:
         c = self._container_of(dep_id)
         self.registry.mark_unready(c.id)
         self.engine.stop(c.id)
+        if c.state == "running":  # recorded before the answer, so the answer shows it
+            self.lifecycle.record_stop(dep_id, DeploymentLabels.decode(c.labels, dep_id).served_name)
         return self._after(dep_id)
 
     def start(self, dep_id: str) -> Deployment:
-        c = self._container_of(dep_id)
-        self.engine.start(c.id)
+        """Start a stopped deployment, making room first like an on-demand load (the same single-flight load).
+
+        Raises:
+            DoesNotFit: it does not fit even after unloading what may be unloaded (nothing was).
+        """
+        self._container_of(dep_id)  # 404 first
+        self.lifecycle.start_click(dep_id)
         return self._after(dep_id)
+
+    def update_lifecycle(self, dep_id: str, change: LifecycleUpdate) -> Deployment:
+        """PATCH: change on_demand, idle_ttl_s or pinned (kept in lifecycle.json)."""
+        self.lifecycle.update(dep_id, change)
+        return self._after(dep_id)
+
+    def lifecycle_events(self, after: int, limit: int) -> LifecycleEvents:
+        return self.lifecycle.events(after, limit)
 
     def restart(self, dep_id: str) -> Deployment:
         c = self._container_of(dep_id)

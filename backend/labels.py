@@ -21,6 +21,19 @@ SCHEMA_VERSION = 1
 ID_LABEL = f"{LABEL_PREFIX}id"
 SERVED_NAME_LABEL = f"{LABEL_PREFIX}served_name"
 CONFIG_HASH_LABEL = f"{LABEL_PREFIX}config_hash"
+#: Models on demand (backend/lifecycle.py): the values given at launch; later changes live in lifecycle.json.
+ON_DEMAND_LABEL = f"{LABEL_PREFIX}on_demand"
+IDLE_TTL_LABEL = f"{LABEL_PREFIX}idle_ttl_s"
+PINNED_LABEL = f"{LABEL_PREFIX}pinned"
+MEM_LIMIT_LABEL = f"{LABEL_PREFIX}mem_limit"
+
+
+def _float_or_none(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 30 * 86400 else None
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -53,6 +66,9 @@ class DeploymentLabels:
         custom_entrypoint: the recipe replaced the image's entrypoint (the compose export needs it).
         port_requested: the host port the launch asked for; None when Docker assigned one.
         launched_from: ``home_id`` of the backend whose launch created it.
+        on_demand, idle_ttl_s, pinned: the lifecycle values given at launch (a container made before
+            them reads as on demand, default time-out, not pinned).
+        mem_limit: the container's memory limit in bytes, None when it has none.
         schema: the schema version the container was written with.
     """
 
@@ -72,6 +88,10 @@ class DeploymentLabels:
     custom_entrypoint: bool = False
     port_requested: int | None = None
     launched_from: str = ""
+    on_demand: bool = True
+    idle_ttl_s: float | None = None
+    pinned: bool = False
+    mem_limit: int | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -100,6 +120,10 @@ class DeploymentLabels:
             f"{LABEL_PREFIX}entrypoint": "custom" if self.custom_entrypoint else "image",
             f"{LABEL_PREFIX}port_requested": str(self.port_requested or ""),
             f"{LABEL_PREFIX}launched_from": self.launched_from,
+            ON_DEMAND_LABEL: "true" if self.on_demand else "false",
+            IDLE_TTL_LABEL: "" if self.idle_ttl_s is None else f"{self.idle_ttl_s:g}",
+            PINNED_LABEL: "true" if self.pinned else "false",
+            MEM_LIMIT_LABEL: str(self.mem_limit or ""),
         }
 
     @classmethod
@@ -130,7 +154,9 @@ class DeploymentLabels:
             models_path=get("models_path") or None, model_check=_model_check(get("model_check")),
             env=_split(get("env")), secrets=_split(get("secrets")), custom_entrypoint=get("entrypoint") == "custom",
             port_requested=int(requested) if requested.isdigit() else None, launched_from=get("launched_from"),
-            schema=schema)
+            on_demand=get("on_demand", "true") != "false", idle_ttl_s=_float_or_none(get("idle_ttl_s")),
+            pinned=get("pinned") == "true",
+            mem_limit=int(get("mem_limit")) if get("mem_limit").isdigit() else None, schema=schema)
 
 
 def id_filter(dep_id: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from backend.catalog import GpuNeed, Recipe
 from backend.envnames import is_env_name, not_env_name
 from backend.errors import InvalidLaunch
-from backend.settings import Settings
+from backend.settings import Settings, parse_bytes
 from backend.labels import DeploymentLabels
 from backend.spec import ContainerSpec, Mount
 
@@ -25,6 +25,8 @@ GPU_ID_RE = re.compile(r"^(all|[0-9]{1,3}|GPU-[0-9a-fA-F-]{8,64}|MIG-[0-9a-fA-F/
 FORBIDDEN_ENV = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONSTARTUP"})
 LOCAL_MODEL_TARGET = "/models"
 #: Variables given at launch whose values are treated as secrets: passed to the container, never stored.
+MAX_IDLE_TTL_S = 30 * 86400
+MIN_MEM_LIMIT = 6 * 1024 * 1024  # Docker refuses less
 SECRET_NAME_RE = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|_KEY$|CREDENTIAL)", re.IGNORECASE)
 
 
@@ -48,6 +50,28 @@ class LaunchRequest(BaseModel):
         description="For recipes with a local build (llama.cpp): 'published' runs the registry image, 'local' the "
                     "CPU-only image built on this machine from source, 'auto' the published one when it is here "
                     "or can be pulled, else the local one.")] = "auto"
+    # Models on demand (docs/on-demand.md). Not part of the configuration hash except mem_limit:
+    # launching again with other values adopts the deployment and applies them like a PATCH.
+    on_demand: Annotated[bool, Field(description="A /v1 request naming this model starts it when it is unloaded "
+                                                 "(stopped).")] = True
+    idle_ttl_s: Annotated[float | None, Field(ge=0, le=MAX_IDLE_TTL_S, description=(
+        "Unload after this many seconds with no request in flight; null: the backend's default "
+        "(MODELDECK_IDLE_TTL_S, unset = never); 0: never."))] = None
+    pinned: Annotated[bool, Field(description="ModelDeck never unloads it (neither the idle time-out nor to make "
+                                              "room for another model).")] = False
+    mem_limit: Annotated[int | str | None, Field(description=(
+        "The container's memory limit (bytes, or '512m', '2g'); also what it counts as needing in host "
+        "memory when it runs on the CPU."), examples=["2g"])] = None
+
+    @field_validator("mem_limit")
+    @classmethod
+    def _mem_limit(cls, v: int | str | None) -> int | None:
+        if v is None:
+            return None
+        size = parse_bytes(v)
+        if size < MIN_MEM_LIMIT:
+            raise ValueError(f"{v!r} is below Docker's smallest memory limit, 6m.")
+        return size
 
     @field_validator("env")
     @classmethod
@@ -259,6 +283,8 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         "shm": recipe.resources.shm_size, "ipc": recipe.resources.ipc,
         "ulimits": sorted(recipe.resources.ulimits.items()),
     }
+    if req.mem_limit:  # only when set, so that the hash of every launch without one stays as it was
+        identity["mem_limit"] = req.mem_limit
     config_hash = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     labels = {**settings.extra_labels, **DeploymentLabels(
         id=dep_id, recipe=recipe.name, model=req.model, served_name=served, config_hash=config_hash, gpus=gpus,
@@ -268,10 +294,11 @@ def plan(recipe: Recipe, req: LaunchRequest, settings: Settings, *, image: str, 
         model_check=fill_placeholders(recipe.readiness.model_check.model_dump(), values)
         if recipe.readiness.model_check else None,
         env=tuple(sorted(env)), secrets=secrets, custom_entrypoint=entrypoint is not None,
-        port_requested=req.port, launched_from=home_id(settings)).encode()}
+        port_requested=req.port, launched_from=home_id(settings), on_demand=req.on_demand,
+        idle_ttl_s=req.idle_ttl_s, pinned=req.pinned, mem_limit=req.mem_limit).encode()}
     return ContainerSpec(
         name=f"modeldeck-{dep_id}", image=image, command=tuple(command), entrypoint=entrypoint,
         internal_port=recipe.server.port, host_port=host_port, labels=labels, environment=env,
         secret_env=secrets, gpu_ids=gpus, mounts=tuple(mounts), shm_size=recipe.resources.shm_size,
         ipc_mode=recipe.resources.ipc, ulimits=tuple(sorted(recipe.resources.ulimits.items())),
-        secret_values=secret_values)
+        secret_values=secret_values, mem_limit=req.mem_limit)

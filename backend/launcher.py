@@ -68,6 +68,13 @@ class Launcher:
         self.machine_gpus: Callable[[], int | None] = lambda: None
         self._lock = threading.Lock()
         self._resumed: set[tuple[str, str]] = set()  # (container id, started_at) whose launch was resumed
+        # Models on demand (set by the service to the Lifecycle's): a launch's start makes room first like
+        # any start, a launch that reaches ready is its first load, and launching an existing configuration
+        # again applies the request's on_demand, idle_ttl_s and pinned to it.
+        self.start_with_room: Callable[[str, DeploymentLabels, Callable[[], None], str], None] = \
+            lambda dep_id, labels, start, reason: start()
+        self.on_launched: Callable[[str, str, float], None] = lambda dep_id, served, seconds: None
+        self.on_adopt: Callable[[str, LaunchRequest], None] = lambda dep_id, req: None
 
     def startup_timeout_s(self, recipe: Recipe | None) -> float:
         """How long a server may take to answer: the setting, else its recipe's start-up time."""
@@ -125,6 +132,7 @@ class Launcher:
 
         view, lp, new = self.registry.claim_launch(labels.id, labels.config_hash, start)
         if not new:
+            self.on_adopt(labels.id, req)
             return view, lp
         if fallback is not None:  # the spec to create if the local build stands in for the pull
             secret_values = spec.secret_values
@@ -179,7 +187,10 @@ class Launcher:
                 spec = self._ensure_image(recipe, spec, lp, fallback)
                 lp.emit("creating", f"Creating container {spec.name}")
                 lp.container_id = self.engine.create(spec)
-                self.engine.start(lp.container_id)
+                began = time.monotonic()
+                labels = DeploymentLabels.decode(spec.labels)
+                self.start_with_room(lp.deployment_id, labels, functools.partial(self.engine.start, lp.container_id),
+                                     "launched")
                 # The port Docker bound (the one asked for, or one it assigned at start); the
                 # registry shows the container, and so its port, from this event on.
                 self.registry.update(lp.deployment_id)
@@ -191,6 +202,11 @@ class Launcher:
             self._check_model(labels, lp)
             self.engine.enable_restarts(lp.container_id, spec.restart_max)
             info = self.engine.inspect(lp.container_id)
+            if not resume:  # its first load, recorded before anyone can see it ready
+                try:
+                    self.on_launched(lp.deployment_id, labels.served_name, time.monotonic() - began)
+                except Exception:  # noqa: BLE001 - the launch succeeded; only its record failed
+                    log.exception("recording the launch of %s failed", lp.deployment_id)
             # Into the cache /v1 routes from before anyone hears "ready": a client that sends
             # its first request the moment it reads the event must find it.
             self.registry.mark_ready(lp.deployment_id, info)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                    SummaryMetricFamily)
 from prometheus_client.registry import Collector
 
 from backend.stats.models import StatsSnapshot
@@ -104,6 +105,33 @@ def snapshot_metrics(s: StatsSnapshot) -> Iterator[Metric]:
                  [((), req.in_flight)])
 
 
+def lifecycle_metrics(m) -> Iterator[Metric]:
+    """The loads, unloads and load times of models on demand (``backend.lifecycle._Metrics``)."""
+    yield _counter("modeldeck_model_loads_total", "Deployments loaded (started to ready), by model and trigger "
+                   "(request, click, launch).", ("model", "trigger"), sorted(m.loads.items()))
+    yield _counter("modeldeck_model_unloads_total", "Deployments unloaded, by model and reason (ttl, eviction, click).",
+                   ("model", "reason"), sorted(m.unloads.items()))
+    yield _counter("modeldeck_model_load_failures_total", "Loads that failed or did not fit, by model.", ("model",),
+                   [((k,), v) for k, v in sorted(m.failures.items())])
+    from backend.lifecycle import LOAD_BUCKETS
+    hist = HistogramMetricFamily("modeldeck_model_load_seconds", "Seconds from the load's trigger to ready.",
+                                 labels=("model",))
+    for model, (counts, total, n) in sorted(m.load_seconds.items()):
+        buckets = [(f"{b:g}", c) for b, c in zip(LOAD_BUCKETS, counts)] + [("+Inf", n)]
+        hist.add_metric((model,), buckets, total)
+    yield hist
+
+
+class LifecycleCollector(Collector):
+    """The models-on-demand counters of one backend, read at each scrape."""
+
+    def __init__(self, metrics):
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from lifecycle_metrics(self._metrics)
+
+
 class SnapshotCollector(Collector):
     """A custom collector over the stats sampler: each scrape reads the latest snapshot.
 
@@ -136,9 +164,11 @@ class Exposition:
     against ~2,700), while cached /metrics answers ~5,500/s with no thread-pool hop.
     """
 
-    def __init__(self, latest: Callable[[], StatsSnapshot | None]):
+    def __init__(self, latest: Callable[[], StatsSnapshot | None], extra: Collector | None = None):
         self._latest = latest
         self.registry = snapshot_registry(latest)
+        if extra is not None:  # e.g. LifecycleCollector: rendered with each snapshot's text
+            self.registry.register(extra)
         self._cached: tuple[StatsSnapshot | None, bytes] = (None, b"")
 
     def text(self) -> bytes | None:

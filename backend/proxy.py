@@ -54,6 +54,8 @@ class Upstream:
     # "anthropic_messages", "openai_responses".
     native_apis: frozenset[str] = frozenset()
     recipe: str = ""  # the runtime's recipe name (e.g. "vllm"), for messages that name it
+    # Not ready, but a request starts it (or waits for its load): on demand and stopped or loading.
+    loads_on_request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +160,16 @@ class _Rejected(Exception):
     """A request ModelDeck answers itself, before or instead of the model server."""
 
     def __init__(self, status: int, message: str, type: str, code: str | int | None = None,
-                 param: str | None = None):
+                 param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.headers = headers
 
     def response(self, headers: dict[str, str] | None = None, flavour: Flavour = Flavour.OPENAI) -> Response:
         # OpenAI's types are not Anthropic's: there the status picks the type.
         return error_response(flavour, self.status, self.code, self.message,
                               type=self.type if flavour is Flavour.OPENAI else None,
-                              param=self.param, headers=headers)
+                              param=self.param, headers={**(self.headers or {}), **(headers or {})} or None)
 
 
 @dataclass(slots=True)
@@ -217,6 +220,8 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
     """
     ex = _Exchange(endpoint, "(invalid)", None, False, time.time(), time.perf_counter(), flavour=flavour)
     request_log.started()
+    lifecycle = getattr(upstreams, "lifecycle", None)
+    tracked: str | None = None  # the deployment whose in-flight count this request holds
     try:
         body = await request.body()
         try:
@@ -243,7 +248,11 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             raise _Rejected(404, f"The model '{model}' (deployment {upstream.deployment_id}) runs on "
                             f"{runtime}, which does not serve {native.name}. {native.instead}",
                             "invalid_request_error", "unsupported_api")
-        if not upstream.ready:
+        if lifecycle is not None:
+            lifecycle.begin(upstream.deployment_id)
+            tracked = upstream.deployment_id
+        cold = not upstream.ready and lifecycle is not None and upstream.loads_on_request
+        if not upstream.ready and not cold:
             raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is "
                             f"{upstream.state}, not ready. Wait until it is ready, or start it "
                             "in ModelDeck if it has stopped; its logs say why it is not.",
@@ -268,6 +277,15 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             body = json.dumps(payload).encode()
         ex.payload = payload
         ex.stream = payload.get("stream") is True
+        if cold:
+            load = lifecycle.request_load(upstream.deployment_id, "request",
+                                          f"a /v1/{endpoint} request for '{model}'")
+            if ex.stream:
+                relay = _cold_stream(load, lifecycle, request, body, ex, upstreams, http, request_log, history,
+                                     adapter)
+                tracked = None  # the stream ends it
+                return _ColdStream(relay, ex, request_log, lifecycle)
+            upstream = await _loaded(load, lifecycle, upstreams, model, ex)
         url = _upstream_url(upstream.base_url, endpoint)
         headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
         # The client's Authorization is ModelDeck's own token: it is not passed on.
@@ -283,8 +301,9 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
         if ex.stream:
             if response.status_code == 200:
                 relay = _relay_stream(response, ex, request_log, history)
+                stream_end, tracked = tracked, None  # the stream ends it, after its last byte
                 return _EventStream(relay if adapter is None else adapter.stream(relay),
-                                    response, ex, request_log)
+                                    response, ex, request_log, lifecycle, stream_end)
             try:
                 await response.aread()
             except httpx.TransportError as exc:
@@ -313,6 +332,9 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             _record(request_log, ex, 500, error="internal error")
         return error_response(ex.flavour, 500, 500, "ModelDeck failed while proxying this request; "
                               "the backend log has the details.")
+    finally:
+        if tracked is not None:
+            lifecycle.end(tracked)
 
 
 async def _send_unless_client_leaves(http: httpx.AsyncClient, upstream_request: httpx.Request,
@@ -470,10 +492,11 @@ class _EventStream(StreamingResponse):
     all; closing both here tells the model server now.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], upstream: httpx.Response, ex: _Exchange,
-                 request_log: RequestLog):
+    def __init__(self, body: AsyncIterator[bytes], upstream: httpx.Response | None, ex: _Exchange,
+                 request_log: RequestLog, lifecycle: Any | None = None, in_flight: str | None = None):
         super().__init__(body, media_type="text/event-stream", headers=STREAM_HEADERS)
         self._upstream, self._ex, self._request_log = upstream, ex, request_log
+        self._lifecycle, self._in_flight = lifecycle, in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -481,10 +504,116 @@ class _EventStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
-                await self._upstream.aclose()
+                if self._upstream is not None:
+                    await self._upstream.aclose()
                 if not self._ex.recorded:
                     _record(self._request_log, self._ex, CLIENT_CLOSED,
                             error="the client disconnected before the reply began")
+                if self._in_flight is not None:
+                    self._lifecycle.end(self._in_flight)
+
+
+class _ColdStream(_EventStream):
+    """A stream whose model is loading: comments while it loads, then the model server's bytes."""
+
+    def __init__(self, body: AsyncIterator[bytes], ex: _Exchange, request_log: RequestLog, lifecycle: Any):
+        super().__init__(body, None, ex, request_log, lifecycle, ex.deployment_id)
+
+
+#: Seconds between the SSE comments a streaming client gets while its model loads.
+LOADING_COMMENT_S = 2.0
+
+
+def _load_rejection(load: Any, lifecycle: Any, model: str, ex: _Exchange, waited: float | None) -> _Rejected:
+    """The 503 for a load that failed, or did not end within the wait (``waited`` seconds)."""
+    where = f"The model '{model}' (deployment {ex.deployment_id})"
+    if waited is not None:
+        return _Rejected(503, f"{where} did not finish loading within {waited:.0f} s. Retry later; its logs in "
+                         "ModelDeck say what it is doing.", "service_unavailable", "model_load_timeout", "model",
+                         headers={"Retry-After": "30"})
+    error = load.error
+    if getattr(error, "code", "") == "does_not_fit":
+        return _Rejected(503, f"{error.message} {error.hint or ''}".strip(), "service_unavailable",
+                         "model_does_not_fit", "model", headers={"Retry-After": "60"})
+    details = getattr(error, "details", {}) or {}
+    tail = [line for line in details.get("log_tail") or [] if line.strip()][-8:]
+    exit_code = details.get("exit_code")
+    message = f"{where} could not be loaded: {error.message}"
+    if exit_code is not None:
+        message += f" Exit code {exit_code}."
+    if tail:
+        message += " Last log lines: " + " | ".join(tail)
+    if getattr(error, "hint", None):
+        message += f" {error.hint}"
+    return _Rejected(503, message, "service_unavailable", "model_load_failed", "model",
+                     headers={"Retry-After": "10"})
+
+
+async def _loaded(load: Any, lifecycle: Any, upstreams: UpstreamDirectory, model: str, ex: _Exchange) -> Upstream:
+    """Wait for ``load`` (bounded by the model's start-up time) and return the ready upstream.
+
+    Raises:
+        _Rejected: 503 with Retry-After when the load failed, does not fit, or took too long.
+    """
+    timeout = lifecycle.wait_timeout(ex.deployment_id)
+    if not await load.wait(timeout):
+        raise _load_rejection(load, lifecycle, model, ex, timeout)
+    if load.error is not None:
+        raise _load_rejection(load, lifecycle, model, ex, None)
+    upstream = upstreams.lookup(model)
+    if upstream is None or not upstream.ready:
+        raise _Rejected(503, f"The model '{model}' was loaded but stopped again before this request reached it. "
+                        "Retry.", "service_unavailable", "model_not_ready", "model", headers={"Retry-After": "1"})
+    return upstream
+
+
+async def _cold_stream(load: Any, lifecycle: Any, request: Request, body: bytes, ex: _Exchange,
+                       upstreams: UpstreamDirectory, http: httpx.AsyncClient, request_log: RequestLog,
+                       history: Any | None, adapter: ReplyAdapter | None) -> AsyncIterator[bytes]:
+    """SSE comments every ``LOADING_COMMENT_S`` while the model loads (the first at once, so the client has
+    its headers), then the model server's stream; a failed load ends the stream with the error event."""
+    t0 = time.monotonic()
+    name = ex.model.encode("utf-8", "replace").replace(b"\n", b" ")
+    timeout = lifecycle.wait_timeout(ex.deployment_id)
+    while True:
+        yield b": modeldeck loading " + name + b" (%d s)\n\n" % int(time.monotonic() - t0)
+        if await load.wait(min(LOADING_COMMENT_S, max(0.0, t0 + timeout - time.monotonic()))):
+            break
+        if time.monotonic() - t0 >= timeout:
+            break
+    try:
+        if not load.done.is_set():
+            raise _load_rejection(load, lifecycle, ex.model, ex, timeout)
+        upstream = await _loaded(load, lifecycle, upstreams, ex.model, ex)
+        headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
+        upstream_request = http.build_request("POST", _upstream_url(upstream.base_url, ex.endpoint), content=body,
+                                              headers=headers)
+        try:
+            response = await http.send(upstream_request, stream=True)
+        except httpx.TransportError as exc:
+            raise _transport_rejection(exc, upstream, http) from None
+        if response.status_code != 200:
+            try:
+                content = (await response.aread())[:300].decode("utf-8", "replace")
+            finally:
+                await response.aclose()
+            raise _Rejected(502 if response.status_code >= 500 else response.status_code,
+                            f"The model server of '{ex.model}' answered HTTP {response.status_code}: {content}",
+                            "upstream_error", response.status_code)
+        relay = _relay_stream(response, ex, request_log, history)
+        outer = relay if adapter is None else adapter.stream(relay)
+        try:
+            async for chunk in outer:
+                yield chunk
+        finally:
+            with anyio.CancelScope(shield=True):
+                for gen in (outer, relay):
+                    aclose = getattr(gen, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+    except _Rejected as rejected:
+        _record(request_log, ex, rejected.status, error=rejected.message)
+        yield _error_event(rejected.message, rejected.status, ex.flavour)
 
 
 def _error_event(message: str, code: int, flavour: Flavour = Flavour.OPENAI) -> bytes:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from backend.deployment_status import ContainerFacts, Deployment, derive, launch_in_flight
+from backend.deployment_status import STOP_EXIT_CODES, ContainerFacts, Deployment, derive, launch_in_flight
 from backend.engine import ContainerInfo, Engine
 from backend.errors import DeploymentConflict, DeploymentNotFound, EngineUnavailable
 from backend.labels import SERVED_NAME_LABEL, DeploymentLabels, id_filter
@@ -53,6 +53,9 @@ class DeploymentRegistry:
         #: runs but does not answer: the launcher finishes or resumes launches a killed backend left.
         self.on_ready: Callable[[ContainerInfo], None] = lambda c: None
         self.on_unready: Callable[[str, ContainerInfo], None] = lambda dep_id, c: None
+        #: The on-demand side (``backend.lifecycle.Lifecycle``), set by the service: the proxy finds it here,
+        #: and it fills in each view's on-demand fields. None: nothing loads on request.
+        self.lifecycle = None
         self._lock = threading.RLock()
         self._filled = threading.Event()  # a first refresh was tried
         self._containers: dict[str, ContainerInfo] = {}  # by deployment id
@@ -214,6 +217,21 @@ class DeploymentRegistry:
         with self._lock:
             return self._launches.get(dep_id)
 
+    def container(self, dep_id: str) -> ContainerInfo | None:
+        """The deployment's container as last read (no I/O)."""
+        with self._lock:
+            return self._containers.get(dep_id)
+
+    def containers(self) -> dict[str, ContainerInfo]:
+        """Every deployment's container as last read, by deployment id (no I/O)."""
+        with self._lock:
+            return dict(self._containers)
+
+    def is_ready(self, dep_id: str) -> bool:
+        with self._lock:
+            c = self._containers.get(dep_id)
+            return c is not None and self._is_ready(c)
+
     def host_ports(self) -> set[int]:
         """Host ports deployments and launches in flight hold now."""
         with self._lock:
@@ -253,6 +271,9 @@ class DeploymentRegistry:
                 raise error
             ids = sorted(set(self._containers) | set(self._launches))
             views = [self._view(i, self._containers.get(i), self._launches.get(i)) for i in ids]
+            containers = [self._containers.get(i) for i in ids]
+        if self.lifecycle is not None:  # outside the lock: the lifecycle takes its own
+            views = [self.lifecycle.annotate(v, c) for v, c in zip(views, containers)]
         if error is not None:
             why = f"{error.message} {error.hint or ''}".strip()
             views = [v.model_copy(update={"stale": True, "engine_error": why}) for v in views]
@@ -285,9 +306,14 @@ class DeploymentRegistry:
         ready = self._is_ready(c)
         lp = self._launches.get(dep_id)
         state = "ready" if ready else (lp.last.phase if launch_in_flight(lp) and lp.last else c.state)
+        on_demand = False
+        if not ready and self.lifecycle is not None and not launch_in_flight(lp):
+            # Only for a model that is not ready: the hot path (a ready model) pays nothing.
+            on_demand = self.lifecycle.knobs(dep_id, c).on_demand and (
+                c.state == "running" or self._stopped(c) or self.lifecycle.loading(dep_id))
         return Upstream(deployment_id=dep_id, served_name=labels.served_name,
                         base_url=f"http://127.0.0.1:{c.host_port}{labels.openai_base}", ready=ready, state=state,
-                        native_apis=self._native_apis(labels.recipe), recipe=labels.recipe)
+                        native_apis=self._native_apis(labels.recipe), recipe=labels.recipe, loads_on_request=on_demand)
 
     def lookup(self, model: str) -> Upstream | None:
         with self._lock:
@@ -299,3 +325,23 @@ class DeploymentRegistry:
     def ready_models(self) -> list[Upstream]:
         with self._lock:
             return [u for u in (self._upstream(d, c) for d, c in self._containers.items()) if u.ready]
+
+    def listed_models(self) -> list[tuple[Upstream, str]]:
+        """What ``/v1/models`` lists: ready models and on-demand ones a request would load, with their state
+        ("ready", "loading", "unloaded")."""
+        out = []
+        with self._lock:
+            for d, c in self._containers.items():
+                u = self._upstream(d, c)
+                if u.ready:
+                    out.append((u, "ready"))
+                elif u.loads_on_request:
+                    loading = c.state == "running" or self.lifecycle.loading(d)
+                    out.append((u, "loading" if loading else "unloaded"))
+        return out
+
+    def _stopped(self, c: ContainerInfo) -> bool:
+        """Stopped, not failed (as ``deployment_status`` says "stopped"): a request may start it again.
+        Call with ``_lock`` held."""
+        return c.state in ("exited", "dead") and (
+            c.id in self._stopped_in_outage or (c.exit_code in STOP_EXIT_CODES and not c.oom_killed))

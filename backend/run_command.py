@@ -41,6 +41,8 @@ def _parts(spec: ContainerSpec) -> tuple[list[list[str]], list[str]]:
         opts.append(["--shm-size", spec.shm_size])
     if spec.ipc_mode:
         opts.append(["--ipc", spec.ipc_mode])
+    if spec.mem_limit:
+        opts.append(["--memory", f"{spec.mem_limit}b"])
     opts += [["--ulimit", f"{name}={value}:{value}"] for name, value in spec.ulimits]
     opts += [["-e", f"{key}={value}"] for key, value in spec.environment.items() if key not in spec.secret_env]
     opts += [["-e", name] for name in spec.secret_env]

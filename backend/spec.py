@@ -49,3 +49,4 @@ class ContainerSpec:
     ipc_mode: str | None = None
     ulimits: tuple[tuple[str, int], ...] = ()  # (name, soft = hard limit); -1 = unlimited
     restart_max: int = 3
+    mem_limit: int | None = None  # bytes (Docker's --memory); None: no limit

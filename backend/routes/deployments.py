@@ -21,6 +21,7 @@ from backend.fitcheck import estimate_memory, fit_verdict
 from backend.labels import DeploymentLabels
 from backend.launch_plan import LaunchRequest
 from backend.launches import LaunchEvent
+from backend.lifecycle import LifecycleEvents, LifecycleUpdate
 from backend.spec import SECURITY_OPT, ContainerSpec
 from backend.sse import event_stream, sse_event
 
@@ -165,12 +166,28 @@ async def launch_events(dep_id: str, deployments: DeploymentsDep) -> EventSource
     return event_stream(frames())
 
 
+@router.patch("/deployments/{dep_id}", operation_id="updateDeployment",
+              summary="Change a deployment's on-demand settings: on_demand, idle_ttl_s, pinned (kept across restarts)",
+              responses={404: {"description": "No deployment has this id."},
+                         422: {"description": "A value is out of range, or no field was given."}})
+def update_deployment(dep_id: str, change: LifecycleUpdate, deployments: DeploymentsDep) -> Deployment:
+    return deployments.update_lifecycle(dep_id, change)
+
+
+@router.get("/lifecycle", operation_id="listLifecycleEvents",
+            summary="Loads, failed loads, unloads and evictions of deployments, with why, oldest first")
+def list_lifecycle_events(deployments: DeploymentsDep, after: Annotated[int, Query(ge=0)] = 0,
+                          limit: Annotated[int, Query(ge=1, le=500)] = 500) -> LifecycleEvents:
+    return deployments.lifecycle_events(after, limit)
+
+
 @router.post("/deployments/{dep_id}/stop", operation_id="stopDeployment", summary="Stop a deployment (keeps it)")
 def stop(dep_id: str, deployments: DeploymentsDep) -> Deployment:
     return deployments.stop(dep_id)
 
 
-@router.post("/deployments/{dep_id}/start", operation_id="startDeployment", summary="Start a stopped deployment")
+@router.post("/deployments/{dep_id}/start", operation_id="startDeployment",
+             summary="Start a stopped deployment (making room first: 409 does_not_fit names who holds the memory)")
 def start(dep_id: str, deployments: DeploymentsDep) -> Deployment:
     return deployments.start(dep_id)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -38,6 +38,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "modeldeck"
     deployment_id: str
+    #: "unloaded": on demand and stopped, a request loads it; "loading": it is being started.
+    state: Literal["ready", "unloaded", "loading"] = "ready"
 
 
 class ModelList(BaseModel):
@@ -85,7 +87,8 @@ def _body(model: type[BaseModel]) -> dict:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OpenAIError, "description": "The body is not JSON or has no valid `model`."},
     404: {"model": OpenAIError, "description": "No deployment serves this model."},
-    503: {"model": OpenAIError, "description": "The deployment exists but is not ready."},
+    503: {"model": OpenAIError, "description": "The deployment exists but is not ready, or could not be loaded "
+                                               "on request (with Retry-After)."},
     502: {"model": OpenAIError, "description": "The model server could not be reached or failed."},
     504: {"model": OpenAIError, "description": "The model server did not answer in time."},
 }
@@ -101,25 +104,32 @@ async def _forward(request: Request, endpoint: str) -> Response:
                                history=getattr(state, "history", None))
 
 
-@router.get("/models", operation_id="listModels", summary="List ready models",
+def _listed(upstreams: Any) -> list[tuple[proxy.Upstream, str]]:
+    listed = getattr(upstreams, "listed_models", None)
+    return listed() if listed is not None else [(u, "ready") for u in upstreams.ready_models()]
+
+
+@router.get("/models", operation_id="listModels", summary="List ready models, and unloaded ones a request loads",
             response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The deployments that can answer now, by the model name to put in requests."""
+    """The deployments that can answer now, and on-demand ones a request starts (``state``), by the model
+    name to put in requests."""
     now = int(time.time())
-    return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id)
-                           for u in request.app.state.upstreams.ready_models()])
+    return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id, state=state)
+                           for u, state in _listed(request.app.state.upstreams)])
 
 
-@router.get("/models/{model:path}", operation_id="retrieveModel", summary="Describe a ready model",
+@router.get("/models/{model:path}", operation_id="retrieveModel", summary="Describe a model",
             response_model=ModelCard, responses={404: _ERRORS[404]})
 async def get_model(model: str, request: Request) -> Any:
-    """One ready model by served name; 404 in OpenAI's shape when none serves it or it is not ready."""
-    upstream = request.app.state.upstreams.lookup(model)
-    if upstream is None or not upstream.ready:
-        return error_response(Flavour.OPENAI, 404, "model_not_found",
-                              f"The model '{model}' does not exist or is not ready.", param="model")
-    return ModelCard(id=upstream.served_name, created=int(time.time()),
-                     deployment_id=upstream.deployment_id)
+    """One ready (or on-demand) model by served name; 404 in OpenAI's shape when none serves it or it is not
+    ready and would not load on request."""
+    for upstream, state in _listed(request.app.state.upstreams):
+        if upstream.served_name == model:
+            return ModelCard(id=upstream.served_name, created=int(time.time()),
+                             deployment_id=upstream.deployment_id, state=state)
+    return error_response(Flavour.OPENAI, 404, "model_not_found",
+                          f"The model '{model}' does not exist or is not ready.", param="model")
 
 
 @router.post("/chat/completions", operation_id="createChatCompletion",
