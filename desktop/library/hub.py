@@ -101,7 +101,10 @@ def fit_badge(fit: dict) -> FitBadge:
     tip = fit.get("message") or words
     if fit.get("name") and fit.get("device") != "cpu":
         tip = f"{where} · {fit['name']}: {tip}"
-    return FitBadge(f"{FIT_MARKS[level]} {where} {words}", role, background, tip, level)
+    text = f"{FIT_MARKS[level]} {where} {words}"
+    if where == "CPU" and level == "cpu_only":
+        text = f"{FIT_MARKS[level]} CPU only"  # not "CPU CPU only"
+    return FitBadge(text, role, background, tip, level)
 
 
 def fit_badges(variant: dict) -> list[FitBadge]:

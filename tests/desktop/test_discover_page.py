@@ -1,9 +1,11 @@
 """The Discover page on a real X display against a real backend whose Hub is the local stand-in (HF_ENDPOINT):
-search, a model page with its quantizations and fit badges, Download with progress to done, Launch preselected,
-downloads started before the window opened, a gated model's note and refusal."""
+search, a model page with its quantizations and fit badges, Download with progress (bytes, rate, time left) to done,
+Cancel, Launch preselected, downloads started before the window opened, a gated model's note, refusal and token."""
 
 from __future__ import annotations
 
+import re
+import time
 import httpx
 import pytest
 from PySide6.QtCore import Qt
@@ -13,13 +15,14 @@ from backend.settings import Settings
 from desktop.widgets.fit_badges import FitBadges
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.desktop.conftest import SHOTS
-from tests.support.hub_standin import DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, SAFETENSORS_REPO
+from tests.support.hub_standin import DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, SAFETENSORS_REPO, HubFile, HubRepo
 from tests.support.live_server import serve
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.gui, pytest.mark.docker]
 TOKEN = "discover-token"
 H = {"Authorization": f"Bearer {TOKEN}"}
+PACED_REPO = "modeldeck-tests/Paced-GGUF"
 
 
 @pytest.fixture
@@ -177,3 +180,63 @@ def test_a_gated_model_says_so_before_download_and_downloads_with_the_saved_toke
         qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
     fetched = [r for r in hub_standin.requests if r.path.endswith("model.safetensors") and r.method == "GET"]
     assert fetched and all(r.authorization == f"Bearer {DEFAULT_TOKEN}" for r in fetched)
+
+
+class PacedFile(HubFile):
+    """A file the stand-in sends at about 6 MiB/s (64 KiB every 10 ms), as a slow link would: long enough to watch
+    its progress and cancel it. The pacing is the simulated network's, not the test's synchronisation."""
+
+    def read(self, start: int, end: int):
+        for piece in super().read(start, end):
+            time.sleep(0.01)
+            yield piece
+
+
+def test_download_progress_shows_bytes_rate_and_time_left_and_cancel_removes_it(make_main_window, qtbot,
+                                                                                hub_backend, hub_standin, tmp_path):
+    size = 24 << 20
+    hub_standin.add(HubRepo(PACED_REPO, [
+        HubFile("README.md", b"# paced\n"),
+        PacedFile("Paced-Q4_K_M.gguf", b"GGUF" + bytes(size - 4)),
+        PacedFile("Paced-Q8_0.gguf", b"GGUF\x01" + bytes(size - 5)),
+    ], downloads=7, likes=1, tags=["gguf", "text-generation"]))
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    _search(qtbot, page, "Paced", "gguf")
+    _open(qtbot, page, PACED_REPO)
+    seen: list[dict] = []
+    page.download_changed.connect(seen.append)
+
+    # mid-way: the row says how much of how much, how fast and how long is left, and the button follows it
+    page.select_variant("Q4_K_M")
+    with qtbot.waitSignal(page.download_changed, timeout=30000,
+                          check_params_cb=lambda j: j["state"] == "running" and 0 < j["bytes_done"] < size
+                          and j.get("rate_bps")):
+        qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
+    job_id = seen[-1]["id"]
+    row = page.downloads_panel.rows[job_id]
+    assert re.fullmatch(r"[\d.]+ (KiB|MiB) of 24\.0 MiB · [\d.]+ (KiB|MiB)/s · .+ left", row.detail.text()), \
+        row.detail.text()
+    assert 0 < row.bar.value() < row.bar.maximum() and row.cancel_button.isVisible()
+    assert page.download_button.text().startswith("Downloading…") and not page.download_button.isEnabled()
+    window.grab().save(f"{SHOTS}/discover-downloading.png")
+
+    # Cancel: the job ends cancelled, its row says so, and no part of the file is left in the cache
+    with qtbot.waitSignal(page.download_changed, timeout=30000, check_params_cb=lambda j: j["state"] == "cancelled"):
+        qtbot.mouseClick(row.cancel_button, Qt.MouseButton.LeftButton)
+    assert row.detail.text().startswith("Cancelled") and not row.cancel_button.isVisible()
+    assert httpx.get(f"{hub_backend}/api/downloads/{job_id}", headers=H).json()["state"] == "cancelled"
+    cache = tmp_path / "hf-cache"
+    assert not [p for p in cache.rglob("*Paced-Q4_K_M*")], list(cache.rglob("*"))
+    assert page.download_button.isEnabled() and page.download_button.text() == "Download"
+
+    # the other quantization to the end: progress events on the way, then done
+    seen.clear()
+    page.select_variant("Q8_0")
+    with qtbot.waitSignal(page.download_changed, timeout=60000, check_params_cb=lambda j: j["state"] == "done"):
+        qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
+    assert any(j["state"] == "running" and 0 < j["bytes_done"] < size for j in seen), seen
+    done = seen[-1]
+    assert done["bytes_done"] == done["bytes_total"] == size
+    assert page.downloads_panel.rows[done["id"]].detail.text().startswith("Done")

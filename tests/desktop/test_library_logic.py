@@ -74,6 +74,7 @@ def test_fit_badges_per_device_gpus_first_with_the_message_as_tooltip() -> None:
     assert badges[0].tooltip == "GPU 0 · H200: offload 20 layers"
     assert badges[2].tooltip == "fits in 30 GiB free"
     assert hub.fit_badge({"device": "0", "level": "strange"}).level == "unknown"
+    assert hub.fit_badge({"device": "cpu", "level": "cpu_only", "message": "no GPU"}).text == "◐ CPU only"
     cells = hub.variant_cells(variant)
     assert cells == ["Q4_K_M", "400.0 MiB", "◐ GPU 0 partial offload · ✕ GPU 1 too big · ✓ CPU fits",
                      "llama.cpp, Ollama", "✓"]
