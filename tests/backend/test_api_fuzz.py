@@ -10,6 +10,7 @@ from schemathesis.checks import not_a_server_error
 from backend.app import create_app
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
+from tests.support.hub_standin import HubStandin, default_repos, tiny_gguf_bytes
 from tests.support.live_server import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -21,13 +22,17 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(token=TOKEN)).openap
 
 
 @pytest.fixture(scope="module")
-def fuzz_api(engine, tmp_path_factory):
-    """A real backend whose catalog is empty, so generated launches can never start a container."""
+def fuzz_api(engine, tmp_path_factory, gguf_models):
+    """A real backend whose catalog is empty, so generated launches can never start a container.
+
+    Its Hub is the stand-in (tests/support/hub_standin.py): an unreachable Hub is rightly a 502.
+    """
     empty = tmp_path_factory.mktemp("empty-catalog")
-    settings = Settings(home=tmp_path_factory.mktemp("fuzz-home"), token=TOKEN, catalog_dir=empty,
-                        extra_labels={RUN_LABEL: RUN_ID})
-    with serve(create_app(settings, engine=engine)) as url:
-        yield url
+    with HubStandin(default_repos(tiny_gguf_bytes(gguf_models))) as hub:
+        settings = Settings(home=tmp_path_factory.mktemp("fuzz-home"), token=TOKEN, catalog_dir=empty,
+                            extra_labels={RUN_LABEL: RUN_ID}, hf_endpoint=hub.url)
+        with serve(create_app(settings, engine=engine)) as url:
+            yield url
 
 
 @schema.include(path_regex="^/api/").exclude(path=list(ENDLESS)).parametrize()
