@@ -43,7 +43,7 @@ from backend.deployment_status import Deployment, LifecycleEvent, MemoryNeed
 from backend.engine import ContainerInfo, Engine
 from backend.errors import DeploymentNotFound, LaunchFailed, ModelDeckError
 from backend.labels import DeploymentLabels, id_filter
-from backend.launch_plan import MAX_IDLE_TTL_S
+from backend.launch_plan import MAX_IDLE_TTL_S, home_id
 from backend.readiness import ReadinessProbe
 from backend.settings import Settings
 from backend.stats.models import StatsSnapshot
@@ -192,6 +192,7 @@ class Lifecycle:
         self.snapshot = snapshot
         self._host_available = host_available
         self.path = settings.home / "lifecycle.json"
+        self._home = home_id(settings)
         self._lock = threading.RLock()
         self._room_lock = threading.Lock()  # one "make room, then start" at a time
         self._ops: dict[str, threading.Lock] = {}  # per deployment: one start or stop at a time
@@ -484,8 +485,13 @@ class Lifecycle:
         return MemoryNeed(need_bytes=needed, where=where, gpus=list(labels.gpus),
                           basis=f"estimate: {basis}" if needed else f"unknown: {basis}")
 
+    def _own(self, c: ContainerInfo) -> bool:
+        """Launched from this backend's home: another backend on the same engine (another home) manages its
+        own deployments, so this one never unloads them and does not count them in its budget."""
+        return DeploymentLabels.decode(c.labels).launched_from in ("", self._home)
+
     def _running(self) -> dict[str, ContainerInfo]:
-        return {d: c for d, c in self.registry.containers().items() if c.state == "running"}
+        return {d: c for d, c in self.registry.containers().items() if c.state == "running" and self._own(c)}
 
     def make_room(self, dep_id: str, labels: DeploymentLabels, reason: str) -> None:
         """Make sure ``dep_id`` fits before it starts, stopping idle on-demand deployments (LRU first) if needed.
@@ -664,8 +670,7 @@ class Lifecycle:
         if changed:
             self._write()
         for d, c in containers.items():
-            view_ready = c.state == "running" and self.registry.is_ready(d)
-            if not view_ready:
+            if not (c.state == "running" and self.registry.is_ready(d) and self._own(c)):
                 continue
             self._idle_since.setdefault(d, now)
             k = self.knobs(d, c)
