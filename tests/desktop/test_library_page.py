@@ -136,3 +136,15 @@ def test_delete_of_a_model_in_use_is_refused_with_the_deployment_named(make_main
         window.grab().save(f"{SHOTS}/library-in-use.png")
     finally:
         httpx.delete(f"{url}/api/deployments/{dep_id}", headers=H, timeout=60)
+
+
+def test_models_page_links_into_discover_and_library(make_main_window, qtbot):
+    window = make_main_window()
+    window.show_page(window.pages.index(window.models))
+    qtbot.mouseClick(window.models.discover_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.discover
+    assert window.nav.currentItem().text() == "Discover"
+    window.show_page(window.pages.index(window.models))
+    qtbot.mouseClick(window.models.library_button, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.library
+    assert window.nav.currentItem().text() == "Library"

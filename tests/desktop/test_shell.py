@@ -31,7 +31,8 @@ def test_window_has_pages_with_icons_and_shortcuts(make_main_window, qtbot):
     assert [window.nav.item(i).text() for i in range(window.nav.count())] == [label for _, label in PAGES]
     assert all(not window.nav.item(i).icon().isNull() for i in range(window.nav.count()))
     keys = {s.key().toString() for s in window._shortcuts}
-    assert {"Ctrl+1", "Ctrl+5", "Ctrl+L", "Ctrl+Q", "F5"} <= keys
+    assert {f"Ctrl+{i + 1}" for i in range(len(PAGES))} | {"Ctrl+L", "Ctrl+Q", "F5"} <= keys
+    assert [key for key, _ in PAGES][:3] == ["models", "discover", "library"] and PAGES[-1][0] == "settings"
     for i in range(len(PAGES)):
         window.show_page(i)
         assert window.stack.currentIndex() == i
@@ -39,8 +40,10 @@ def test_window_has_pages_with_icons_and_shortcuts(make_main_window, qtbot):
     assert "demo" in [c.recipe["name"] for c in window.models.cards]
     with qtbot.waitActive(window):  # keys go to the active window; on X that takes a round trip
         window.activateWindow()
-    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
-    assert window.stack.currentWidget() is window.deployments
+    for page in (window.discover, window.library, window.deployments):  # Ctrl+<its place in the navigation>
+        key = Qt.Key(Qt.Key.Key_1.value + window.pages.index(page))
+        qtbot.keyClick(window, key, Qt.KeyboardModifier.ControlModifier)
+        assert window.stack.currentWidget() is page
     qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
     assert window.stack.currentWidget() is window.models and window.models._dialogs
     assert window.models._dialogs[-1].recipe["name"] == window.models.recipes[0]["name"]
