@@ -42,10 +42,12 @@ GGUF_RUNTIMES = ("llama-cpp", "ollama")
 SAFETENSORS_RUNTIMES = ("vllm", "sglang", "tgi")
 SERVABLE = ("gguf", "safetensors")
 
-# A Hub repo id: namespace/name, letters, digits, '-', '_', '.'; no '--' or '..' (the Hub's rules,
-# huggingface_hub.utils.validate_repo_id), at most 96 characters each side.
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$")
-REVISION_RE = re.compile(r"^[\w.\-/]{1,200}$")
+# A Hub repo id: namespace/name, ASCII letters, digits, '-', '_', '.', each side starting and ending
+# with a letter, digit or '_', at most 96 characters; no '--', '..' or '.git' end (the Hub's rules, as
+# huggingface_hub.utils.validate_repo_id checks them).
+_SIDE = r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,94}[A-Za-z0-9_])?"
+REPO_ID_RE = re.compile(rf"^{_SIDE}/{_SIDE}$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
 _SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})$")
 # A llama.cpp quantization name at the end of a file's stem: Q4_K_M, Q8_0, IQ2_XXS, Q4_0_4_4,
 # TQ1_0, MXFP4, F16, BF16, F32, and Unsloth's dynamic UD-Q4_K_XL.
@@ -206,8 +208,8 @@ def check_repo_id(repo_id: str) -> str:
     Raises:
         InvalidHubRequest: anything else, saying what a valid id looks like.
     """
-    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id \
-            or repo_id.endswith((".", "-")):
+    if not isinstance(repo_id, str) or not REPO_ID_RE.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id \
+            or repo_id.endswith(".git"):
         shown = repo_id if isinstance(repo_id, str) and len(repo_id) <= 120 else f"{str(repo_id)[:120]}…"
         raise InvalidHubRequest(
             f"'{shown}' is not a Hugging Face model id.",
@@ -217,7 +219,7 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def check_revision(revision: str) -> str:
-    if not REVISION_RE.match(revision or "") or ".." in revision or revision.startswith("/"):
+    if not REVISION_RE.fullmatch(revision or "") or ".." in revision or revision.startswith("/"):
         raise InvalidHubRequest(f"'{revision[:80]}' is not a revision.",
                                 hint="Give a branch or tag name (main) or a 40-character commit id.")
     return revision
@@ -522,7 +524,12 @@ class HubClient:
         from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                             RevisionNotFoundError)
 
+        from huggingface_hub.errors import HFValidationError
+
         page = f"{self.endpoint}/{repo_id}" if repo_id else self.endpoint
+        if isinstance(exc, HFValidationError):  # check_repo_id / check_revision let through what the client refuses
+            return InvalidHubRequest(f"The Hub client refused the request: {exc}",
+                                     hint="Give the repo id as namespace/name and the revision as main or a commit id.")
         if isinstance(exc, GatedRepoError):
             status = exc.response.status_code if exc.response is not None else None
             why = ("no Hugging Face token is saved" if status == 401 or not self.token()

@@ -3,15 +3,20 @@ runtimes, launch suggestions a launch accepts, fit verdicts, gated repos and eve
 
 from __future__ import annotations
 
+import socket
 import time
 from urllib.parse import quote
 
 import httpx
+import hypothesis
+import hypothesis.strategies
 import pytest
+from huggingface_hub.utils import validate_repo_id
 
 from backend.app import create_app
 from backend.catalog import load_catalog
-from backend.hub import GpuFree, Variant, VariantFile, Launch, build_variants, fit_variant, gguf_quant, HubFile
+from backend.hub import (GpuFree, HubFile, InvalidHubRequest, Launch, Variant, VariantFile, build_variants,
+                         check_repo_id, fit_variant, gguf_quant)
 from backend.secrets_store import HF_TOKEN, delete_secret, write_secret
 from backend.settings import Settings
 from backend.stats.sampler import StatsSampler
@@ -234,7 +239,7 @@ def test_not_servable_names_the_formats_found(backend):
 
 
 @pytest.mark.parametrize("repo_id", ["single-segment", "a/b/c", quote("../etc", safe=""), "org/..x", "org/na me",
-                                     "org/" + "x" * 97, "org/a--b", "-org/x", "org/x."])
+                                     "org/" + "x" * 97, "org/a--b", "-org/x", "org/x.", "org-/x", "org/x.git", "café/x"])
 def test_bad_repo_ids_are_refused(backend, hub, repo_id):
     before = len(hub.requests)
     r = model(backend, repo_id)
@@ -260,6 +265,22 @@ def test_unreachable_hub_is_a_fast_502(tmp_path):
             assert closed in body["message"]
     finally:
         proc.stop()
+
+
+def test_a_hub_that_never_answers_is_a_502_within_10_s(tmp_path, engine):
+    """A Hub that accepts the connection and then says nothing: the page gives up in time."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes connections; nothing ever reads or answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = Settings(home=tmp_path / "home", token="t", hf_endpoint=endpoint)
+        with serve(create_app(settings, engine=engine)) as url:
+            t0 = time.monotonic()
+            r = httpx.get(f"{url}/api/hub/models/{GGUF_REPO}", headers={"Authorization": "Bearer t"}, timeout=30)
+            elapsed = time.monotonic() - t0
+    body = error(r, 502, "hub_unreachable")
+    assert endpoint in body["message"]
+    assert elapsed <= 10.5, elapsed
 
 
 def test_modeldeck_setting_overrides_hf_endpoint(hub, tmp_path):
@@ -365,3 +386,15 @@ def test_variants_group_files():
     assert [v.launch.model for v in variants] == ["o/m:Q4_K_M", "o/m:Q8_0", "o/m", "o/m"]
     consolidated = variants[3]
     assert "model.safetensors.index.json" not in [f.path for f in consolidated.files]
+
+
+@hypothesis.given(hypothesis.strategies.text(alphabet="ab_-./é9 ", max_size=12))
+@hypothesis.settings(max_examples=300, deadline=None)
+def test_repo_ids_accepted_are_ids_the_hub_client_accepts(text):
+    """Whatever passes check_repo_id also passes huggingface_hub's own check (else it would be a 502, not a 422)."""
+    try:
+        check_repo_id(text)
+    except InvalidHubRequest:
+        return
+    validate_repo_id(text)
+    assert text.count("/") == 1
