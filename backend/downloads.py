@@ -69,6 +69,7 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/ ]{0,499}$")
 JOB_ID_RE = r"^dl-[0-9a-f]{12}$"
+HELPER_HOME_LABEL = "modeldeck.helper.home"
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED = ("done", "failed", "cancelled")
@@ -210,6 +211,13 @@ def hf_token(settings: Settings) -> str | None:
     return read_secret(settings.home, HF_TOKEN) or os.environ.get("HF_TOKEN") or None
 
 
+def helper_labels(settings: Settings) -> dict[str, str]:
+    """Labels of this backend's helper containers: its home's id, so a restart removes only its own leftovers."""
+    from backend.launch_plan import home_id
+
+    return {**settings.extra_labels, HELPER_HOME_LABEL: home_id(settings)}
+
+
 def repo_folder(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
@@ -295,6 +303,10 @@ class DownloadManager:
                 job.released.set()
             self._jobs[view.id] = job
         self._persist()
+        try:  # a backend killed while copying into the volume leaves its helper container behind
+            self.engine.remove_helpers({HELPER_HOME_LABEL: helper_labels(self.settings)[HELPER_HOME_LABEL]})
+        except Exception as exc:  # noqa: BLE001 - no engine now: nothing of ours can be running there either
+            log.info("downloads: leftover helper containers not checked (%s)", _describe(exc))
         for i in range(self._max_parallel):
             t = threading.Thread(target=self._work, name=f"download-{i}", daemon=True)
             t.start()
@@ -420,7 +432,7 @@ class DownloadManager:
         return image
 
     def _helper_labels(self) -> dict[str, str]:
-        return dict(self.settings.extra_labels)
+        return helper_labels(self.settings)
 
     def _volume_state(self, job: _Job) -> tuple[int, dict[str, int]]:
         """Free bytes in the cache volume, and the blobs (name -> size) the repository has there."""

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from backend import cache_scan
 from backend.deployment_status import Deployment
+from backend.downloads import helper_labels
 from backend.engine import Engine
 from backend.errors import EngineUnavailable, ImageUnavailable, ModelDeckError
 from backend.settings import Settings
@@ -199,7 +200,7 @@ class Library:
         code, out, err = self.engine.run_in_volume(
             self.helper_image(), where.volume,
             ["python3", "-c", self._source, argv[0], where.root, *argv[1:]],
-            labels=dict(self.settings.extra_labels), target=VOLUME_TARGET, timeout=300)
+            labels=helper_labels(self.settings), target=VOLUME_TARGET, timeout=300)
         if code != 0:
             raise ModelDeckError(f"Reading the volume {where.volume} failed: {err.strip()[-400:]}",
                                  hint="Check that Docker runs and the volume is not in use by a broken container.")
