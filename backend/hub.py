@@ -178,7 +178,9 @@ class Variant(BaseModel):
     weights_bytes: int = Field(description="the weight files only (what the fit check sizes)")
     dtype: str | None = None
     runtimes: list[str]
-    launch: Launch
+    launch: Launch = Field(description="the suggested runtime and model (the first of ``launches``)")
+    launches: list[Launch] = Field(default_factory=list, description="every runtime here that serves it, "
+                                                                      "with the model in that runtime's syntax")
     fit: list[DeviceFit] = Field(default_factory=list)
     downloaded: bool = False
 
@@ -333,10 +335,12 @@ def build_variants(repo_id: str, files: Sequence[HubFile], catalog: Catalog | No
         vid = g.tag if unique else PurePosixPath(g.key).name
         model = f"{repo_id}:{g.tag}" if unique else repo_id
         runtimes = present(GGUF_RUNTIMES)
+        # Ollama pulls a Hub GGUF as hf.co/org/repo:QUANT (the same tag llama.cpp's -hf takes).
+        launches = _launches(runtimes or list(GGUF_RUNTIMES), {"ollama": f"hf.co/{model}"}, model, repo_id, settings)
         variants.append(Variant(
             id=vid, format="gguf", files=[VariantFile(path=f.path, size=f.size) for f in g.files],
             size_bytes=_size(g.files), weights_bytes=_size(g.files), dtype=g.tag, runtimes=runtimes,
-            launch=_launch(runtimes or list(GGUF_RUNTIMES), model, repo_id, settings)))
+            launch=launches[0], launches=launches))
     sets = _safetensors_groups(files)
     for i, g in enumerate(sets):
         short = dtype or "safetensors"
@@ -344,28 +348,35 @@ def build_variants(repo_id: str, files: Sequence[HubFile], catalog: Catalog | No
         support = _support_files(files, g)
         runtimes = present(SAFETENSORS_RUNTIMES)
         all_files = [*g.files, *support]
+        launches = _launches(runtimes or list(SAFETENSORS_RUNTIMES), {}, repo_id, repo_id, settings)
         variants.append(Variant(
             id=vid, format="safetensors", files=[VariantFile(path=f.path, size=f.size) for f in all_files],
             size_bytes=_size(all_files), weights_bytes=_size(g.files), dtype=dtype, runtimes=runtimes,
-            launch=_launch(runtimes or list(SAFETENSORS_RUNTIMES), repo_id, repo_id, settings)))
+            launch=launches[0], launches=launches))
     return variants
 
 
-def _launch(runtimes: list[str], model: str, repo_id: str, settings: Settings | None) -> Launch:
-    """The first runtime with ``model``, checked with the launch rules' own model check.
+def _launches(runtimes: list[str], special: dict[str, str], model: str, repo_id: str,
+              settings: Settings | None) -> list[Launch]:
+    """Each runtime with the model string its recipe takes, checked with the launch rules' own model check.
 
-    llama.cpp's ``-hf`` takes ``org/repo[:QUANT]`` (containers/llama-cpp.toml); vLLM, SGLang and
-    TGI take ``org/repo``. A model string the launch check would refuse falls back to the repo id.
+    llama.cpp's ``-hf`` takes ``org/repo[:QUANT]`` (containers/llama-cpp.toml); Ollama
+    ``hf.co/org/repo[:QUANT]``; vLLM, SGLang and TGI ``org/repo``. A model string the launch check
+    would refuse falls back to the repo id.
     """
-    if settings is not None:
-        from backend.errors import InvalidLaunch
-        from backend.launch_plan import resolve_model
+    out = []
+    for recipe in runtimes:
+        text = special.get(recipe, model)
+        if settings is not None:
+            from backend.errors import InvalidLaunch
+            from backend.launch_plan import resolve_model
 
-        try:
-            resolve_model(model, settings)
-        except InvalidLaunch:
-            model = repo_id
-    return Launch(recipe=runtimes[0], model=model)
+            try:
+                resolve_model(text, settings)
+            except InvalidLaunch:
+                text = repo_id
+        out.append(Launch(recipe=recipe, model=text))
+    return out
 
 
 # --------------------------------------------------------------------------- fit

@@ -116,6 +116,7 @@ def test_gguf_variants_by_quantization(backend, hub):
     assert q4["size_bytes"] == size
     assert q4["runtimes"] == ["llama-cpp", "ollama"]
     assert q4["launch"] == {"recipe": "llama-cpp", "model": f"{GGUF_REPO}:Q4_K_M"}
+    assert q4["launches"] == [q4["launch"], {"recipe": "ollama", "model": f"hf.co/{GGUF_REPO}:Q4_K_M"}]
     assert q4["downloaded"] is False
     cpu = next(f for f in q4["fit"] if f["device"] == "cpu")
     # The launch memory model: weights x 1.2 (backend/fitcheck.py DEFAULT_OVERHEAD).
@@ -182,6 +183,11 @@ def test_launch_suggestion_is_what_the_recipe_takes(backend):
     assert r.status_code == 200, r.text
     args = r.json()["docker_run_args"]
     assert args[args.index("-hf") + 1] == f"{GGUF_REPO}:Q8_0"  # llama-server -hf org/repo:QUANT
+    ollama = q8["launches"][1]
+    r = httpx.post(f"{backend.url}/api/deployments/plan", headers=AUTH, timeout=30,
+                   json={"recipe": ollama["recipe"], "model": ollama["model"], "gpus": []})
+    assert r.status_code == 200, r.text
+    assert f"hf.co/{GGUF_REPO}:Q8_0" in r.text  # what Ollama is asked to pull
 
     st = model(backend, SAFETENSORS_REPO).json()["variants"][0]["launch"]
     r = httpx.post(f"{backend.url}/api/deployments/plan", headers=AUTH, timeout=30,
@@ -384,6 +390,9 @@ def test_variants_group_files():
         ("Q4_K_M", 400, 400), ("Q8_0", 800, 800),
         ("bf16", 1000 + 900 + 7 + 5 + 3, 1900), ("bf16-consolidated", 1900 + 5 + 3, 1900)]
     assert [v.launch.model for v in variants] == ["o/m:Q4_K_M", "o/m:Q8_0", "o/m", "o/m"]
+    assert [(x.recipe, x.model) for x in variants[0].launches] == [("llama-cpp", "o/m:Q4_K_M"),
+                                                                   ("ollama", "hf.co/o/m:Q4_K_M")]
+    assert [x.recipe for x in variants[2].launches] == ["vllm", "sglang", "tgi"]
     consolidated = variants[3]
     assert "model.safetensors.index.json" not in [f.path for f in consolidated.files]
 
