@@ -178,6 +178,67 @@ def library_shots(window, wait, wait_until) -> list[Path]:
     return shots
 
 
+def on_demand_shots(window, url: str, wait, wait_until) -> list[Path]:
+    """Models on demand (issue 14): a pinned model, a countdown, an unloaded one; the Monitor's loads and
+    unloads; the launch dialog's fields; the playground offering the unloaded model. Light and dark."""
+    from desktop import theme
+    from desktop.pages.launch_dialog import LaunchDialog
+
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    name = "demo-on-request"
+    r = httpx.post(f"{url}/api/deployments", headers=h, timeout=60,
+                   json={"recipe": "demo", "model": "demo-tiny", "served_name": name, "idle_ttl_s": 0})
+    r.raise_for_status()
+    dep_id = r.json()["id"]
+    shots: list[Path] = []
+    try:
+        wait_until(lambda: httpx.get(f"{url}/api/deployments/{dep_id}", headers=h).json().get("ready"), 120000)
+        chat = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+        httpx.post(f"{url}/v1/chat/completions", headers=h, timeout=60, json={**chat, "model": name})
+        httpx.post(f"{url}/api/deployments/{dep_id}/stop", headers=h, timeout=60).raise_for_status()
+        httpx.patch(f"{url}/api/deployments/{MODELS[0]}", headers=h, timeout=30, json={"pinned": True})
+        httpx.patch(f"{url}/api/deployments/{MODELS[1]}", headers=h, timeout=30, json={"idle_ttl_s": 600})
+        httpx.post(f"{url}/v1/chat/completions", headers=h, timeout=60, json={**chat, "model": MODELS[1]})
+        wait_until(lambda: httpx.get(f"{url}/api/deployments/{dep_id}", headers=h).json().get("loads_on_request"))
+        for page, stem in ((window.deployments, "on-demand-deployments"), (window.monitor, "on-demand-monitor")):
+            window.show_page(window.pages.index(page))
+            for scheme in ("light", "dark"):
+                theme.apply(scheme)
+                wait(2500)
+                if page is window.deployments:
+                    page.select(dep_id)
+                path = OUT / f"{stem}-{scheme}.png"
+                window.grab().save(str(path))
+                shots.append(path)
+        theme.apply("light")
+        window.show_page(window.pages.index(window.playground))
+        window.playground.refresh_models()
+        wait_until(lambda: window.playground.columns[0].model_combo.findData(name) >= 0)
+        window.playground.compare_check.setChecked(False)
+        window.playground.columns[0].select_model(name)
+        wait(800)
+        path = OUT / "on-demand-playground.png"
+        window.grab().save(str(path))
+        shots.append(path)
+        recipe = next(c.recipe for c in window.models.cards if c.recipe["name"] == "demo")
+        for scheme in ("light", "dark"):
+            theme.apply(scheme)
+            dialog = LaunchDialog(window.client, recipe, window)
+            dialog.served.setText("demo-small")
+            dialog.idle_ttl.set_value(900)
+            dialog.mem_limit.setText("1g")
+            dialog.show()
+            wait(1500)
+            path = OUT / f"on-demand-launch-dialog-{scheme}.png"
+            dialog.grab().save(str(path))
+            shots.append(path)
+            dialog.close()
+        theme.apply("light")
+    finally:
+        httpx.delete(f"{url}/api/deployments/{dep_id}", headers=h, timeout=60)
+    return shots
+
+
 def main() -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: still make the pictures
@@ -260,6 +321,7 @@ def main() -> int:
                 shots.append(path)
             dialog.close()
             shots += suites_shots(window, url, wait, wait_until)
+            shots += on_demand_shots(window, url, wait, wait_until)
             shots += library_shots(window, wait, wait_until)
             for p in shots:
                 print(f"saved {p}")

@@ -476,10 +476,15 @@ class LaunchDialog(QDialog):
             body["gpus"] = gpus
         if not self.port_auto.isChecked():
             body["port"] = int(self.port.text())
-        # Always said, so a launch that adopts an existing deployment applies what the form shows.
-        body["on_demand"] = self.on_demand.isChecked()
-        body["pinned"] = self.pinned.isChecked()
-        body["idle_ttl_s"] = None if self.pinned.isChecked() else self.idle_ttl.value()
+        # Said only where they differ from the API's defaults (on_demand true, idle_ttl_s null, pinned false):
+        # a launch that adopts an existing deployment applies the request's values, given or default, so the
+        # form's state reaches the backend either way, and a plain launch's body stays as it always was.
+        if not self.on_demand.isChecked():
+            body["on_demand"] = False
+        if self.pinned.isChecked():
+            body["pinned"] = True
+        elif self.idle_ttl.value() is not None:
+            body["idle_ttl_s"] = self.idle_ttl.value()
         if mem_limit is not None:
             body["mem_limit"] = mem_limit
         return body, None
