@@ -264,11 +264,14 @@ def row_cells(r: dict) -> tuple[str, str, float | None, bool | None]:
     cells, details = [], []
     for name, x in runtimes.items():
         if "overhead_ms" in x:
+            vs_first = x.get("overhead_vs_first_byte_ms")
+            if vs_first is None:  # results written before that figure was added
+                vs_first = statistics.median(c - f for c, f in zip(x["cold_ms"], x["direct_first_byte_ms"]))
             cells.append(f"{name} {x['overhead_ms']:.0f} ms")
             details.append(f"{name}: through ModelDeck median {statistics.median(x['cold_ms']):.0f} ms, container "
                            f"start → ready {statistics.median(x['direct_ready_ms']):.0f} ms (→ first byte "
                            f"{statistics.median(x['direct_first_byte_ms']):.0f} ms; overhead against that "
-                           f"{x['overhead_vs_first_byte_ms']:.0f} ms), {x['repetitions']} pairs")
+                           f"{vs_first:.0f} ms), {x['repetitions']} pairs")
         else:
             cells.append(f"{name} —")
             details.append(f"{name}: {x.get('why') or x.get('error')}")

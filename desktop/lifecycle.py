@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from desktop.formatting import format_bytes
+
 #: Choices of "Unload when idle for": the backend's default (``idle_ttl_s`` null), never (0), or minutes.
 TTL_DEFAULT, TTL_NEVER, TTL_MINUTES = "default", "never", "minutes"
 #: The most the backend allows (30 days), in minutes.
@@ -104,6 +106,25 @@ def policy_text(dep: dict) -> str:
         else:
             parts.append(f"unloads when idle for {ttl_text(set_ttl)}" if set_ttl else "never unloads when idle")
     return " · ".join(parts)
+
+
+def memory_need_text(dep: dict) -> str | None:
+    """What the deployment counts as needing when models are swapped to make room, and why; None when not said.
+
+    ``memory`` is ``{"need_bytes", "where": "gpu"|"host", "gpus", "basis"}``.
+    """
+    mem = dep.get("memory")
+    if not isinstance(mem, dict):
+        return None
+    if mem.get("where") == "gpu":
+        gpus = mem.get("gpus") or []
+        where = f"GPU {', '.join(gpus)}" if gpus and gpus != ["all"] else "its GPUs"
+    else:
+        where = "host memory"
+    basis = (mem.get("basis") or "").strip()
+    need = mem.get("need_bytes")
+    amount = format_bytes(need) if isinstance(need, (int, float)) else "an unknown amount"
+    return f"Counted as needing {amount} of {where}" + (f" ({basis})" if basis else "")
 
 
 def clock(at: float | None) -> str:

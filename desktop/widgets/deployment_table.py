@@ -10,7 +10,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 
 from desktop import theme
 from desktop.formatting import format_bytes
-from desktop.lifecycle import last_events_text, on_demand_note, policy_text
+from desktop.lifecycle import last_events_text, memory_need_text, on_demand_note, policy_text
 
 COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
 STATUS_COLUMN, MODEL_COLUMN = 1, 3
@@ -188,6 +188,8 @@ class DeploymentTableModel(QAbstractTableModel):
                 tip.append(f"Container endpoint: {d['endpoint']}")
             if "on_demand" in d:  # a backend with models on demand (issue 14)
                 tip.append(f"On demand: {policy_text(d)}")
+                if memory_need_text(d):
+                    tip.append(memory_need_text(d))
                 tip += last_events_text(d)
             return "\n".join(tip)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (5, 6, 7, 8):

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from desktop.lifecycle import (MAX_TTL_MINUTES, TTL_DEFAULT, TTL_MINUTES, TTL_NEVER, EventLog, duration_text,
-                               event_text, last_events_text, mem_limit_value, model_label, on_demand_note,
-                               parse_iso, policy_text, ttl_choice, ttl_text, ttl_value, unload_countdown)
+                               event_text, last_events_text, mem_limit_value, memory_need_text, model_label,
+                               on_demand_note, parse_iso, policy_text, ttl_choice, ttl_text, ttl_value,
+                               unload_countdown)
 from desktop.widgets.deployment_table import DeploymentRows
 
 NOW = parse_iso("2026-12-02T12:00:00Z")
@@ -130,3 +131,13 @@ def test_event_log_keeps_order_drops_repeats_and_bounds_itself():
     assert [e.seq for e in log.newest(2)] == [4, 3]
     assert log.add({"events": [], "last_seq": 9}) == [] and log.last_seq == 9  # the backend's cursor moves on
     assert log.add("not an answer") == [] and log.add({"events": [{"seq": "x"}, {"seq": 10, "at": "bad"}]}) == []
+
+
+def test_memory_need_says_how_much_where_and_why():
+    host = {"memory": {"need_bytes": 512 * 2**20, "where": "host", "gpus": [], "basis": "mem_limit 0.5 GiB"}}
+    assert memory_need_text(host) == "Counted as needing 512.0 MiB of host memory (mem_limit 0.5 GiB)"
+    gpu = {"memory": {"need_bytes": 4 * 2**30, "where": "gpu", "gpus": ["0"], "basis": "measured"}}
+    assert memory_need_text(gpu) == "Counted as needing 4.0 GiB of GPU 0 (measured)"
+    unknown = {"memory": {"need_bytes": None, "where": "gpu", "gpus": ["all"], "basis": "no estimate"}}
+    assert memory_need_text(unknown) == "Counted as needing an unknown amount of its GPUs (no estimate)"
+    assert memory_need_text({}) is None

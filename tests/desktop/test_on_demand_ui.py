@@ -154,6 +154,7 @@ def test_table_shows_the_countdown_then_unloaded_and_pin_and_time_out_go_to_the_
     assert page.model.data(page.model.index(row, 1), Qt.ItemDataRole.ForegroundRole) == theme.color("info")
     tip = page.model.data(page.model.index(row, 1), Qt.ItemDataRole.ToolTipRole)
     assert "Last unload at " in tip and "Last load at " in tip, tip
+    assert "of host memory (" in tip, tip  # what it counts as needing when models are swapped, and why
     page.grab().save(f"{SHOTS}/on-demand-deployments-unloaded.png")
 
 
