@@ -16,6 +16,9 @@ llama.cpp's ``common/hf-cache.cpp``, vLLM, SGLang and TGI all read it):
   through a short-lived helper container (``Engine.put_into_volume``), never through the
   engine's data folder, so Docker Desktop works too.
 
+(backend/hub_cache.py writes the layout; the file list comes from backend/hub.py's ``HubClient``,
+which also gives the endpoint and the token.)
+
 At most ``MAX_PARALLEL`` jobs download at once (worker threads); the rest wait, queued.
 Progress reaches followers (``GET /api/downloads/{id}/events``) at most ``PROGRESS_HZ`` times a
 second.
@@ -29,36 +32,31 @@ import errno
 import json
 import logging
 import os
-import posixpath
 import re
 import secrets as _random
 import shutil
 import socket
-import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backend.base_image import missing_base_hint, pick_base_image
 from backend.engine import Engine
 from backend.errors import ImageUnavailable, ModelDeckError
-from backend.secrets_store import HF_TOKEN, read_secret
+from backend.hub_cache import (CACHE_KIND, HELPER_HOME_LABEL, HUB_FOLDER, VOLUME, CacheFile, atomic_write,
+                               helper_labels, place_in_folder, place_in_volume, repo_folder, volume_state)
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CACHE_KIND = "huggingface"
-VOLUME = f"modeldeck-cache-{CACHE_KIND}"
-VOLUME_TARGET = "/cache"
-HUB_FOLDER = "hub"
 MAX_PARALLEL = 2
 PROGRESS_HZ = 4.0
 CHUNK = 1 << 20
@@ -69,7 +67,6 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/ ]{0,499}$")
 JOB_ID_RE = r"^dl-[0-9a-f]{12}$"
-HELPER_HOME_LABEL = "modeldeck.helper.home"
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED = ("done", "failed", "cancelled")
@@ -119,6 +116,12 @@ class DownloadRequest(BaseModel):
         if not REVISION_RE.match(v) or ".." in v:
             raise ValueError(f"'{v}' is not a branch, tag or commit.")
         return v
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> "DownloadRequest":
+        if self.variant is not None and self.files is not None:
+            raise ValueError("give a variant or a list of files, not both.")
+        return self
 
     @field_validator("files")
     @classmethod
@@ -196,36 +199,6 @@ def hub_resolver(settings: Settings, repo_id: str, revision: str, variant: str |
     else:
         chosen = list({f.path: by_path[f.path] for v in detail.variants for f in v.files}.values())
     return ResolvedFiles(detail.revision, [(f.path, int(f.size or 0), f.sha256) for f in chosen])
-
-
-def hf_endpoint(settings: Settings) -> str:
-    """The Hub's address: the setting, MODELDECK_HF_ENDPOINT, HF_ENDPOINT, else huggingface.co."""
-    from huggingface_hub import constants
-
-    return (getattr(settings, "hf_endpoint", None) or os.environ.get("MODELDECK_HF_ENDPOINT")
-            or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def hf_token(settings: Settings) -> str | None:
-    """The token sent to the Hub: the one saved in Settings, else the backend's HF_TOKEN."""
-    return read_secret(settings.home, HF_TOKEN) or os.environ.get("HF_TOKEN") or None
-
-
-def helper_labels(settings: Settings) -> dict[str, str]:
-    """Labels of this backend's helper containers: its home's id, so a restart removes only its own leftovers."""
-    from backend.launch_plan import home_id
-
-    return {**settings.extra_labels, HELPER_HOME_LABEL: home_id(settings)}
-
-
-def repo_folder(repo_id: str) -> str:
-    return "models--" + repo_id.replace("/", "--")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{_random.token_hex(4)}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -431,23 +404,6 @@ class DownloadManager:
                                    hint=missing_base_hint(image, self.settings.demo_base_image))
         return image
 
-    def _helper_labels(self) -> dict[str, str]:
-        return helper_labels(self.settings)
-
-    def _volume_state(self, job: _Job) -> tuple[int, dict[str, int]]:
-        """Free bytes in the cache volume, and the blobs (name -> size) the repository has there."""
-        script = ("import json,os,sys\nr=sys.argv[1]\ns=os.statvfs('/cache')\nb={}\n"
-                  "d=os.path.join('/cache','hub',r,'blobs')\n"
-                  "b={n:os.path.getsize(os.path.join(d,n)) for n in (os.listdir(d) if os.path.isdir(d) else [])}\n"
-                  "print(json.dumps({'free':s.f_bavail*s.f_frsize,'blobs':b}))")
-        code, out, err = self.engine.run_in_volume(self.helper_image(), VOLUME,
-                                                   ["python3", "-c", script, repo_folder(job.view.repo_id)],
-                                                   labels=self._helper_labels(), target=VOLUME_TARGET, timeout=60)
-        if code != 0:
-            raise ModelDeckError(f"Could not read the cache volume {VOLUME}: {err.strip()[-300:]}")
-        data = json.loads(out.strip().splitlines()[-1])
-        return int(data["free"]), {k: int(v) for k, v in data["blobs"].items()}
-
     def _placed(self, job: _Job, blobs: dict[str, int] | None = None) -> set[str]:
         """The job's files already in the cache (same blob, same size): nothing to download for them."""
         host = self.host_cache()
@@ -469,7 +425,7 @@ class DownloadManager:
         host = self.host_cache()
         blobs = None
         if host is None:
-            free_target, blobs = self._volume_state(job)
+            free_target, blobs = volume_state(self.engine, self.helper_image(), self.settings, job.view.repo_id)
             where_target = f"the Docker volume {VOLUME}"
         else:
             existing = _existing_parent(host)
@@ -505,7 +461,7 @@ class DownloadManager:
         with self._lock:
             records = [j.record() for j in self._jobs.values()]
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.jobs_path, json.dumps(records, indent=1))
+        atomic_write(self.jobs_path, json.dumps(records, indent=1))
 
     def _count_staged(self, job: _Job) -> None:
         for f in job.view.files:
@@ -561,10 +517,12 @@ class DownloadManager:
     def _run(self, job: _Job) -> None:
         from huggingface_hub.utils import build_hf_headers
 
-        token = hf_token(self.settings)
-        headers = build_hf_headers(token=token or False, library_name="modeldeck")
+        from backend.hub import HubClient
+
+        hub = HubClient(self.settings)
+        headers = build_hf_headers(token=hub.token() or False, library_name="modeldeck")
         headers["Accept-Encoding"] = "identity"
-        endpoint = hf_endpoint(self.settings)
+        endpoint = hub.endpoint
         metas: dict[str, tuple[str, str]] = {}
         timeout = httpx.Timeout(30.0, read=60.0)
         with httpx.Client(headers=headers, timeout=timeout, follow_redirects=True) as client:
@@ -712,34 +670,17 @@ class DownloadManager:
 
     def _place(self, job: _Job, metas: dict[str, tuple[str, str]]) -> None:
         """Move every staged file into the cache's hub layout, then point ``refs/<revision>`` at the commit."""
-        host = self.host_cache()
         commit = next(iter(metas.values()))[1] if metas else job.commit
+        files = []
+        for f in job.view.files:
+            staged = self._staged_path(job, f.path)
+            files.append(CacheFile(f.path, metas[f.path][0], staged if staged.exists() else None))
+        host = self.host_cache()
         if host is not None:
-            repo = host / HUB_FOLDER / repo_folder(job.view.repo_id)
-            for f in job.view.files:
-                etag, _commit = metas[f.path]
-                blob = repo / "blobs" / etag
-                blob.parent.mkdir(parents=True, exist_ok=True)
-                staged = self._staged_path(job, f.path)
-                if not (blob.is_file() and blob.stat().st_size == f.size):
-                    if staged.stat().st_dev == blob.parent.stat().st_dev:
-                        os.replace(staged, blob)
-                    else:
-                        tmp = blob.with_name(blob.name + ".incomplete")
-                        shutil.copyfile(staged, tmp)
-                        os.replace(tmp, blob)
-                pointer = repo / "snapshots" / commit / f.path
-                pointer.parent.mkdir(parents=True, exist_ok=True)
-                if pointer.is_symlink() or pointer.exists():
-                    pointer.unlink()
-                os.symlink(os.path.relpath(blob, pointer.parent), pointer)
-            if job.view.revision != commit:
-                ref = repo / "refs" / job.view.revision
-                ref.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_write(ref, commit)
-            return
-        self.engine.put_into_volume(self.helper_image(), VOLUME, _hub_archive(job, metas, commit, self._staged_path),
-                                    labels=self._helper_labels(), target=VOLUME_TARGET)
+            place_in_folder(host, job.view.repo_id, job.view.revision, commit, files)
+        else:
+            place_in_volume(self.engine, self.helper_image(), self.settings, job.view.repo_id, job.view.revision,
+                            commit, files)
 
 
 class _Interrupted(Exception):
@@ -748,45 +689,6 @@ class _Interrupted(Exception):
 
 class _Retry(Exception):
     pass
-
-
-def _hub_archive(job: _Job, metas: dict[str, tuple[str, str]], commit: str,
-                 staged_path: Callable[[_Job, str], Path]) -> Iterator[bytes]:
-    """The job's files as a tar stream in the hub layout (blobs, snapshot links, refs), read from staging as it goes."""
-    base = f"{HUB_FOLDER}/{repo_folder(job.view.repo_id)}"
-    now = time.time()
-
-    def entry(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "", mode: int = 0o644) -> bytes:
-        info = tarfile.TarInfo(name)
-        info.type, info.size, info.linkname, info.mode, info.mtime = kind, size, link, mode, now
-        return info.tobuf(format=tarfile.PAX_FORMAT)
-
-    dirs = {HUB_FOLDER, base, f"{base}/blobs", f"{base}/snapshots", f"{base}/snapshots/{commit}", f"{base}/refs"}
-    for f in job.view.files:
-        parent = posixpath.dirname(f"{base}/snapshots/{commit}/{f.path}")
-        while parent.startswith(f"{base}/snapshots/{commit}/"):
-            dirs.add(parent)
-            parent = posixpath.dirname(parent)
-    for d in sorted(dirs):
-        yield entry(d + "/", tarfile.DIRTYPE, mode=0o755)
-    for f in job.view.files:
-        etag = metas[f.path][0]
-        path = staged_path(job, f.path)
-        if f.path not in job.placed or path.exists():
-            size = path.stat().st_size
-            yield entry(f"{base}/blobs/{etag}", size=size)
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
-            if size % tarfile.BLOCKSIZE:
-                yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
-        pointer = f"{base}/snapshots/{commit}/{f.path}"
-        yield entry(pointer, tarfile.SYMTYPE, link=posixpath.relpath(f"{base}/blobs/{etag}", posixpath.dirname(pointer)))
-    if job.view.revision != commit:
-        ref = commit.encode()
-        yield entry(f"{base}/refs/{job.view.revision}", size=len(ref))
-        yield ref + b"\0" * (tarfile.BLOCKSIZE - len(ref) % tarfile.BLOCKSIZE)
-    yield b"\0" * (tarfile.BLOCKSIZE * 2)
 
 
 def _etag(resp: httpx.Response) -> str | None:

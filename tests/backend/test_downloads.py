@@ -311,6 +311,7 @@ def test_bad_requests_are_refused_and_write_nothing(backends, hub_standin, tmp_p
         ({"repo_id": GGUF_REPO, "revision": "../main"}, 422),
         ({"repo_id": GGUF_REPO, "files": ["no-such-file.gguf"]}, 422),
         ({"repo_id": GGUF_REPO, "variant": "Q9_Z"}, 404),
+        ({"repo_id": GGUF_REPO, "variant": "Q4_K_M", "files": ["README.md"]}, 422),
         ({"repo_id": "nobody/no-such-repo"}, 404),
     ]
     for body, status in cases:
