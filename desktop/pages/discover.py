@@ -4,7 +4,7 @@ them into the runtimes' cache with progress, and launch one with the runtime and
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -159,9 +159,6 @@ class DiscoverPage(QWidget):
         self.model_note.hide()
         self.variants_table = _table(hub.VARIANT_COLUMNS)
         self.variants_table.itemSelectionChanged.connect(self._on_variants_table_item_selection_changed)
-        header = self.variants_table.horizontalHeader()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.download_button = QPushButton("Download")
         self.download_button.setProperty("primary", True)
         self.download_button.clicked.connect(self.download_selected)
@@ -309,7 +306,10 @@ class DiscoverPage(QWidget):
                 table.setItem(r, c, item)
             table.setCellWidget(r, 2, FitBadges(hub.fit_badges(variant)))
         table.resizeColumnsToContents()
-        table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        badges = [table.cellWidget(r, 2) for r in range(table.rowCount())]
+        table.setColumnWidth(2, max([table.columnWidth(2)] + [b.sizeHint().width() for b in badges if b]))
+        table.horizontalHeader().setStretchLastSection(False)  # stretch again over the new widths
+        table.horizontalHeader().setStretchLastSection(True)
         ids = [v.get("id") for v in self.variants]
         row = ids.index(selected) if selected in ids else hub.best_variant(self.variants)
         if row >= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QMessageBox, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -76,6 +76,7 @@ class LibraryPage(QWidget):
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.table.itemSelectionChanged.connect(self._update_buttons)
@@ -132,15 +133,43 @@ class LibraryPage(QWidget):
                     item.setToolTip("Deployments that use this model: it cannot be deleted while they exist")
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()
-        widest = self.fontMetrics().horizontalAdvance("M") * 24  # long names and places: the tooltip has all
-        for c in range(table.columnCount() - 1):
-            table.setColumnWidth(c, min(table.columnWidth(c), widest))
+        self._fit_columns()
         self.state.setText(local.library_summary(self.models, answer.get("scanned_ms"))
                            if self.models else "No models on disk yet. Find one on the Discover page.")
         if selected:
             self.select(selected)
         self._update_buttons()
         self.library_loaded.emit(self.models)
+
+    def _fit_columns(self) -> None:
+        """Name and Where give up width (elided in the middle; the tooltip has all) only when the row is too wide."""
+        table = self.table
+        em = self.fontMetrics().horizontalAdvance("M")
+        last = table.columnCount() - 1  # stretched: count what it needs, not what it was given
+        header = table.horizontalHeader()
+        need = max(table.sizeHintForColumn(last), header.sectionSizeHint(last), header.defaultSectionSize())
+        over = sum(table.columnWidth(c) for c in range(last)) + need - table.viewport().width()
+        for c in (6, 0):  # Where first: a path tells less at a glance than a name
+            if over <= 0:
+                break
+            give = min(over, max(0, table.columnWidth(c) - em * 14))
+            table.setColumnWidth(c, table.columnWidth(c) - give)
+            over -= give
+        table.horizontalHeader().setStretchLastSection(False)  # stretch again over the new widths
+        table.horizontalHeader().setStretchLastSection(True)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._refit()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        QTimer.singleShot(0, self, self._refit)  # a page filled while hidden had no width to fit to
+
+    def _refit(self) -> None:
+        if self.models:
+            self.table.resizeColumnsToContents()
+            self._fit_columns()
 
     def _on_library_failed(self, error: ApiError) -> None:
         self._loading = False
