@@ -107,6 +107,7 @@ class MonitorPage(QWidget):
         self._events_timer.setInterval(LIFECYCLE_POLL_MS)
         self._events_timer.timeout.connect(self.poll_events)
         self._build()
+        theme.notifier().changed.connect(self._on_theme_changed)
 
     def _build(self) -> None:
         self.banner = QLabel()
@@ -339,6 +340,7 @@ class MonitorPage(QWidget):
                 item.setToolTip(col, f"{EVENT_TITLES.get(ev.kind, ev.kind)}: {ev.text}")
             item.setForeground(2, theme.color(ev.role))
             item.setData(0, Qt.ItemDataRole.UserRole, ev.seq)
+            item.setData(2, Qt.ItemDataRole.UserRole, ev.role)
             self.events_list.insertTopLevelItem(0, item)  # newest first
         while self.events_list.topLevelItemCount() > LIFECYCLE_LIST_ROWS:
             self.events_list.takeTopLevelItem(self.events_list.topLevelItemCount() - 1)
@@ -346,6 +348,11 @@ class MonitorPage(QWidget):
             if chart.isVisible():
                 chart.update()
         return new
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        for i in range(self.events_list.topLevelItemCount()):  # the kinds' colours follow the theme
+            item = self.events_list.topLevelItem(i)
+            item.setForeground(2, theme.color(item.data(2, Qt.ItemDataRole.UserRole)))
 
     def _on_events_loaded(self, answer: object) -> None:
         self._polling_events = False

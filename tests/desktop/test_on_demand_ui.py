@@ -192,6 +192,15 @@ def test_monitor_marks_and_lists_the_unload_an_idle_time_out_made(make_main_wind
     assert f"Unload: {name} unloaded: {event.data['reason']}" in monitor.cpu_chart.tooltip_at(x)
     assert monitor.cpu_chart.tooltip_at(x + 40) == "" or str(event.seq) not in monitor.cpu_chart.tooltip_at(x + 40)
     monitor.grab().save(f"{SHOTS}/on-demand-monitor.png")
+    row = next(monitor.events_list.topLevelItem(i) for i in range(monitor.events_list.topLevelItemCount())
+               if monitor.events_list.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) == event.seq)
+    assert row.foreground(2).color() == theme.color("info")
+    theme.apply("dark")
+    try:
+        assert row.foreground(2).color() == theme.color("info")  # the dark palette's, not the light one's
+        monitor.grab().save(f"{SHOTS}/on-demand-monitor-dark.png")
+    finally:
+        theme.apply("light")
     _patch(live_backend, dep_id, {"idle_ttl_s": 0})
 
 
