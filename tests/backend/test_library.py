@@ -19,7 +19,7 @@ import pytest
 
 from tests.backend.test_downloads import backends, start, tiny_gguf, unique_repo, wait_state  # noqa: F401 - fixtures
 from tests.support.deployments import launch_ready
-from tests.support.hub_standin import GGUF_REPO, SAFETENSORS_REPO
+from tests.support.hub_standin import GGUF_REPO, SAFETENSORS_REPO, SPLIT_GGUF_REPO
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -113,7 +113,8 @@ def test_hub_snapshots_are_listed_with_revision_and_size_and_deleted(backends, h
     _models, caches = folders
     cache = caches["huggingface"]
     backend = backends(cache, env={"MODELDECK_CACHE_DIR_OLLAMA": str(caches["ollama"])})
-    for body in ({"repo_id": SAFETENSORS_REPO}, {"repo_id": GGUF_REPO, "variant": "Q4_K_M"}):
+    for body in ({"repo_id": SAFETENSORS_REPO}, {"repo_id": GGUF_REPO, "variant": "Q4_K_M"},
+                 {"repo_id": SPLIT_GGUF_REPO, "variant": "Q8_0"}):
         job = start(backend, **body).json()
         assert wait_state(backend, job["id"])["state"] == "done"
     st_repo, gguf_repo = hub_standin.repos[SAFETENSORS_REPO], hub_standin.repos[GGUF_REPO]
@@ -132,11 +133,18 @@ def test_hub_snapshots_are_listed_with_revision_and_size_and_deleted(backends, h
     assert q4["launch"] == {"recipe": "llama-cpp", "model": f"{GGUF_REPO}:Q4_K_M"}
     assert q4["gguf"]["architecture"] == "llama"
 
+    # A GGUF split in parts is one model, its size the parts' sum, its metadata the first part's header.
+    split = by_repo[SPLIT_GGUF_REPO]
+    parts = [f for f in hub_standin.repos[SPLIT_GGUF_REPO].files if "Q8_0" in f.path]
+    assert split["variant"] == "Q8_0" and split["size_bytes"] == sum(f.size for f in parts) and len(parts) == 2
+    assert split["path"].endswith("Q8_0/Qwen2.5-0.5B-Instruct-Q8_0-00001-of-00002.gguf")
+    assert split["launch"] == {"recipe": "llama-cpp", "model": f"{SPLIT_GGUF_REPO}:Q8_0"}
+
     assert backend.delete(f"/api/library/{snap['id']}").status_code == 204
     assert not folder.exists(), "the snapshot, its blobs and refs are gone"
     assert backend.delete(f"/api/library/{snap['id']}").status_code == 404
     left = library(backend)
-    assert [m["repo_id"] for m in left] == [GGUF_REPO]
+    assert sorted(m["repo_id"] for m in left) == [GGUF_REPO, SPLIT_GGUF_REPO]
 
 
 def test_ollama_models_are_read_from_its_manifests(backends, folders, tiny_gguf):
