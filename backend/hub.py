@@ -532,10 +532,8 @@ class HubClient:
     def _translate(self, exc: BaseException, repo_id: str | None = None, revision: str | None = None) -> ModelDeckError:
         """A huggingface_hub or transport error as the domain error a person can act on."""
         import httpx2
-        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
-
-        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
+                                            RepositoryNotFoundError, RevisionNotFoundError)
 
         page = f"{self.endpoint}/{repo_id}" if repo_id else self.endpoint
         if isinstance(exc, HFValidationError):  # check_repo_id / check_revision let through what the client refuses
