@@ -63,6 +63,8 @@ CHUNK = 1 << 20
 #: Attempts at one file without a byte of progress before the job fails.
 MAX_RETRIES = 5
 RATE_WINDOW_S = 5.0
+#: Finished downloads kept in the list (and jobs.json); older ones are forgotten as new ones start.
+KEEP_FINISHED = 100
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/ ]{0,499}$")
@@ -270,6 +272,7 @@ class DownloadManager:
             job = _Job(view, commit, sha, placed=set(placed))
             if view.state in ("queued", "running"):
                 view.state = "queued"
+                view.target = self.target_name()  # the cache setting may have changed since
                 self._count_staged(job)
                 self._queue.append(view.id)
             else:
@@ -333,6 +336,9 @@ class DownloadManager:
         job = _Job(view, resolved.commit, {p: h for p, _s, h in resolved.files})
         self._check_space(job)
         with self._lock:
+            finished = sorted((j for j in self._jobs.values() if j.view.state in FINISHED), key=lambda j: j.view.created)
+            for old in finished[:max(0, len(finished) - KEEP_FINISHED + 1)]:
+                del self._jobs[old.view.id]  # the list shows recent history, not every download ever made
             self._jobs[job_id] = job
             self._queue.append(job_id)
             self._persist()
