@@ -165,6 +165,8 @@ class LibraryPage(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
         QTimer.singleShot(0, self, self._refit)  # a page filled while hidden had no width to fit to
+        if self._answer is not None and not self._loading:
+            self.refresh()  # a download or a delete elsewhere since: listing takes milliseconds
 
     def _refit(self) -> None:
         if self.models:

@@ -240,3 +240,26 @@ def test_download_progress_shows_bytes_rate_and_time_left_and_cancel_removes_it(
     done = seen[-1]
     assert done["bytes_done"] == done["bytes_total"] == size
     assert page.downloads_panel.rows[done["id"]].detail.text().startswith("Done")
+
+
+def test_a_download_running_before_the_window_opened_is_followed_to_the_end(make_main_window, qtbot, hub_backend,
+                                                                            hub_standin):
+    size = 24 << 20
+    hub_standin.add(HubRepo(PACED_REPO, [PacedFile("Paced-Q4_K_M.gguf", b"GGUF\x02" + bytes(size - 5))],
+                            tags=["gguf", "text-generation"]))
+    started = httpx.post(f"{hub_backend}/api/downloads", headers=H, timeout=30,
+                         json={"repo_id": PACED_REPO, "revision": "main", "variant": "Q4_K_M"})
+    assert started.status_code in (200, 202), started.text
+    job_id = started.json()["id"]
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    qtbot.waitUntil(lambda: job_id in page.downloads_panel.rows, timeout=15000)
+    row = page.downloads_panel.rows[job_id]
+    assert httpx.get(f"{hub_backend}/api/downloads/{job_id}", headers=H).json()["state"] in ("queued", "running"), \
+        "the download ended before the window listed it: the file is sent too fast for this test"
+    assert not row.cancel_button.isHidden() and job_id in page._streams  # live: its events are followed
+    qtbot.waitUntil(row.cancel_button.isVisible, timeout=5000)  # a row added to a shown panel is shown next pass
+    qtbot.waitUntil(lambda: row.detail.text().startswith("Done"), timeout=60000)
+    assert row.bar.value() == row.bar.maximum() and row.cancel_button.isHidden()
+    assert job_id not in page._streams  # the stream ended with the job
