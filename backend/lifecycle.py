@@ -197,6 +197,7 @@ class Lifecycle:
         self._room_lock = threading.Lock()  # one "make room, then start" at a time
         self._ops: dict[str, threading.Lock] = {}  # per deployment: one start or stop at a time
         self._loads: dict[str, _Load] = {}
+        self._failed: dict[str, tuple[str, str | None, str]] = {}  # dep -> (container, started_at, why) of a failed load
         # Written by the proxy on the event loop (one dict update per request), read by the loop's sweep.
         self.in_flight: dict[str, int] = {}
         self._last_request: dict[str, float] = {}  # wall time a request last began or ended
@@ -284,12 +285,20 @@ class Lifecycle:
     # -- traffic (the proxy, on the event loop; no I/O) ---------------------------------------
 
     def begin(self, dep_id: str) -> None:
-        self.in_flight[dep_id] = self.in_flight.get(dep_id, 0) + 1
-        self._last_request[dep_id] = time.time()
+        """A /v1 request for ``dep_id`` began (while it is in flight, nothing unloads the deployment)."""
+        in_flight = self.in_flight
+        in_flight[dep_id] = in_flight.get(dep_id, 0) + 1
 
     def end(self, dep_id: str) -> None:
-        self.in_flight[dep_id] = max(0, self.in_flight.get(dep_id, 1) - 1)
-        self._last_request[dep_id] = self._idle_since[dep_id] = time.time()
+        """That request's answer was sent in full (a stream: its last byte); idle from now."""
+        in_flight = self.in_flight
+        in_flight[dep_id] = in_flight.get(dep_id, 1) - 1
+        self._last_request[dep_id] = time.time()
+
+    def load_failed(self, dep_id: str, c: ContainerInfo) -> str | None:
+        """Why the last on-demand load of this run of ``c`` failed; None when it did not."""
+        failed = self._failed.get(dep_id)
+        return failed[2] if failed is not None and failed[:2] == (c.id, c.started_at) else None
 
     def loading(self, dep_id: str) -> bool:
         load = self._loads.get(dep_id)
@@ -374,6 +383,15 @@ class Lifecycle:
         except Exception as exc:  # noqa: BLE001 - a load must always end its waiters
             log.exception("loading %s failed", dep_id)
             error = ModelDeckError(f"Unexpected error while loading '{served}': {exc}")
+        if error is not None and load.started_ok:
+            # Shown failed, and not loaded by requests again, until it is started another way (its start
+            # time changes): a model that cannot load must not be retried by every request.
+            try:
+                info = self.engine.inspect(c.id)
+                self._failed[dep_id] = (c.id, info.started_at, error.message)
+                self.registry.update(dep_id)
+            except ModelDeckError:
+                pass
         if error is not None:
             self._record("load_failed", load.trigger, dep_id, served, f"{load.reason}: {error.message}",
                          duration=time.monotonic() - load.t0)
@@ -751,9 +769,14 @@ class Lifecycle:
             except ValueError:
                 return None
 
+        update: dict[str, Any] = {}
+        failed = self.load_failed(view.id, c)
+        if failed is not None and view.status == "stopped":
+            update = {"status": "failed", "message": f"loading it on request failed: {failed}"}
         return view.model_copy(update={
-            "on_demand": k.on_demand, "idle_ttl_s": k.idle_ttl_s, "effective_idle_ttl_s": ttl, "pinned": k.pinned,
-            "loads_on_request": k.on_demand and view.status == "stopped" and not self.loading(view.id),
+            **update, "on_demand": k.on_demand, "idle_ttl_s": k.idle_ttl_s, "effective_idle_ttl_s": ttl, "pinned": k.pinned,
+            "loads_on_request": k.on_demand and view.status == "stopped" and failed is None
+            and not self.loading(view.id),
             "in_flight": in_flight, "last_request_at": _iso(last_req), "unload_at": unload_at,
             "memory": self.need_of(view.id, labels), "last_load": event("load"), "last_unload": event("unload"),
             "last_eviction": event("evict")})

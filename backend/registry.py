@@ -310,7 +310,8 @@ class DeploymentRegistry:
         if not ready and self.lifecycle is not None and not launch_in_flight(lp):
             # Only for a model that is not ready: the hot path (a ready model) pays nothing.
             on_demand = self.lifecycle.knobs(dep_id, c).on_demand and (
-                c.state == "running" or self._stopped(c) or self.lifecycle.loading(dep_id))
+                c.state == "running" or self.lifecycle.loading(dep_id)
+                or (self._stopped(c) and self.lifecycle.load_failed(dep_id, c) is None))
         return Upstream(deployment_id=dep_id, served_name=labels.served_name,
                         base_url=f"http://127.0.0.1:{c.host_port}{labels.openai_base}", ready=ready, state=state,
                         native_apis=self._native_apis(labels.recipe), recipe=labels.recipe, loads_on_request=on_demand)
