@@ -127,6 +127,7 @@ class DeploymentsPage(QWidget):
     def _build_on_demand_menu(self) -> None:
         """The On demand action's menu: load on request, and the idle time-out (presets, or any minutes)."""
         menu = self.on_demand_menu = QMenu(self)
+        menu.setToolTipsVisible(True)
         self.load_on_request_action = menu.addAction("Load on request")
         self.load_on_request_action.setCheckable(True)
         self.load_on_request_action.setToolTip("A /v1 request for this model starts it when it is unloaded")
@@ -347,6 +348,10 @@ class DeploymentsPage(QWidget):
         self.ttl_actions[0].setText(f"Default ({ttl_text(applies)})" if "effective_idle_ttl_s" in dep and ttl is None
                                     else "Default (the backend's setting)")
         self.ttl_actions[-1].setText(f"After {ttl_text(ttl)}…" if current is self.ttl_actions[-1] else "Other…")
+        pinned = bool(dep.get("pinned"))  # a pinned model is never unloaded: its time-out waits until unpinned
+        for action in self.ttl_actions:
+            action.setEnabled(not pinned)
+            action.setToolTip("Pinned: never unloaded. Unpin it first." if pinned else "")
 
     def _on_load_on_request_action_triggered(self, checked: bool) -> None:
         if dep := self.selected():

@@ -131,8 +131,11 @@ def test_table_shows_the_countdown_then_unloaded_and_pin_and_time_out_go_to_the_
     qtbot.waitUntil(lambda: status() == "Ready · pinned" and pin.isChecked() and pin.text() == "Pinned",
                     timeout=10000)
     page.grab().save(f"{SHOTS}/on-demand-deployments-pinned.png")
+    page.on_demand_menu.aboutToShow.emit()
+    assert not any(a.isEnabled() for a in page.ttl_actions)  # pinned: no idle time-out applies
     pin.trigger()
     qtbot.waitUntil(lambda: _get(live_backend, dep_id)["pinned"] is False, timeout=10000)
+    qtbot.waitUntil(lambda: page.rows.find(dep_id).data["pinned"] is False and not pin.isChecked(), timeout=10000)
 
     # The On demand menu: an idle time-out preset, and load on request off and on again.
     page.on_demand_menu.aboutToShow.emit()
