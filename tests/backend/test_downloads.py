@@ -367,3 +367,26 @@ def test_download_into_the_cache_volume_in_the_layout_llama_cpp_reads(backends, 
         assert all(x["repo_id"] != repo_id for x in backend.get("/api/library").json()["models"])
     finally:
         run_in_volume(f"rm -rf /cache/hub/{folder}")
+
+
+def test_two_downloads_run_at_once_and_the_rest_wait_queued(backends, hub_standin, tiny_gguf, tmp_path):
+    repos = [unique_repo(hub_standin, tiny_gguf, gated_at=MIB) for _ in range(4)]
+    backend = backends(tmp_path / "hf-cache")
+    jobs = [start(backend, repo_id=repo_id, variant="Q4_K_M").json() for repo_id, _ in repos]
+    try:
+        assert repos[0][1].reached.wait(60) and repos[1][1].reached.wait(60)
+        states = [backend.get(f"/api/downloads/{j['id']}").json()["state"] for j in jobs]
+        assert states == ["running", "running", "queued", "queued"], states
+        # A queued download is cancelled without a byte fetched.
+        assert backend.delete(f"/api/downloads/{jobs[3]['id']}").status_code == 204
+        assert backend.get(f"/api/downloads/{jobs[3]['id']}").json()["state"] == "cancelled"
+        repos[0][1].gate.set()
+        assert repos[2][1].reached.wait(60), "the third starts when the first is done"
+        assert wait_state(backend, jobs[0]["id"])["state"] == "done"
+        for _, f in repos:
+            f.gate.set()
+        assert [wait_state(backend, j["id"])["state"] for j in jobs[:3]] == ["done"] * 3
+        assert hub_standin.count("GET", f"{repos[3][0]}/resolve/") == 0
+    finally:
+        for _, f in repos:
+            f.gate.set()
