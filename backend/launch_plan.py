@@ -63,9 +63,9 @@ class LaunchRequest(BaseModel):
         "The container's memory limit (bytes, or '512m', '2g'); also what it counts as needing in host "
         "memory when it runs on the CPU."), examples=["2g"])] = None
 
-    @field_validator("mem_limit")
+    @field_validator("mem_limit", mode="before")
     @classmethod
-    def _mem_limit(cls, v: int | str | None) -> int | None:
+    def _mem_limit(cls, v: object) -> int | None:
         if v is None:
             return None
         size = parse_bytes(v)

@@ -229,3 +229,56 @@ def test_failed_load_answers_503_with_the_reason(backend, engine):
     assert lines[0].startswith(": modeldeck loading")
     error = json.loads(next(line[6:] for line in lines if line.startswith("data: {")))
     assert "could not be loaded" in error["error"]["message"] and lines[-1] == "data: [DONE]"
+
+
+def test_every_v1_route_loads_on_request(backend):
+    """Completions, embeddings, Responses and Anthropic's Messages (streamed and not) all load the model."""
+    url, name = backend, f"od{RUN_ID}-routes"
+    d = launch_ready(url, TOKEN, demo_body(name))
+    calls = [("/v1/completions", {"prompt": "Once", "max_tokens": 3}, "choices"),
+             ("/v1/embeddings", {"input": "hello"}, "data"),
+             ("/v1/responses", {"input": "Hello", "max_output_tokens": 3}, "output"),
+             ("/v1/messages", {"max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}, "content")]
+    for path, body, key in calls:
+        stop(url, d["id"])
+        r = httpx.post(url + path, headers=AUTH, json={"model": name, **body}, timeout=120)
+        assert r.status_code == 200 and r.json()[key], (path, r.text)
+        assert dep(url, d["id"])["last_load"]["reason"] == f"a /v1/{path[4:] if path != '/v1/messages' else 'chat/completions'} request for '{name}'"
+    stop(url, d["id"])
+    body = {"model": name, "stream": True, "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}
+    with httpx.stream("POST", f"{url}/v1/messages", headers=AUTH, json=body, timeout=120) as s:
+        lines = [line for line in s.iter_lines() if line]
+    assert lines[0].startswith(": modeldeck loading") and "event: message_stop" in lines, lines
+    loads = [e for e in lifecycle_events(url, d["id"]) if e["kind"] == "load" and e["trigger"] == "request"]
+    assert len(loads) == 5
+
+
+def test_backend_default_idle_ttl_and_mem_limit_validation(engine, demo_image, demo_base_image, tmp_path):
+    settings = Settings.from_env({"MODELDECK_IDLE_TTL_S": "2"}, home=tmp_path / "home", token=TOKEN,
+                                 demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
+    with serve(create_app(settings, engine=engine)) as url:
+        d = launch_ready(url, TOKEN, demo_body(f"od{RUN_ID}-default"))
+        assert d["idle_ttl_s"] is None and d["effective_idle_ttl_s"] == 2
+        never = launch_ready(url, TOKEN, demo_body(f"od{RUN_ID}-never", idle_ttl_s=0))
+        assert never["effective_idle_ttl_s"] is None and never["unload_at"] is None
+        gone = wait_until(lambda: (x := dep(url, d["id"]))["status"] == "stopped" and x, 30,
+                          what="the backend's default time-out to unload it")
+        assert "idle_ttl_s 2" in gone["last_unload"]["reason"]
+        assert dep(url, never["id"])["ready"]
+
+        for bad, word in (("lots", "not a memory size"), ("1k", "smallest memory limit"), (0, "not a memory size"),
+                          (True, "not a memory size")):
+            r = api(url, "POST", "/api/deployments/plan", json=demo_body("x", mem_limit=bad))
+            assert r.status_code == 422 and word in r.json()["error"]["message"], (bad, r.text)
+        r = api(url, "POST", "/api/deployments/plan", json=demo_body("x", idle_ttl_s=-5))
+        assert r.status_code == 422 and "idle_ttl_s" in r.json()["error"]["message"]
+        r = api(url, "POST", "/api/deployments/plan", json=demo_body("x", mem_limit="512m", pinned=True))
+        plan = r.json()
+        assert plan["labels"]["modeldeck.mem_limit"] == str(512 * 2**20) and plan["labels"]["modeldeck.pinned"] == "true"
+        r2 = api(url, "POST", "/api/deployments/plan", json=demo_body("x", mem_limit="1g", pinned=False))
+        plain = api(url, "POST", "/api/deployments/plan", json=demo_body("x", pinned=True)).json()
+        assert plain["labels"]["modeldeck.config_hash"] != plan["labels"]["modeldeck.config_hash"] \
+            != r2.json()["labels"]["modeldeck.config_hash"], "mem_limit is part of the configuration"
+        assert plain["labels"]["modeldeck.config_hash"] == api(
+            url, "POST", "/api/deployments/plan", json=demo_body("x", pinned=False, idle_ttl_s=60)
+        ).json()["labels"]["modeldeck.config_hash"], "on_demand, idle_ttl_s and pinned are not"
