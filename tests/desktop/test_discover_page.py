@@ -15,7 +15,8 @@ from backend.settings import Settings
 from desktop.widgets.fit_badges import FitBadges
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.desktop.conftest import SHOTS
-from tests.support.hub_standin import DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, SAFETENSORS_REPO, HubFile, HubRepo
+from tests.support.hub_standin import (DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, ONNX_REPO, SAFETENSORS_REPO, HubFile,
+                                      HubRepo)
 from tests.support.live_server import serve
 from tests.support.waiting import wait_until
 
@@ -263,3 +264,20 @@ def test_a_download_running_before_the_window_opened_is_followed_to_the_end(make
     qtbot.waitUntil(lambda: row.detail.text().startswith("Done"), timeout=60000)
     assert row.bar.value() == row.bar.maximum() and row.cancel_button.isHidden()
     assert job_id not in page._streams  # the stream ended with the job
+
+
+def test_a_repository_no_runtime_serves_shows_why(make_main_window, qtbot, hub_backend):
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    results = _search(qtbot, page, "MiniLM", "")
+    assert ONNX_REPO in [r["repo_id"] for r in results]
+    with qtbot.waitSignal(page.model_failed, timeout=30000) as failed:
+        _click_row(qtbot, page.results_table, [r["repo_id"] for r in results].index(ONNX_REPO))
+    assert failed.args[0].status == 422 and failed.args[0].code == "hub_not_servable"
+    assert page.model_note.isVisible() and page.model_note.objectName() == "errorText"
+    assert "onnx" in page.model_note.text().lower() and "GGUF" in page.model_note.text()
+    assert not page.download_button.isEnabled() and not page.launch_button.isEnabled()
+    # back to the results, which are still there
+    qtbot.mouseClick(page.back_button, Qt.MouseButton.LeftButton)
+    assert page.stack.currentIndex() == 0 and page.results_table.rowCount() == len(results)
