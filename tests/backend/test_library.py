@@ -6,18 +6,25 @@ keeps a model in use is a real container of the locally built llama-server.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import statistics
+import subprocess
+import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
+from backend.engine import Engine
 from tests.backend.test_downloads import backends, start, tiny_gguf, unique_repo, wait_state  # noqa: F401 - fixtures
+from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.deployments import launch_ready
 from tests.support.hub_standin import GGUF_REPO, SAFETENSORS_REPO, SPLIT_GGUF_REPO
 from tests.support.waiting import wait_until
@@ -150,7 +157,7 @@ def test_hub_snapshots_are_listed_with_revision_and_size_and_deleted(backends, h
 def test_ollama_models_are_read_from_its_manifests(backends, folders, tiny_gguf):
     _models, caches = folders
     root = caches["ollama"] / "models"
-    digest = "sha256-" + __import__("hashlib").sha256(tiny_gguf).hexdigest()
+    digest = "sha256-" + hashlib.sha256(tiny_gguf).hexdigest()
     (root / "blobs").mkdir(parents=True)
     (root / "blobs" / digest).write_bytes(tiny_gguf)
     (root / "blobs" / "sha256-aaaa").write_text("{}")
@@ -219,3 +226,37 @@ def test_ids_are_only_those_of_a_scan(backends, folders):
         assert r.json()["error"]["message"]
     assert (models / "notes.txt").exists() and (models / "tiny" / "tiny-llama.gguf").exists()
     assert library(backend) == before
+
+
+def test_ollama_models_in_its_volume_are_listed_and_deleted_through_a_helper(backends, folders, tiny_gguf):
+    _models, caches = folders
+    name = f"modeldeck-test-{uuid.uuid4().hex[:8]}"
+    digest = "sha256-" + hashlib.sha256(tiny_gguf + name.encode()).hexdigest()
+    manifest = {"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": digest.replace("-", ":"), "size": len(tiny_gguf)}]}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for path, data in ((f"models/blobs/{digest}", tiny_gguf),
+                           (f"models/manifests/registry.ollama.ai/library/{name}/1b", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    volume = "modeldeck-cache-ollama"
+    Engine().put_into_volume("modeldeck/demo-base:bookworm", volume, archive.getvalue(), labels={RUN_LABEL: RUN_ID},
+                             target="/root/.ollama")
+    try:
+        backend = backends(caches["huggingface"])  # no Ollama folder: its volume
+        (m,) = [m for m in library(backend) if m["name"] == f"{name}:1b"]
+        assert m["kind"] == "ollama" and m["location"] == f"cache ollama (volume {volume})"
+        assert m["size_bytes"] == len(tiny_gguf) and m["gguf"]["architecture"] == "llama"
+        assert backend.delete(f"/api/library/{m['id']}").status_code == 204
+        assert all(x["name"] != f"{name}:1b" for x in library(backend))
+        left = subprocess.run(["docker", "run", "--rm", "--label", f"{RUN_LABEL}={RUN_ID}", "-v", f"{volume}:/o",
+                               "modeldeck/demo-base:bookworm", "sh", "-c",
+                               f"ls /o/models/blobs/{digest} /o/models/manifests/registry.ollama.ai/library/{name}/1b "
+                               "2>/dev/null | wc -l"], capture_output=True, text=True, timeout=60)
+        assert left.stdout.strip() == "0", "manifest and blob are gone from the volume"
+    finally:
+        subprocess.run(["docker", "run", "--rm", "--label", f"{RUN_LABEL}={RUN_ID}", "-v", f"{volume}:/o",
+                        "modeldeck/demo-base:bookworm", "rm", "-rf", f"/o/models/blobs/{digest}",
+                        f"/o/models/manifests/registry.ollama.ai/library/{name}"], timeout=60)
