@@ -197,6 +197,7 @@ class Lifecycle:
         self._room_lock = threading.Lock()  # one "make room, then start" at a time
         self._ops: dict[str, threading.Lock] = {}  # per deployment: one start or stop at a time
         self._loads: dict[str, _Load] = {}
+        self._unloading: set[str] = set()  # idle deployments being stopped now
         self._failed: dict[str, tuple[str, str | None, str]] = {}  # dep -> (container, started_at, why) of a failed load
         # Written by the proxy on the event loop (one dict update per request), read by the loop's sweep.
         self.in_flight: dict[str, int] = {}
@@ -441,7 +442,8 @@ class Lifecycle:
 
     # -- unloading ------------------------------------------------------------------------------
 
-    def unload(self, dep_id: str, trigger: str, reason: str, for_deployment: str | None = None) -> bool:
+    def unload(self, dep_id: str, trigger: str, reason: str, for_deployment: str | None = None,
+               idle_for: float | None = None) -> bool:
         """Stop ``dep_id``'s container (it stays, so loading again is a start); whether it was stopped.
 
         A request that began meanwhile keeps it (TTL), except for a click, which always stops.
@@ -450,6 +452,8 @@ class Lifecycle:
             c = self.registry.container(dep_id)
             if c is None or c.state != "running":
                 return False
+            if idle_for is not None and time.time() - self._last_used(dep_id) < idle_for:
+                return False  # used again since it was found idle
             self.registry.mark_unready(c.id)
             if trigger != "click" and self.in_flight.get(dep_id, 0) > 0:
                 self.registry.mark_ready(dep_id, c)  # a request arrived after the check: keep serving
@@ -544,6 +548,7 @@ class Lifecycle:
         for d in sorted(holds, key=self._last_used):
             k = self.knobs(d, running[d])
             if (k.on_demand and not k.pinned and self.in_flight.get(d, 0) == 0 and not self.loading(d)
+                    and self.registry.is_ready(d)  # never one that is still launching or loading
                     and any(holds[d].get(p, 0) for p in free)):
                 candidates.append(d)
         chosen = []
@@ -696,11 +701,19 @@ class Lifecycle:
             if ttl is None or k.pinned or self.in_flight.get(d, 0) or self.loading(d):
                 continue
             idle = now - self._last_used(d)
-            if idle >= ttl:
-                try:
-                    self.unload(d, "ttl", f"idle for {idle:.0f} s (idle_ttl_s {ttl:g})")
-                except ModelDeckError as exc:
-                    log.warning("could not unload idle %s: %s", d, exc)
+            if idle >= ttl and d not in self._unloading:
+                # A thread of its own: a server may take seconds to stop, and the loop must go on.
+                self._unloading.add(d)
+                threading.Thread(target=self._unload_idle, args=(d, ttl, f"idle for {idle:.0f} s (idle_ttl_s {ttl:g})"),
+                                 name=f"unload-{d}", daemon=True).start()
+
+    def _unload_idle(self, dep_id: str, ttl: float, reason: str) -> None:
+        try:
+            self.unload(dep_id, "ttl", reason, idle_for=ttl)
+        except ModelDeckError as exc:
+            log.warning("could not unload idle %s: %s", dep_id, exc)
+        finally:
+            self._unloading.discard(dep_id)
 
     # -- events -----------------------------------------------------------------------------
 
