@@ -15,7 +15,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from backend.app import create_app
 from backend.catalog import load_catalog
-from backend.hub import (GpuFree, HubFile, InvalidHubRequest, Launch, Variant, VariantFile, build_variants,
+from backend.hub import (GpuFree, HubClient, HubFile, InvalidHubRequest, Launch, Variant, VariantFile, build_variants,
                          check_repo_id, fit_variant, gguf_quant)
 from backend.secrets_store import HF_TOKEN, delete_secret, write_secret
 from backend.settings import Settings
@@ -299,6 +299,19 @@ def test_modeldeck_setting_overrides_hf_endpoint(hub, tmp_path):
         assert r.json()["endpoint"] == hub.url and [m["repo_id"] for m in r.json()["results"]] == [SHARDED_REPO]
     finally:
         proc.stop()
+
+
+def test_model_page_through_cdn_redirects(gguf_models, tmp_path):
+    """On huggingface.co LFS files redirect to a CDN: the header read for the dtype follows it."""
+    with HubStandin(default_repos(tiny_gguf_bytes(gguf_models)), lfs_redirect=True) as cdn_hub:
+        tensors = {k: a.view("float16") for k, a in tiny_llama_tensors(range(1)).items()}
+        cdn_hub.add(HubRepo("modeldeck-test/no-dtype", [StandinFile("config.json", b"{}"),
+                                                        StandinFile("model.safetensors", safetensors_bytes(tensors))]))
+        client = HubClient(Settings(home=tmp_path / "home", hf_endpoint=cdn_hub.url), secrets=lambda: None)
+        detail = client.model("modeldeck-test/no-dtype")
+        assert [v.id for v in detail.variants] == ["fp16"]
+        assert [r.range for r in cdn_hub.requests if r.path.startswith("/cdn/")][0] == "bytes=0-7"
+        assert client.model(GGUF_REPO).variants[0].size_bytes == len(tiny_gguf_bytes(gguf_models))
 
 
 # --------------------------------------------------------------------------- fit on GPUs

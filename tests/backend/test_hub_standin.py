@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from huggingface_hub import constants
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
 from backend.fitcheck import gguf_info, safetensors_params
@@ -149,3 +149,32 @@ def test_unknown_repo_and_file(hub_standin, tmp_path):
     assert authed.value.response.status_code == 404
     with pytest.raises(EntryNotFoundError):
         hf_hub_download(GGUF_REPO, "missing.gguf", endpoint=hub_standin.url, cache_dir=tmp_path, token=False)
+
+
+def test_lfs_files_redirect_to_a_cdn_as_on_the_hub(gguf_models, tmp_path):
+    """With lfs_redirect the client reads size and sha256 off the 302, fetches from the CDN without the
+    token, and resumes a cut transfer there with a Range."""
+    chunk = constants.DOWNLOAD_CHUNK_SIZE
+    data = np.random.default_rng(3).bytes(chunk * 5 // 2)
+    with HubStandin(default_repos(tiny_gguf_bytes(gguf_models)), lfs_redirect=True) as hub:
+        hub.add(HubRepo("modeldeck-test/gated-big", [HubFile("model.safetensors", data)], gated="auto"))
+        assert hub.cdn_url != hub.url
+        meta = get_hf_file_metadata(hub.resolve_url("modeldeck-test/gated-big", "model.safetensors"), token=DEFAULT_TOKEN)
+        assert (meta.size, meta.etag) == (len(data), hashlib.sha256(data).hexdigest())
+        assert meta.location.startswith(hub.cdn_url + "/cdn/")
+
+        hub.cut_after_bytes = chunk * 3 // 2
+        path = hf_hub_download("modeldeck-test/gated-big", "model.safetensors", endpoint=hub.url, cache_dir=tmp_path,
+                               token=DEFAULT_TOKEN)
+        with open(path, "rb") as fh:
+            assert fh.read() == data
+        resolves = [r for r in hub.requests if "/resolve/" in r.path]
+        cdn = [r for r in hub.requests if r.path.startswith("/cdn/")]
+        assert {r.status for r in resolves} == {302}
+        assert all(r.authorization == f"Bearer {DEFAULT_TOKEN}" for r in resolves)  # the gate is on the Hub
+        assert [(r.range, r.status, r.authorization) for r in cdn] == [(None, 200, None), (f"bytes={chunk}-", 206, None)]
+
+        # Small files (config.json, README) are never redirected.
+        readme = hf_hub_download(GGUF_REPO, "README.md", endpoint=hub.url, cache_dir=tmp_path, token=False)
+        assert open(readme, "rb").read() == hub.repos[GGUF_REPO].file("README.md").data
+        assert hub.requests[-1].status == 200 and "/resolve/" in hub.requests[-1].path

@@ -22,7 +22,8 @@ package's own source: ``hf_api.py``, ``file_download.py``, ``utils/_http.py``, `
   ``X-Repo-Commit``, ``ETag`` (git blob sha1, or the sha256 for LFS files) and, for LFS files,
   ``X-Linked-Etag`` / ``X-Linked-Size``; ``Content-Length``, ``Accept-Ranges: bytes``; ``Range``
   requests (``bytes=a-``, ``bytes=a-b``, ``bytes=-n``) answered 206 with ``Content-Range``, an
-  unsatisfiable one 416. Files are served directly (200), never redirected to a CDN.
+  unsatisfiable one 416. Files are served directly (200); with ``lfs_redirect=True`` an LFS file is
+  a ``302`` to a CDN on another origin, as on huggingface.co (see ``HubStandin``).
 - Errors as the Hub sends them, with ``X-Error-Code`` / ``X-Error-Message`` (which is how the client
   picks its exception class): an unknown repo is 401 ``RepoNotFound`` without a token and 404 with
   one; an unknown revision 404 ``RevisionNotFound``; an unknown file 404 ``EntryNotFound``; a gated
@@ -400,6 +401,7 @@ _SORT_KEYS = {"downloads": "downloads", "likes": "likes", "lastModified": "last_
               "createdAt": "created_at", "trendingScore": "downloads"}
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _MODEL = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?/?$")
+_CDN = re.compile(r"^/cdn/(?P<repo>[^/]+/[^/]+)/(?P<sha256>[0-9a-f]{64})/[^/]+$")
 _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")
 
 
@@ -411,12 +413,19 @@ class HubStandin:
         token: the one token that opens gated repos.
         page_size: results per page of ``/api/models`` (the Hub's pages are 1000; tests use small ones
             to exercise the ``Link`` pagination).
+        lfs_redirect: answer ``/resolve/`` of an LFS file as huggingface.co does: ``302`` to a CDN on
+            another origin (a second server, ``cdn_url``) with ``X-Linked-Size`` / ``X-Linked-Etag`` on the
+            redirect itself; the CDN serves the bytes (with Range) without asking for a token, as a signed
+            URL does. Off by default: files are served by ``/resolve/`` directly.
     """
 
-    def __init__(self, repos: Iterable[HubRepo] = (), *, token: str = DEFAULT_TOKEN, page_size: int = 1000):
+    def __init__(self, repos: Iterable[HubRepo] = (), *, token: str = DEFAULT_TOKEN, page_size: int = 1000,
+                 lfs_redirect: bool = False):
         self.repos: dict[str, HubRepo] = {r.repo_id: r for r in repos}
         self.token = token
         self.page_size = page_size
+        self.lfs_redirect = lfs_redirect
+        self._cdn: ThreadingHTTPServer | None = None
         self.cut_after_bytes: int | None = None
         self.fail_next: list[int] = []  # statuses answered to the next requests, one each
         self.requests: list[LoggedRequest] = []
@@ -432,19 +441,31 @@ class HubStandin:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def cdn_url(self) -> str:
+        """The CDN's origin (``lfs_redirect``): another port, so clients treat it as another host."""
+        assert self._cdn is not None, "start() the stand-in with lfs_redirect=True first"
+        host, port = self._cdn.server_address[:2]
+        return f"http://{host}:{port}"
+
     def start(self) -> "HubStandin":
         handler = type("Handler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-standin", daemon=True)
         self._thread.start()
+        if self.lfs_redirect:
+            self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self._cdn.daemon_threads = True
+            threading.Thread(target=self._cdn.serve_forever, name="hub-standin-cdn", daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        for server in (self._server, self._cdn):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._cdn = None
 
     def __enter__(self) -> "HubStandin":
         return self.start()
@@ -546,6 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._model(unquote(m["repo"]), unquote(m["rev"]) if m["rev"] else None, query)
             elif m := _RESOLVE.match(split.path):
                 self._resolve(unquote(m["repo"]), unquote(m["rev"]), unquote(m["path"]))
+            elif m := _CDN.match(split.path):
+                self._cdn(unquote(m["repo"]), m["sha256"])
             else:
                 self._error(404, None, f"stand-in: no route for {path}")
         finally:
@@ -623,11 +646,30 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             self._error(404, "EntryNotFound", f"{path} does not exist on \"{rev}\"")
             return
+        if f.lfs and self.hub.lfs_redirect:
+            # As huggingface.co: a redirect to a signed CDN URL on another host; the file's size and
+            # sha256 travel on the redirect (the client reads them there and never sends its token on).
+            location = f"{self.hub.cdn_url}/cdn/{quote(repo_id)}/{f.sha256}/{quote(path.rsplit('/', 1)[-1])}"
+            self._send(302, b"", {"X-Repo-Commit": repo.sha, "ETag": f'"{f.git_oid}"', "X-Linked-Etag": f'"{f.sha256}"',
+                                  "X-Linked-Size": str(f.size), "Location": location}, content_type="text/plain")
+            return
         headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{f.etag}"', "Accept-Ranges": "bytes",
                    "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"'}
         if f.lfs:
             headers["X-Linked-Etag"] = f'"{f.sha256}"'
             headers["X-Linked-Size"] = str(f.size)
+        self._serve_file(f, headers)
+
+    def _cdn(self, repo_id: str, sha256: str) -> None:
+        repo = self.hub.repos.get(repo_id)
+        f = next((x for x in repo.files if x.lfs and x.sha256 == sha256), None) if repo is not None else None
+        if f is None:
+            self._send(404, b"NoSuchKey", content_type="text/plain")
+            return
+        self._serve_file(f, {"ETag": f'"{f.sha256}"', "Accept-Ranges": "bytes"})
+
+    def _serve_file(self, f: HubFile, headers: dict[str, str]) -> None:
+        """``f``'s bytes (or the asked Range of them), honouring ``cut_after_bytes``."""
         start, end, status = 0, f.size, 200
         if (asked := self.headers.get("Range")) is not None:
             parsed = _parse_range(asked, f.size)
