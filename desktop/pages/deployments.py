@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
                                QMenu, QMessageBox, QTableView, QToolBar, QToolButton, QVBoxLayout, QWidget)
@@ -77,6 +77,10 @@ class DeploymentsPage(QWidget):
                 self.toolbar.addSeparator()
         self.actions_by_key["pin"].setCheckable(True)
         self._build_on_demand_menu()
+        # Where the labelled buttons do not fit (a narrow window), icons alone (names in tooltips) rather than
+        # the last buttons hidden behind the toolbar's overflow arrow.
+        self._toolbar_text_width = self.toolbar.sizeHint().width()
+        self.toolbar.installEventFilter(self)
         self.actions_by_key["remove"].setShortcut("Delete")
         self.actions_by_key["remove"].setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.addAction(self.actions_by_key["remove"])
@@ -148,6 +152,20 @@ class DeploymentsPage(QWidget):
         button = self.toolbar.widgetForAction(action)
         if isinstance(button, QToolButton):
             button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's naming)
+        if watched is self.toolbar and event.type() == QEvent.Type.Resize:
+            self._fit_toolbar()
+        return super().eventFilter(watched, event)
+
+    def _fit_toolbar(self) -> None:
+        labelled = self.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        if labelled:  # what the labelled toolbar needs now (Pin/Pinned changes it a little)
+            self._toolbar_text_width = self.toolbar.sizeHint().width()
+        style = (Qt.ToolButtonStyle.ToolButtonTextBesideIcon if self.toolbar.width() >= self._toolbar_text_width
+                 else Qt.ToolButtonStyle.ToolButtonIconOnly)
+        if style != self.toolbar.toolButtonStyle():
+            self.toolbar.setToolButtonStyle(style)
 
     # -- data -------------------------------------------------------------------------
 

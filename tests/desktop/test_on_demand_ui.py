@@ -232,3 +232,25 @@ def test_playground_offers_the_unloaded_model_and_a_send_loads_it(make_main_wind
     assert _get(live_backend, dep_id)["ready"]
     page.refresh_models()
     qtbot.waitUntil(lambda: column.model_combo.findText(name) >= 0, timeout=15000)  # ready now: its plain name
+
+
+def test_deployments_toolbar_keeps_every_button_in_a_narrow_window(qtbot):
+    """With Pin and On demand the labelled toolbar is wider than a narrow window: it shows icons alone
+    (names in tooltips) instead of hiding the last buttons behind its overflow arrow, and labels again when wide."""
+    from desktop.client import BackendClient
+    from desktop.pages.deployments import DeploymentsPage
+
+    page = DeploymentsPage(BackendClient("http://127.0.0.1:9", "unused"))  # nothing answers: no rows, no matter
+    qtbot.addWidget(page)
+    with qtbot.waitExposed(page):
+        page.resize(1400, 500)
+        page.show()
+    qtbot.waitUntil(lambda: page.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    page.resize(800, 500)
+    qtbot.waitUntil(lambda: page.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonIconOnly)
+    buttons = [page.toolbar.widgetForAction(a) for a in page.actions_by_key.values()]
+    qtbot.waitUntil(lambda: all(b.isVisible() and b.geometry().right() <= page.toolbar.width() for b in buttons))
+    assert page.actions_by_key["on_demand"].toolTip() == "Load on request, and when to unload it when idle"
+    page.resize(1400, 500)
+    qtbot.waitUntil(lambda: page.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    page.shutdown()
