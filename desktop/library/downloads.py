@@ -37,6 +37,16 @@ def progress_text(d: dict) -> str:
     return f"Failed: {d.get('error') or 'no reason given'}"
 
 
+def files_text(d: dict) -> str:
+    """One line per file of a job: ``model.safetensors: 1.5 MiB of 2.0 MiB`` (``✓`` when whole), for a tooltip."""
+    lines = []
+    for f in d.get("files") or []:
+        done, size = f.get("bytes_done") or 0, f.get("size")
+        mark = "✓ " if size is not None and done >= size else ""
+        lines.append(f"{mark}{f.get('path', '?')}: {format_bytes(done)} of {format_bytes(size)}")
+    return "\n".join(lines)
+
+
 class Downloads:
     """The jobs the panel lists, newest first; events update them in place by id."""
 

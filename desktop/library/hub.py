@@ -122,9 +122,9 @@ def runtimes_text(variant: dict) -> str:
 def variant_label(variant: dict) -> str:
     """``Q4_K_M`` for a GGUF quantization; ``bf16 · 2 shards`` for a safetensors set."""
     label = variant.get("id") or "?"
-    files = variant.get("files") or []
-    if variant.get("format") == "safetensors" and len(files) > 1:
-        label += f" · {len(files)} shards"
+    shards = [f for f in variant.get("files") or [] if str(f.get("path", "")).endswith(".safetensors")]
+    if variant.get("format") == "safetensors" and len(shards) > 1:  # config and tokenizer files are no shards
+        label += f" · {len(shards)} shards"
     return label
 
 

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout,
                                QWidget)
 
-from desktop.library.downloads import LIVE, download_title, fraction, progress_text
+from desktop.library.downloads import LIVE, download_title, files_text, fraction, progress_text
 
 STATE_STYLE = {"done": "okText", "failed": "errorText", "cancelled": ""}
 
@@ -68,7 +68,10 @@ class DownloadRow(QFrame):
             self.detail.setProperty("muted", not name)
             self.detail.style().unpolish(self.detail)
             self.detail.style().polish(self.detail)
-        self.detail.setToolTip(job.get("target") or "")
+        per_file = files_text(job)  # the files of the job, each with its own progress
+        self.detail.setToolTip("\n".join(t for t in (per_file, f"Into {job['target']}" if job.get("target") else "")
+                                         if t))
+        self.bar.setToolTip(per_file)
         self.cancel_button.setVisible(state in LIVE)
 
     def _on_cancel_button_clicked(self) -> None:

@@ -15,8 +15,8 @@ from backend.settings import Settings
 from desktop.widgets.fit_badges import FitBadges
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.desktop.conftest import SHOTS
-from tests.support.hub_standin import (DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, ONNX_REPO, SAFETENSORS_REPO, HubFile,
-                                      HubRepo)
+from tests.support.hub_standin import (DEFAULT_TOKEN, GATED_REPO, GGUF_REPO, ONNX_REPO, SAFETENSORS_REPO,
+                                      SHARDED_REPO, HubFile, HubRepo)
 from tests.support.live_server import serve
 from tests.support.waiting import wait_until
 
@@ -281,3 +281,30 @@ def test_a_repository_no_runtime_serves_shows_why(make_main_window, qtbot, hub_b
     # back to the results, which are still there
     qtbot.mouseClick(page.back_button, Qt.MouseButton.LeftButton)
     assert page.stack.currentIndex() == 0 and page.results_table.rowCount() == len(results)
+
+
+def test_a_sharded_safetensors_model_downloads_every_shard_and_launches_on_vllm(make_main_window, qtbot,
+                                                                                hub_backend):
+    window = make_main_window(url=hub_backend, token=TOKEN)
+    page = window.discover
+    window.show_page(window.pages.index(page))
+    results = _search(qtbot, page, "SmolLM2", "safetensors")
+    assert [r["repo_id"] for r in results] == [SHARDED_REPO]
+    _open(qtbot, page, SHARDED_REPO)
+    assert len(page.variants) == 1
+    variant = page.variants[0]
+    assert variant["format"] == "safetensors" and page.variants_table.item(0, 0).text().endswith("· 2 shards")
+    assert page.variants_table.item(0, 3).text() == "vLLM, SGLang, TGI"
+    page.select_variant(variant["id"])
+    qtbot.waitUntil(lambda: bool(window.models.recipes), timeout=10000)
+    qtbot.mouseClick(page.launch_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(window.models._dialogs), timeout=10000)
+    dialog = window.models._dialogs[-1]
+    assert (dialog.recipe["name"], dialog.model.text()) == ("vllm", SHARDED_REPO)
+    dialog.close()
+    with qtbot.waitSignal(page.download_changed, timeout=60000, check_params_cb=lambda j: j["state"] == "done"):
+        qtbot.mouseClick(page.download_button, Qt.MouseButton.LeftButton)
+    job = next(j for j in page.downloads.jobs.values() if j["repo_id"] == SHARDED_REPO)
+    tip = page.downloads_panel.rows[job["id"]].bar.toolTip()
+    for shard in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        assert f"✓ {shard}: " in tip, tip  # each file with its own progress, both whole

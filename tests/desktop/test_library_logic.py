@@ -78,7 +78,8 @@ def test_fit_badges_per_device_gpus_first_with_the_message_as_tooltip() -> None:
     cells = hub.variant_cells(variant)
     assert cells == ["Q4_K_M", "400.0 MiB", "◐ GPU 0 partial offload · ✕ GPU 1 too big · ✓ CPU fits",
                      "llama.cpp, Ollama", "✓"]
-    shards = {"id": "bf16", "format": "safetensors", "files": [{"path": "a"}, {"path": "b"}], "runtimes": ["vllm"]}
+    shards = {"id": "bf16", "format": "safetensors", "runtimes": ["vllm"],
+              "files": [{"path": "a.safetensors"}, {"path": "b.safetensors"}, {"path": "config.json"}]}
     assert hub.variant_cells(shards)[0] == "bf16 · 2 shards" and hub.variant_cells(shards)[2] == "—"
 
 
@@ -102,6 +103,11 @@ def test_download_progress_words() -> None:
         "Done · 100.0 MiB in volume x"
     assert downloads.fraction({"state": "done", "bytes_total": 0}) == 1.0
     assert downloads.fraction({"state": "queued", "bytes_total": 0}) is None
+    shards = {"files": [{"path": "model-00001-of-00002.safetensors", "size": 2 << 20, "bytes_done": 2 << 20},
+                        {"path": "model-00002-of-00002.safetensors", "size": 2 << 20, "bytes_done": 1 << 19}]}
+    assert downloads.files_text(shards) == ("✓ model-00001-of-00002.safetensors: 2.0 MiB of 2.0 MiB\n"
+                                            "model-00002-of-00002.safetensors: 512.0 KiB of 2.0 MiB")
+    assert downloads.files_text({}) == ""
 
 
 def test_download_list_keeps_the_newest_state() -> None:
