@@ -18,6 +18,7 @@ from backend import __version__
 from backend.catalog import load_catalog
 from backend.deployments import DeploymentService
 from backend.downloads import DownloadManager
+from backend.library import Library
 from backend.engine import Engine
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
@@ -224,6 +225,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Model downloads: jobs a stopped backend left resume now (backend/downloads.py).
         app.state.downloads = downloads = DownloadManager(settings, eng)
         await asyncio.to_thread(downloads.open)
+        # What is on disk (backend/library.py): reads caches, and deployments for what uses them.
+        app.state.library = Library(settings, eng, service.list, downloads.helper_image, lambda: downloads.generation)
         sampler.start()
         runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")

@@ -239,6 +239,7 @@ class DownloadManager:
         self.jobs_path = self.folder / "jobs.json"
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.RLock()
+        self._persist_lock = threading.Lock()
         self._queue: deque[str] = deque()
         self._wake = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
@@ -321,12 +322,8 @@ class DownloadManager:
         """
         resolved = self.resolver(self.settings, req.repo_id, req.revision, req.variant, req.files)
         paths = sorted(p for p, _s, _h in resolved.files)
-        with self._lock:
-            for job in self._jobs.values():
-                v = job.view
-                if (v.state in ("queued", "running") and v.repo_id == req.repo_id and v.revision == req.revision
-                        and sorted(f.path for f in v.files) == paths):
-                    return v.model_copy(deep=True), False
+        if (same := self._same(req, paths)) is not None:
+            return same, False
         job_id = "dl-" + _random.token_hex(6)
         view = Download(
             id=job_id, repo_id=req.repo_id, revision=req.revision, variant=req.variant, state="queued",
@@ -336,6 +333,8 @@ class DownloadManager:
         job = _Job(view, resolved.commit, {p: h for p, _s, h in resolved.files})
         self._check_space(job)
         with self._lock:
+            if (same := self._same(req, paths)) is not None:  # an identical request won the race
+                return same, False
             finished = sorted((j for j in self._jobs.values() if j.view.state in FINISHED), key=lambda j: j.view.created)
             for old in finished[:max(0, len(finished) - KEEP_FINISHED + 1)]:
                 del self._jobs[old.view.id]  # the list shows recent history, not every download ever made
@@ -344,6 +343,16 @@ class DownloadManager:
             self._persist()
             self._wake.notify()
         return view.model_copy(deep=True), True
+
+    def _same(self, req: DownloadRequest, paths: list[str]) -> Download | None:
+        """The queued or running job for the same repo, revision and files, if any."""
+        with self._lock:
+            for job in self._jobs.values():
+                v = job.view
+                if (v.state in ("queued", "running") and v.repo_id == req.repo_id and v.revision == req.revision
+                        and sorted(f.path for f in v.files) == paths):
+                    return v.model_copy(deep=True)
+        return None
 
     def cancel(self, job_id: str) -> None:
         """Cancel a queued or running job and remove its partial files; forget a finished one.
@@ -464,10 +473,13 @@ class DownloadManager:
         return job
 
     def _persist(self) -> None:
-        with self._lock:
-            records = [j.record() for j in self._jobs.values()]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.jobs_path, json.dumps(records, indent=1))
+        # One writer at a time, each with the state as it is when it writes: a slower writer never
+        # replaces a newer file with an older picture.
+        with self._persist_lock:
+            with self._lock:
+                records = [j.record() for j in self._jobs.values()]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.jobs_path, json.dumps(records, indent=1))
 
     def _count_staged(self, job: _Job) -> None:
         for f in job.view.files:

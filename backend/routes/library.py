@@ -13,12 +13,7 @@ router = APIRouter(prefix="/api", tags=["library"])
 
 
 def _library(request: Request) -> Library:
-    state = request.app.state
-    library = getattr(state, "library", None)
-    if library is None:
-        library = state.library = Library(state.settings, state.engine, state.deployments.list,
-                                           state.downloads.helper_image, lambda: state.downloads.generation)
-    return library
+    return request.app.state.library
 
 
 ModelId = Annotated[str, Path(pattern=ID_RE, description="A model id from GET /api/library.")]
