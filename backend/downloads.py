@@ -390,12 +390,15 @@ class DownloadManager:
 
     def unsubscribe(self, job_id: str, queue: asyncio.Queue) -> None:
         with self._lock:
-            subs = self._subscribers.get(job_id, [])
-            self._subscribers[job_id] = [s for s in subs if s[1] is not queue]
+            subs = [s for s in self._subscribers.get(job_id, []) if s[1] is not queue]
+            if subs:
+                self._subscribers[job_id] = subs
+            else:
+                self._subscribers.pop(job_id, None)
 
     def _publish(self, job: _Job, event: str) -> None:
-        view = job.view.model_copy(deep=True)
-        with self._lock:
+        with self._lock:  # the worker changes the view under this lock: copy a whole picture of it
+            view = job.view.model_copy(deep=True)
             subs = list(self._subscribers.get(view.id, ()))
         for loop, queue in subs:
             with contextlib.suppress(RuntimeError):  # the loop closed
