@@ -115,10 +115,6 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 * 0.95 else f"{n / 2**20:.0f} MiB"
 
 
-def _seconds(s: float) -> str:
-    return f"{s:g} s"
-
-
 class _Load:
     """One start of one deployment, shared by every request that waits for it."""
 
@@ -198,10 +194,11 @@ class Lifecycle:
         self._ops: dict[str, threading.Lock] = {}  # per deployment: one start or stop at a time
         self._loads: dict[str, _Load] = {}
         self._unloading: set[str] = set()  # idle deployments being stopped now
-        self._failed: dict[str, tuple[str, str | None, str]] = {}  # dep -> (container, started_at, why) of a failed load
+        # deployment -> (container id, started_at, why) of its last failed load
+        self._failed: dict[str, tuple[str, str | None, str]] = {}
         # Written by the proxy on the event loop (one dict update per request), read by the loop's sweep.
         self.in_flight: dict[str, int] = {}
-        self._last_request: dict[str, float] = {}  # wall time a request last began or ended
+        self._last_request: dict[str, float] = {}  # wall time a request last ended
         self._idle_since: dict[str, float] = {}  # wall time since which nothing happened (load, request end)
         self._events: deque[LifecycleEvent] = deque(maxlen=EVENTS_KEPT)
         self._seq = 0
@@ -344,7 +341,8 @@ class Lifecycle:
             DoesNotFit: see ``make_room``; ``start`` was not called.
         """
         with self._room_lock:
-            self.make_room(dep_id, labels, reason)
+            self.make_room(dep_id, labels)
+            log.debug("starting %s (%s)", dep_id, reason)
             start()
 
     def _ops_lock(self, dep_id: str) -> threading.Lock:
@@ -515,11 +513,11 @@ class Lifecycle:
     def _running(self) -> dict[str, ContainerInfo]:
         return {d: c for d, c in self.registry.containers().items() if c.state == "running" and self._own(c)}
 
-    def make_room(self, dep_id: str, labels: DeploymentLabels, reason: str) -> None:
+    def make_room(self, dep_id: str, labels: DeploymentLabels) -> None:
         """Make sure ``dep_id`` fits before it starts, stopping idle on-demand deployments (LRU first) if needed.
 
-        Called by ``start_with_room``, under ``_room_lock``. An unknown need (no measurement, no mem_limit, no estimate) starts
-        without a check.
+        Called by ``start_with_room``, under ``_room_lock``. An unknown need (no measurement, no mem_limit,
+        no estimate) starts without a check.
 
         Raises:
             DoesNotFit: it cannot fit even with every deployment that may be unloaded gone; nothing was stopped.
@@ -787,7 +785,8 @@ class Lifecycle:
         if failed is not None and view.status == "stopped":
             update = {"status": "failed", "message": f"loading it on request failed: {failed}"}
         return view.model_copy(update={
-            **update, "on_demand": k.on_demand, "idle_ttl_s": k.idle_ttl_s, "effective_idle_ttl_s": ttl, "pinned": k.pinned,
+            **update, "on_demand": k.on_demand, "idle_ttl_s": k.idle_ttl_s, "effective_idle_ttl_s": ttl,
+            "pinned": k.pinned,
             "loads_on_request": k.on_demand and view.status == "stopped" and failed is None
             and not self.loading(view.id),
             "in_flight": in_flight, "last_request_at": _iso(last_req), "unload_at": unload_at,
