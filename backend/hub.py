@@ -653,7 +653,8 @@ class HubClient:
         config = None
         if has_st or head.gated:
             # config.json: the dtype, and for a gated repo the proof that the token may read its files.
-            config = self._read_json(repo_id, sha, "config.json") if any(f.path == "config.json" for f in files) else None
+            config = self._optional(self._read_json, repo_id, sha, "config.json") \
+                if any(f.path == "config.json" for f in files) else None
         if head.gated and config is None:
             probe = next(f for g in (_gguf_groups(files) or _safetensors_groups(files)) for f in g.files)
             self._probe(repo_id, sha, probe.path)
@@ -661,7 +662,7 @@ class HubClient:
             dtype = _config_dtype(config)
             if dtype is None:
                 first = _safetensors_groups(files)[0].files[0]
-                dtype = self._safetensors_dtype(repo_id, sha, first.path)
+                dtype = self._optional(self._safetensors_dtype, repo_id, sha, first.path)
         variants = build_variants(repo_id, files, catalog, dtype, self.settings)
         kinds = [k for k, present in (("GGUF", has_gguf), ("safetensors", has_st)) if present]
         message = f"{len(variants)} variant{'s' if len(variants) != 1 else ''} ({' and '.join(kinds)})"
@@ -686,6 +687,15 @@ class HubClient:
         return [by_path[f.path] for f in variant.files]
 
     # -- small reads
+
+    @staticmethod
+    def _optional(read, *args):
+        """``read(*args)``, or None when the file cannot be read for a reason other than access: the
+        dtype is a detail the page can do without (a gated refusal still raises: it is the answer)."""
+        try:
+            return read(*args)
+        except (HubUnreachable, HubRevisionNotFound):
+            return None
 
     def _url(self, repo_id: str, revision: str, path: str) -> str:
         from huggingface_hub import hf_hub_url

@@ -15,8 +15,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from backend.app import create_app
 from backend.catalog import load_catalog
-from backend.hub import (GpuFree, HubClient, HubFile, InvalidHubRequest, Launch, Variant, VariantFile, build_variants,
-                         check_repo_id, fit_variant, gguf_quant)
+from backend.hub import (GpuFree, HubClient, HubFile, HubGated, HubVariantNotFound, InvalidHubRequest, Launch,
+                         Variant, VariantFile, build_variants, check_repo_id, fit_variant, gguf_quant)
 from backend.secrets_store import HF_TOKEN, delete_secret, write_secret
 from backend.settings import Settings
 from backend.stats.sampler import StatsSampler
@@ -312,6 +312,27 @@ def test_model_page_through_cdn_redirects(gguf_models, tmp_path):
         assert [v.id for v in detail.variants] == ["fp16"]
         assert [r.range for r in cdn_hub.requests if r.path.startswith("/cdn/")][0] == "bytes=0-7"
         assert client.model(GGUF_REPO).variants[0].size_bytes == len(tiny_gguf_bytes(gguf_models))
+
+
+def test_hub_client_for_downloads(hub, tmp_path):
+    """The Python API downloads use: files of one variant, gated access with the given token, odd repos."""
+    hub.add(HubRepo("modeldeck-test/odd", [StandinFile("config.json", b"not json"),
+                                           StandinFile("model.safetensors", b"\x03\x00")]))
+    try:
+        anonymous = HubClient(Settings(home=tmp_path / "a", hf_endpoint=hub.url), secrets=lambda: None)
+        [odd] = anonymous.model("modeldeck-test/odd").variants
+        assert (odd.id, odd.dtype) == ("safetensors", None)  # neither config nor header says: still a page
+        with pytest.raises(HubGated):
+            anonymous.variant_files(GATED_REPO, "main", "bf16")
+        allowed = HubClient(Settings(home=tmp_path / "b", hf_endpoint=hub.url), secrets=lambda: DEFAULT_TOKEN)
+        files = allowed.variant_files(GATED_REPO, "main", "bf16")
+        assert [f.path for f in files] == ["model.safetensors", "config.json"]
+        shard = hub.repos[GATED_REPO].file("model.safetensors")
+        assert (files[0].size, files[0].sha256) == (shard.size, shard.sha256)
+        with pytest.raises(HubVariantNotFound, match="Its variants: bf16"):
+            allowed.variant_files(GATED_REPO, "main", "Q4_K_M")
+    finally:
+        del hub.repos["modeldeck-test/odd"]
 
 
 # --------------------------------------------------------------------------- fit on GPUs
