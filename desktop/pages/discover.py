@@ -21,6 +21,7 @@ FOLLOW_RETRY_MS = 2000
 #: A search waits this long after the last key typed (each search is a Hub call).
 SEARCH_DELAY_MS = 500
 HUB_TIMEOUT_MS = 30000  # the backend asks the Hub, which may be slow
+EMPTY_DOWNLOADS = "No downloads yet. Pick a model and a quantization, then Download."
 
 
 class DiscoverPage(QWidget):
@@ -423,6 +424,7 @@ class DiscoverPage(QWidget):
 
     def _on_downloads_listed(self, answer: dict) -> None:
         jobs = list(answer.get("downloads") or [])
+        self.downloads_panel.empty.setText(EMPTY_DOWNLOADS)
         for job in jobs:
             self.downloads.update(job)
         listed = {j.get("id") for j in jobs}
@@ -433,6 +435,9 @@ class DiscoverPage(QWidget):
         self.downloads_loaded.emit(jobs)
 
     def _on_downloads_list_failed(self, error: ApiError) -> None:
+        if self.downloads.live_ids():
+            self._retry.start()  # the backend is away (restarting): ask again, then follow what still runs
+            return
         self.downloads_panel.empty.setText(f"Could not list the downloads: {error}")
         self.downloads_panel.empty.show()
 

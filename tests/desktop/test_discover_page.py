@@ -263,7 +263,7 @@ def test_a_download_running_before_the_window_opened_is_followed_to_the_end(make
     qtbot.waitUntil(row.cancel_button.isVisible, timeout=5000)  # a row added to a shown panel is shown next pass
     qtbot.waitUntil(lambda: row.detail.text().startswith("Done"), timeout=60000)
     assert row.bar.value() == row.bar.maximum() and row.cancel_button.isHidden()
-    assert job_id not in page._streams  # the stream ended with the job
+    qtbot.waitUntil(lambda: job_id not in page._streams, timeout=10000)  # the stream ends with the job
 
 
 def test_a_repository_no_runtime_serves_shows_why(make_main_window, qtbot, hub_backend):
