@@ -319,8 +319,9 @@ class PlaygroundPage(QWidget):
         self._set_busy(False)
         if self._all_failed_empty and not self.prompt_edit.toPlainText():
             self.prompt_edit.setPlainText(self._sent_prompt)  # a send that failed outright loses nothing
-        if not ok and any("does not exist" in c.error_label.text() for c in self.visible_columns()):
-            self.refresh_models()
+        if not ok and any("does not exist" in c.error_label.text() for c in self.visible_columns()) or any(
+                c.model_is_unloaded() for c in self.visible_columns()):
+            self.refresh_models()  # a model gone, or one that loaded on request: the pickers say so now
         self.history.refresh()
         self.send_finished.emit()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from desktop.client import BackendClient
@@ -51,6 +53,11 @@ class ReplyColumn(QFrame):
         self.error_label.setStyleSheet(ERROR_STYLE)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
+        # While a model that was not loaded loads on request, the wait is counted so it does not look stuck.
+        self._loading_since: float | None = None
+        self._loading_timer = QTimer(self)
+        self._loading_timer.setInterval(1000)
+        self._loading_timer.timeout.connect(self._on_loading_timer_timeout)
 
         head = QHBoxLayout()
         head.addWidget(self.model_combo, 1)
@@ -130,8 +137,12 @@ class ReplyColumn(QFrame):
         self._run = run
         self._runs.append(run)
         self.stop_button.setEnabled(True)
-        self.metrics_label.setText(f"loading {body['model']} on request, then the first token…"
-                                   if self.model_is_unloaded() else "waiting for the first token…")
+        if self.model_is_unloaded():
+            self._loading_since = time.monotonic()
+            self._loading_timer.start()
+            self._on_loading_timer_timeout()
+        else:
+            self.metrics_label.setText("waiting for the first token…")
         self._render(now=True)
         run.start()
 
@@ -157,6 +168,7 @@ class ReplyColumn(QFrame):
 
     def shutdown(self) -> None:
         """Abort every stream now (the window is closing); nothing waits."""
+        self._stop_loading_clock()
         for run in self._runs:
             run.shutdown()
         self._prune_runs()
@@ -184,15 +196,28 @@ class ReplyColumn(QFrame):
     def _on_stop_button_clicked(self) -> None:
         self.stop()
 
+    def _on_loading_timer_timeout(self) -> None:
+        if self._loading_since is None or self._turn is None:
+            self._loading_timer.stop()
+            return
+        waited = int(time.monotonic() - self._loading_since)
+        self.metrics_label.setText(f"loading {self._turn.model} on request, then the first token… {waited} s")
+
+    def _stop_loading_clock(self) -> None:
+        self._loading_since = None
+        self._loading_timer.stop()
+
     def _on_run_delta(self, text: str) -> None:
         if self._turn is None or self.sender() is not self._run:
             return
+        self._stop_loading_clock()
         self._turn.content += text
         live = self._run.metrics()
         self.metrics_label.setText(f"streaming… {live.completion_tokens} tokens · {live.total_s:.1f} s")
         self._render()
 
     def _end_turn(self, metrics: ReplyMetrics, reason: str | None, error: str | None) -> None:
+        self._stop_loading_clock()
         if self._turn is not None:
             self._turn.streaming = False
             self._turn.metrics = metrics
@@ -212,6 +237,7 @@ class ReplyColumn(QFrame):
     def _on_run_failed(self, message: str, before_text: bool) -> None:
         if self.sender() is not self._run:
             return
+        self._stop_loading_clock()
         if before_text:
             self.transcript.drop_last_exchange()
             self._turn = None

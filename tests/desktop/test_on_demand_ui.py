@@ -225,13 +225,14 @@ def test_playground_offers_the_unloaded_model_and_a_send_loads_it(make_main_wind
     page.prompt_edit.setPlainText("Wake up.")
     with qtbot.waitSignal(page.send_finished, timeout=120000):
         page.send()
-        assert column.metrics_label.text().startswith(f"loading {name} on request")
+        assert column.metrics_label.text() == f"loading {name} on request, then the first token… 0 s"
     assert not column.error_label.isVisible(), column.error_label.text()
     turn = column.transcript.turns[-1]
     assert turn.model == name and turn.content and turn.error is None
+    assert "loading" not in column.metrics_label.text() and not column._loading_timer.isActive()
     assert _get(live_backend, dep_id)["ready"]
-    page.refresh_models()
-    qtbot.waitUntil(lambda: column.model_combo.findText(name) >= 0, timeout=15000)  # ready now: its plain name
+    # The page asks for the models again after a reply from a model that was unloaded: ready now, its plain name.
+    qtbot.waitUntil(lambda: column.model_combo.findText(name) >= 0 and column.model() == name, timeout=15000)
 
 
 def test_deployments_toolbar_keeps_every_button_in_a_narrow_window(qtbot):
