@@ -478,11 +478,16 @@ class DownloadManager:
     def _persist(self) -> None:
         # One writer at a time, each with the state as it is when it writes: a slower writer never
         # replaces a newer file with an older picture.
-        with self._persist_lock:
-            with self._lock:
-                records = [j.record() for j in self._jobs.values()]
+        # Locks in one order only (``_lock``, then ``_persist_lock``; callers may hold ``_lock``), and the
+        # write itself needs no ``_lock``.
+        with self._lock:
+            self._persist_lock.acquire()
+            records = [j.record() for j in self._jobs.values()]
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write(self.jobs_path, json.dumps(records, indent=1))
+        finally:
+            self._persist_lock.release()
 
     def _count_staged(self, job: _Job) -> None:
         for f in job.view.files:
