@@ -191,7 +191,13 @@ class DiscoverPage(QWidget):
     # ------------------------------------------------------------------ search
 
     def refresh(self) -> None:
-        """The downloads the backend holds (those started before this window opened too)."""
+        """The downloads the backend holds (those started before this window opened too), and the model page's
+        fit verdicts again (they are against the memory free now)."""
+        self._list_downloads()
+        if self.model is not None and self.stack.currentIndex() == 1:
+            self._reload_model()
+
+    def _list_downloads(self) -> None:
         self._calls.get("/api/downloads", self._on_downloads_listed, self._on_downloads_list_failed)
 
     def _on_search_edit_text_edited(self, _text: str) -> None:
@@ -300,8 +306,9 @@ class DiscoverPage(QWidget):
                 item = QTableWidgetItem("" if c == 2 else text)
                 if c == 1:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if c == 2:
+                if c == 2:  # the badges are a widget over this cell; the item keeps their words for a screen reader
                     item.setToolTip("\n".join(b.tooltip for b in hub.fit_badges(variant)))
+                    item.setData(Qt.ItemDataRole.AccessibleTextRole, text)
                 if c == 4 and variant.get("downloaded"):
                     item.setToolTip("In the Hugging Face cache the runtimes read")
                 table.setItem(r, c, item)
@@ -482,7 +489,7 @@ class DiscoverPage(QWidget):
             self._retry.start()  # the stream broke off before the end: read the list again, then follow
 
     def _on_retry_timeout(self) -> None:
-        self.refresh()
+        self._list_downloads()
 
     # ------------------------------------------------------------------ helpers
 

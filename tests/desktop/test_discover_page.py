@@ -137,6 +137,10 @@ def test_search_model_page_download_to_done_and_launch_preselected(make_main_win
                     timeout=30000)
     assert page.download_button.text() == "Download again"
     window.grab().save(f"{SHOTS}/discover-model.png")
+    # F5 reads the model page again (its fit is against the memory free now), keeping the selected variant
+    with qtbot.waitSignal(page.model_loaded, timeout=30000):
+        window.refresh()
+    assert page.selected_variant()["id"] == "Q4_K_M"
 
 
 def test_a_gated_model_says_so_before_download_and_downloads_with_the_saved_token(make_main_window, qtbot,
