@@ -32,19 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from backend import cache_scan
 from backend.deployment_status import Deployment
 from backend.downloads import helper_labels
 from backend.engine import Engine
-from backend.errors import EngineUnavailable, ImageUnavailable, ModelDeckError
+from backend.errors import EngineUnavailable, ModelDeckError
 from backend.settings import Settings
 
 ID_RE = r"^(gguf|hf_snapshot|ollama)-[0-9a-f]{20}$"
 VOLUME_TARGET = "/cache"
 VOLUME_SCAN_TTL_S = 10.0
-_QUANT_RE = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32|FP16)(?![A-Za-z0-9])", re.IGNORECASE)
 _SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 #: Recipes that load a Hugging Face snapshot by repo id (GGUF files go to llama.cpp).
 SNAPSHOT_RECIPE = "vllm"
@@ -93,6 +92,8 @@ class LocalModel(BaseModel):
 class LibraryListing(BaseModel):
     models: list[LocalModel]
     scanned_ms: float
+    problems: list[str] = Field(default_factory=list,
+                                description="Places that could not be read now (a cache volume while Docker is away).")
 
 
 @dataclass
@@ -136,10 +137,10 @@ def _quant_name(file_type: int | None) -> str | None:
 
 
 def _variant_from_name(filename: str) -> str | None:
-    m = None
-    for m in _QUANT_RE.finditer(_SPLIT_RE.sub(".gguf", os.path.basename(filename))):
-        pass
-    return m.group(1).upper() if m else None
+    """The quantization in a GGUF file's name, as the Hub model page names the variant (backend/hub.py)."""
+    from backend.hub import gguf_quant
+
+    return gguf_quant(_SPLIT_RE.sub(".gguf", filename))
 
 
 def _facts(header: dict | None) -> GgufFacts | None:
@@ -219,13 +220,17 @@ class Library:
         self._volume_scans[where.volume] = (now, generation, found)
         return found
 
-    def _entries(self) -> list[_Entry]:
+    def _entries(self, problems: list[str] | None = None) -> list[_Entry]:
+        """Every model found; a place that cannot be read now (a volume while Docker is away) is skipped
+        and said in ``problems``."""
         entries: list[_Entry] = []
         for where in self._places():
             try:
                 found = self._scan_place(where)
-            except (EngineUnavailable, ImageUnavailable):
-                continue  # a volume that cannot be read now: listed again once Docker answers
+            except ModelDeckError as exc:
+                if problems is not None:
+                    problems.append(f"{where.label}: {exc.message} {exc.hint or ''}".strip())
+                continue
             entries += self._ggufs(where, found.get("ggufs", []))
             prefix = found.get("hub_prefix", "")
             entries += self._hub(where, found.get("hub", []), prefix)
@@ -322,10 +327,12 @@ class Library:
 
     def list(self) -> LibraryListing:
         began = time.perf_counter()
-        entries = self._entries()
+        problems: list[str] = []
+        entries = self._entries(problems)
         self._annotate(entries)
         models = sorted((e.model for e in entries), key=lambda m: (m.location, m.name.lower()))
-        return LibraryListing(models=models, scanned_ms=round((time.perf_counter() - began) * 1000, 2))
+        return LibraryListing(models=models, scanned_ms=round((time.perf_counter() - began) * 1000, 2),
+                              problems=problems)
 
     def _annotate(self, entries: list[_Entry]) -> None:
         try:

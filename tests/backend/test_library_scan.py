@@ -169,3 +169,20 @@ def test_delete_refuses_paths_outside_its_root(tmp_path, args):
     with pytest.raises(ValueError):
         cache_scan.delete_file(str(root), "../x")
     assert victim.exists()
+
+
+def test_a_listing_without_docker_shows_the_folders_and_says_what_it_could_not_read(tmp_path):
+    from backend.engine import Engine
+    from backend.library import Library
+    from backend.settings import Settings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    write_gguf(models / "m-Q8_0.gguf")
+    engine = Engine(f"unix://{tmp_path}/no-docker.sock", timeout=2)
+    library = Library(Settings(home=tmp_path / "home", model_dirs=[models]), engine, lambda: [],
+                      lambda: "modeldeck/demo-base:bookworm")
+    listing = library.list()
+    assert [(m.name, m.variant, m.gguf.quantization) for m in listing.models] == [("m-Q8_0.gguf", "Q8_0", "Q8_0")]
+    assert len(listing.problems) == 2  # the Hugging Face and Ollama volumes
+    assert all("volume modeldeck-cache-" in p and "Docker" in p for p in listing.problems), listing.problems
