@@ -64,8 +64,8 @@ def gated_note(model: dict) -> str | None:
     how = ("access is granted at once" if gated == "auto"
            else "its authors review each request, which can take days")
     return (f"{model.get('repo_id', 'This model')} is gated: accept its licence on "
-            f"https://huggingface.co/{model.get('repo_id', '')} ({how}), then save a token with read access in "
-            "Settings → Hugging Face token. ModelDeck sends that token with the download.")
+            f"https://huggingface.co/{model.get('repo_id', '')} ({how}), then save a token with read access (on "
+            "its page here, or in Help → First-run check). ModelDeck sends that token with the download.")
 
 
 def gated_access_note(model: dict) -> str | None:

@@ -179,10 +179,50 @@ class DiscoverPage(QWidget):
         box.addLayout(head)
         box.addWidget(self.model_summary)
         box.addWidget(self.model_note)
+        box.addWidget(self._build_token_row())
         box.addWidget(self.variants_table, 1)
         box.addLayout(actions)
         self._update_actions()
         return page
+
+    def _build_token_row(self) -> QWidget:
+        """Where a gated model's refusal can be answered at once: save a Hugging Face token, then read it again."""
+        self.token_edit = QLineEdit()
+        self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token_edit.setPlaceholderText("hf_… (a token with read access, from huggingface.co/settings/tokens)")
+        self.token_edit.returnPressed.connect(self.save_token)
+        self.token_button = QPushButton("Save token and retry")
+        self.token_button.setToolTip("Stored by the backend in an owner-only file, never shown again; the same token "
+                                     "Help → First-run check saves")
+        self.token_button.clicked.connect(self.save_token)
+        self.token_row = QWidget()
+        row = QHBoxLayout(self.token_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Hugging Face token"))
+        row.addWidget(self.token_edit, 1)
+        row.addWidget(self.token_button)
+        self.token_row.hide()
+        return self.token_row
+
+    def save_token(self) -> None:
+        """Store the token typed here (PUT /api/setup/hf-token), then read the gated model's page again."""
+        token = self.token_edit.text().strip()
+        repo_id = self.model_title.text()
+        if not token or not repo_id:
+            return
+        self.token_button.setEnabled(False)
+        self._calls.put("/api/setup/hf-token", {"token": token}, lambda _a: self._on_token_saved(repo_id),
+                        self._on_token_failed)
+
+    def _on_token_saved(self, repo_id: str) -> None:
+        self.token_button.setEnabled(True)
+        self.token_edit.clear()
+        self.message.emit("Hugging Face token saved", False)
+        self.open_model(repo_id)
+
+    def _on_token_failed(self, error: ApiError) -> None:
+        self.token_button.setEnabled(True)
+        self._show_error(self.model_note, f"The token was not saved: {error}")
 
     def _on_theme_changed(self, _scheme: str) -> None:
         self.search_button.setIcon(theme.icon("search", "accent_text"))
@@ -270,6 +310,7 @@ class DiscoverPage(QWidget):
         self.model_title.setText(repo_id)
         self.model_summary.setText("Reading the model's files and checking what fits…")
         self.model_note.hide()
+        self.token_row.hide()
         self.action_note.setText("")
         self.variants_table.setRowCount(0)
         self.stack.setCurrentIndex(1)
@@ -336,8 +377,8 @@ class DiscoverPage(QWidget):
             self.model_note.setObjectName("warnText")
             self._repolish(self.model_note)
             self.model_note.show()
-            self.action_note.setText("Save a token with access in Settings → Hugging Face token, then open the "
-                                     "model again.")
+            self.action_note.setText("Save a token with access to it in the field above; the page is read again with it.")
+            self.token_row.show()
         else:
             self._show_error(self.model_note, str(error))
         self.model_failed.emit(error)

@@ -152,7 +152,7 @@ def test_a_gated_model_says_so_before_download_and_downloads_with_the_saved_toke
     repos = [r["repo_id"] for r in results]
     assert GATED_REPO in repos
     assert page.results_table.item(repos.index(GATED_REPO), 4).text() == "yes (manual review)"
-    assert "Settings → Hugging Face token" in page.results_table.item(repos.index(GATED_REPO), 4).toolTip()
+    assert "save a token" in page.results_table.item(repos.index(GATED_REPO), 4).toolTip()
 
     def open_refused() -> str:
         with qtbot.waitSignal(page.model_failed, timeout=30000) as failed:
@@ -165,20 +165,24 @@ def test_a_gated_model_says_so_before_download_and_downloads_with_the_saved_toke
     # no token saved: the page says it is gated, where to accept the licence and where the token goes; nothing fetched
     note = open_refused()
     assert "gated" in note and "no Hugging Face token is saved" in note
-    assert GATED_REPO in note and "Settings → Hugging Face token" in note
-    assert "Settings" in page.action_note.text()
+    assert GATED_REPO in note and "token with read access" in note
+    assert page.token_row.isVisible() and "field above" in page.action_note.text()
     assert hub_standin.count("GET", "model.safetensors") == 0
     window.grab().save(f"{SHOTS}/discover-gated.png")
 
-    # a token without access: said as such
-    httpx.put(f"{hub_backend}/api/setup/hf-token", headers=H, json={"token": "hf_no_access"}).raise_for_status()
-    page.show_results()
-    assert "has no access" in open_refused()
+    # a token without access, typed on the page: saved, the page read again, and said as such
+    page.token_edit.setText("hf_no_access")
+    with qtbot.waitSignal(page.model_failed, timeout=30000) as failed:
+        qtbot.mouseClick(page.token_button, Qt.MouseButton.LeftButton)
+    assert failed.args[0].code == "hub_gated" and "has no access" in page.model_note.text()
+    assert page.token_edit.text() == ""  # never kept in the field
 
     # the right token: the page opens, still saying it is gated, and the download sends the token
-    httpx.put(f"{hub_backend}/api/setup/hf-token", headers=H, json={"token": DEFAULT_TOKEN}).raise_for_status()
-    page.show_results()
-    model = _open(qtbot, page, GATED_REPO)
+    page.token_edit.setText(DEFAULT_TOKEN)
+    with qtbot.waitSignal(page.model_loaded, timeout=30000) as loaded:
+        qtbot.keyClick(page.token_edit, Qt.Key.Key_Return)
+    model = loaded.args[0]
+    assert not page.token_row.isVisible()
     assert model["gated"] == "manual" and page.model_note.isVisible() and "gated" in page.model_note.text()
     assert page.variants and page.download_button.isEnabled()
     with qtbot.waitSignal(page.download_changed, timeout=60000, check_params_cb=lambda job: job["state"] == "done"):

@@ -55,7 +55,7 @@ def test_result_cells_and_gated_notes() -> None:
     assert cells[5].endswith("ago") or cells[5] == "2026-12-01"
     assert hub.gated_note(model) is None
     note = hub.gated_note({"repo_id": "meta/llama", "gated": "manual"})
-    assert "https://huggingface.co/meta/llama" in note and "Settings → Hugging Face token" in note
+    assert "https://huggingface.co/meta/llama" in note and "Help → First-run check" in note
     assert "review" in note
     assert hub.gated_text("auto") == "yes (automatic)"
     assert hub.result_cells({"repo_id": "x/y", "downloads": None, "likes": None, "license": None})[1:4] == \
