@@ -377,7 +377,8 @@ class DiscoverPage(QWidget):
             self.model_note.setObjectName("warnText")
             self._repolish(self.model_note)
             self.model_note.show()
-            self.action_note.setText("Save a token with access to it in the field above; the page is read again with it.")
+            self.action_note.setText("Save a token with access to it in the field above; the page is read again "
+                                     "with it.")
             self.token_row.show()
         else:
             self._show_error(self.model_note, str(error))
