@@ -39,6 +39,7 @@ class LibraryPage(QWidget):
         self._calls = Calls(client, self)
         self.models: list[dict] = []
         self._answer: dict | None = None
+        self._refused_id: str | None = None  # the model whose delete was refused (its note stays while in use)
         self._loading = False
         em = self.fontMetrics().horizontalAdvance("M")
         title = QLabel("Library")
@@ -138,6 +139,10 @@ class LibraryPage(QWidget):
                            if self.models else "No models on disk yet. Find one on the Discover page.")
         if selected:
             self.select(selected)
+        refused = next((m for m in self.models if m.get("id") == self._refused_id), None)
+        if self._refused_id is not None and not (refused or {}).get("used_by"):
+            self._refused_id = None  # the deployment that held it is gone: the refusal is old news
+            self.error.hide()
         self._update_buttons()
         self.library_loaded.emit(self.models)
 
@@ -243,6 +248,7 @@ class LibraryPage(QWidget):
         self.refresh()
 
     def _on_delete_failed(self, m: dict, error: ApiError) -> None:
+        self._refused_id = m.get("id") if error.status == 409 else None
         text = local.delete_refusal(m, error.status, error.message, error.details)
         if error.hint and error.status != 409:
             text += f" {error.hint}"
