@@ -42,6 +42,7 @@ class DeploymentCard(QFrame):
                               "slowly. Check the GPU runtime (NVIDIA Container Toolkit) and its logs.")
         self.badge.hide()
         self.state_label = QLabel()
+        self._present, self._loads_on_request = True, False
         latest = lambda: store.latest_time  # noqa: E731
         marks = {"events": events, "deployment_id": deployment_id}  # this deployment's loads and unloads
         self.charts = [
@@ -71,7 +72,20 @@ class DeploymentCard(QFrame):
     def set_flags(self, running_on_cpu: bool, present: bool, wants_gpu: bool) -> None:
         self.badge.setVisible(running_on_cpu)
         self.charts[2].empty_text = "waiting for data…" if wants_gpu else "CPU-only: no VRAM"
-        self.state_label.setText("" if present else "<i>not running</i>")
+        self._present = present
+        self._show_state()
+
+    def set_loads_on_request(self, loads_on_request: bool) -> None:
+        """Whether the backend says it is unloaded and loads on request (not merely "not running")."""
+        self._loads_on_request = loads_on_request
+        self._show_state()
+
+    def _show_state(self) -> None:
+        if self._present:
+            self.state_label.setText("")
+        else:
+            self.state_label.setText("<i>unloaded (loads on request)</i>" if self._loads_on_request
+                                     else "<i>not running</i>")
 
 
 class MonitorPage(QWidget):
@@ -97,6 +111,7 @@ class MonitorPage(QWidget):
         self._closing = False
         self._layout_version = -1
         self._names: dict[str, str] = {}
+        self._loads_on_request: dict[str, bool] = {}
         self.gpu_charts: dict[int, list[LineChart]] = {}
         self.cards: dict[str, DeploymentCard] = {}
         self._retry = QTimer(self)
@@ -281,6 +296,7 @@ class MonitorPage(QWidget):
                 new_ids = new_ids or dep_id not in self._names
                 if dep_id in self._names:
                     card.set_name(self._names[dep_id])
+                card.set_loads_on_request(self._loads_on_request.get(dep_id, False))
             card.set_flags(facts.running_on_cpu, facts.present, facts.wants_gpu)
         for dep_id in [d for d in self.cards if d not in self.store.deployments]:
             self.cards.pop(dep_id).deleteLater()
@@ -290,7 +306,9 @@ class MonitorPage(QWidget):
             self.deployments_layout.removeWidget(card)
             self.deployments_layout.addWidget(card)
         self.no_deployments.setVisible(not self.cards)
-        if new_ids:
+        if new_ids or self.events.events:
+            # New names to show; or, where models load and unload on request, a card whose deployment
+            # came or went says whether it is unloaded (the layout changes only on such changes).
             reply = self._client.get("/api/deployments")
             reply.succeeded.connect(self._on_deployments_reply_succeeded)
 
@@ -347,6 +365,8 @@ class MonitorPage(QWidget):
         for chart in self.charts():
             if chart.isVisible():
                 chart.update()
+        # A load or unload changes who is unloaded (loads on request): the cards say so.
+        self._calls.get("/api/deployments", self._on_deployments_reply_succeeded)
         return new
 
     def _on_theme_changed(self, _scheme: str) -> None:
@@ -414,9 +434,11 @@ class MonitorPage(QWidget):
         for dep in body if isinstance(body, list) else []:
             if isinstance(dep, dict) and dep.get("id"):
                 self._names[dep["id"]] = dep.get("served_name") or dep.get("name") or dep["id"]
+                self._loads_on_request[dep["id"]] = bool(dep.get("loads_on_request"))
         for dep_id, card in self.cards.items():
             if dep_id in self._names:
                 card.set_name(self._names[dep_id])
+            card.set_loads_on_request(self._loads_on_request.get(dep_id, False))
 
     def _on_span_combo_current_index_changed(self, _index: int) -> None:
         self.window.set_span(float(self.span_combo.currentData()))

@@ -194,6 +194,10 @@ def test_monitor_marks_and_lists_the_unload_an_idle_time_out_made(make_main_wind
     x = next(x for x, ev in monitor.cpu_chart.marks() if ev.seq == event.seq)
     assert f"Unload: {name} unloaded: {event.data['reason']}" in monitor.cpu_chart.tooltip_at(x)
     assert monitor.cpu_chart.tooltip_at(x + 40) == "" or str(event.seq) not in monitor.cpu_chart.tooltip_at(x + 40)
+    # Its card (it ran within the last 15 minutes) says it is unloaded and loads on request, not just "not running".
+    qtbot.waitUntil(lambda: dep_id in monitor.cards and not monitor.store.deployments[dep_id].present, timeout=15000)
+    qtbot.waitUntil(lambda: monitor.cards[dep_id].state_label.text() == "<i>unloaded (loads on request)</i>",
+                    timeout=10000)
     monitor.grab().save(f"{SHOTS}/on-demand-monitor.png")
     row = next(monitor.events_list.topLevelItem(i) for i in range(monitor.events_list.topLevelItemCount())
                if monitor.events_list.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) == event.seq)
