@@ -32,13 +32,14 @@ class MarkedLineChart(LineChart):
         self.deployment_id = deployment_id
 
     def marks(self) -> list[tuple[float, LifecycleEvent]]:
-        """(x in pixels, event) of every event inside the plot now."""
+        """(x in pixels, event) of every event inside the plot now; none on a chart with nothing to show
+        (a CPU-only deployment's VRAM says so in words, which a mark would cross out)."""
         if self.events is None or not self.events.events:
             return []
         plot = self._plot_rect(QFontMetricsF(self.font()))
         t0, t1 = self._range()
         span = t1 - t0
-        if span <= 0:
+        if span <= 0 or not any(v == v for line in self._lines for v in line.series.window(t0, t1)[1]):
             return []
         return [(plot.left() + (e.at - t0) / span * plot.width(), e)
                 for e in self.events.between(t0, t1, self.deployment_id)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetricsF
 from PySide6.QtTest import QTest
 
 from desktop import theme
@@ -259,3 +260,46 @@ def test_deployments_toolbar_keeps_every_button_in_a_narrow_window(qtbot):
     page.resize(1400, 500)
     qtbot.waitUntil(lambda: page.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
     page.shutdown()
+
+
+def test_chart_marks_sit_at_the_event_time_and_say_why_on_hover(qtbot):
+    """A MarkedLineChart puts each event of its deployment where its time falls on the axis; none on an empty chart."""
+    from desktop.lifecycle import EventLog
+    from desktop.monitor.series import RingSeries
+    from desktop.widgets.chart import TimeWindow
+    from desktop.widgets.marked_chart import MarkedLineChart
+
+    log = EventLog()
+    log.add({"events": [
+        {"seq": 1, "at": "2027-01-15T08:00:00Z", "kind": "evict", "deployment_id": "a", "served_name": "a",
+         "trigger": "eviction", "for_deployment": "big", "reason": "made room for 'big' on GPU 0"},
+        {"seq": 2, "at": "2027-01-15T08:00:10Z", "kind": "load", "deployment_id": "b", "served_name": "b",
+         "trigger": "request", "duration_s": 1.5, "reason": "a /v1/chat/completions request for 'b'"}], "last_seq": 2})
+    at = log.events[0].at
+    now = at + 30
+    window = TimeWindow(span=60)
+    series = RingSeries("cpu")
+    for i in range(61):
+        series.append(now - 60 + i, 10.0 + i % 7)
+    chart = MarkedLineChart("CPU", window, lambda: now, events=log, deployment_id="a")
+    chart.add_line(series, "cpu")
+    qtbot.addWidget(chart)
+    chart.resize(600, 200)
+    with qtbot.waitExposed(chart):
+        chart.show()
+    marks = chart.marks()
+    assert [ev.seq for _, ev in marks] == [1]  # only its own deployment's events
+    x = marks[0][0]
+    plot = chart._plot_rect(QFontMetricsF(chart.font()))
+    assert abs(x - (plot.left() + 30 / 60 * plot.width())) < 0.5  # 30 s before the right edge of a 60 s window
+    assert chart.tooltip_at(x + 3).endswith("Eviction: a evicted for big: made room for 'big' on GPU 0")
+    assert chart.tooltip_at(x + 30) == ""
+    chart.grab().save(f"{SHOTS}/on-demand-chart-marks.png")
+    empty = MarkedLineChart("VRAM", window, lambda: now, events=log, deployment_id="a")
+    nan = RingSeries("vram")
+    for i in range(61):
+        nan.append(now - 60 + i, None)
+    empty.add_line(nan, "vram")
+    qtbot.addWidget(empty)
+    empty.resize(600, 200)
+    assert empty.marks() == []  # "CPU-only: no VRAM" is not crossed out
