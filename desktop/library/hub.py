@@ -119,6 +119,19 @@ def runtimes_text(variant: dict) -> str:
     return ", ".join(RUNTIME_NAMES.get(r, r) for r in variant.get("runtimes") or []) or "—"
 
 
+def other_launches(variant: dict) -> list[dict]:
+    """The variant's launches on runtimes other than its first (``launch``), as the backend lists them."""
+    first = variant.get("launch") or {}
+    return [launch for launch in variant.get("launches") or []
+            if launch.get("recipe") and launch.get("model")
+            and (launch.get("recipe"), launch.get("model")) != (first.get("recipe"), first.get("model"))]
+
+
+def launch_label(launch: dict) -> str:
+    """``Ollama · hf.co/org/repo:Q4_K_M`` for a menu of runtimes."""
+    return f"{RUNTIME_NAMES.get(launch.get('recipe'), launch.get('recipe'))} · {launch.get('model')}"
+
+
 def variant_label(variant: dict) -> str:
     """``Q4_K_M`` for a GGUF quantization; ``bf16 · 2 shards`` for a safetensors set."""
     label = variant.get("id") or "?"

@@ -4,7 +4,7 @@ them into the runtimes' cache with progress, and launch one with the runtime and
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu,
                                QPushButton, QSplitter, QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -166,6 +166,11 @@ class DiscoverPage(QWidget):
         self.launch_button = QPushButton("Launch…")
         self.launch_button.setToolTip("Open the Launch dialog with this quantization's runtime and model filled in")
         self.launch_button.clicked.connect(self.launch_selected)
+        # The other runtimes that serve the variant (Ollama beside llama.cpp; SGLang and TGI beside vLLM).
+        self.launch_menu = QMenu(self)
+        self.launch_other = QPushButton("Other runtime")
+        self.launch_other.setToolTip("Launch this quantization on another runtime that serves it")
+        self.launch_other.setMenu(self.launch_menu)
         self.action_note = QLabel()
         self.action_note.setWordWrap(True)
         self.action_note.setProperty("muted", True)
@@ -173,6 +178,7 @@ class DiscoverPage(QWidget):
         actions.addWidget(self.action_note, 1)
         actions.addWidget(self.download_button)
         actions.addWidget(self.launch_button)
+        actions.addWidget(self.launch_other)
         page = QWidget()
         box = QVBoxLayout(page)
         box.setContentsMargins(0, 0, 0, 0)
@@ -371,8 +377,9 @@ class DiscoverPage(QWidget):
             return
         found = next((r for r in self.results if r.get("repo_id") == repo_id), None)
         self.model_summary.setText(hub.model_summary(found) if found else repo_id)
-        if error.code == "hub_gated":
-            # Gated, and no token (or one without access) is saved: say so before anything is downloaded.
+        if error.code in ("hub_gated", "hub_token_invalid"):
+            # Gated, and no token (or one without access, or one the Hub refuses) is saved: say so before anything
+            # is downloaded, and take a token here.
             self.model_note.setText(f"{error.message} {error.hint or ''}".strip())
             self.model_note.setObjectName("warnText")
             self._repolish(self.model_note)
@@ -411,6 +418,7 @@ class DiscoverPage(QWidget):
         live = job is not None and job.get("state") in LIVE
         self.download_button.setEnabled(variant is not None and model.get("servable", True) and not live)
         self.launch_button.setEnabled(variant is not None and bool(variant.get("launch")))
+        self._fill_launch_menu(variant)
         if variant is None:
             self.download_button.setText("Download")
             if self.model is not None:
@@ -461,6 +469,15 @@ class DiscoverPage(QWidget):
 
     def _on_cancelled(self, job_id: str) -> None:
         self._calls.get(f"/api/downloads/{job_id}", self._apply)
+
+    def _fill_launch_menu(self, variant: dict | None) -> None:
+        others = hub.other_launches(variant or {})
+        self.launch_menu.clear()
+        for launch in others:
+            action = self.launch_menu.addAction(hub.launch_label(launch))
+            action.triggered.connect(lambda _checked=False, launch=launch:
+                                     self.launch_requested.emit(launch["recipe"], launch["model"]))
+        self.launch_other.setVisible(bool(others))
 
     def launch_selected(self) -> None:
         """Ask for the Launch dialog with the selected variant's runtime and model (the window opens it)."""

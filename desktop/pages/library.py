@@ -68,6 +68,10 @@ class LibraryPage(QWidget):
         self.error.setWordWrap(True)
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
+        self.problems = QLabel()  # places that could not be read now (a cache volume while Docker is away)
+        self.problems.setObjectName("warnText")
+        self.problems.setWordWrap(True)
+        self.problems.hide()
         self.table = QTableWidget(0, len(local.COLUMNS))
         self.table.setHorizontalHeaderLabels(local.COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -89,6 +93,7 @@ class LibraryPage(QWidget):
         box.addWidget(subtitle)
         box.addLayout(bar)
         box.addWidget(self.error)
+        box.addWidget(self.problems)
         box.addWidget(self.table, 1)
         self._update_buttons()
         self._on_theme_changed(theme.notifier().scheme)
@@ -139,6 +144,9 @@ class LibraryPage(QWidget):
                            if self.models else "No models on disk yet. Find one on the Discover page.")
         if selected:
             self.select(selected)
+        problems = [str(p) for p in answer.get("problems") or []]
+        self.problems.setText("Not listed now: " + "; ".join(problems) if problems else "")
+        self.problems.setVisible(bool(problems))
         refused = next((m for m in self.models if m.get("id") == self._refused_id), None)
         if self._refused_id is not None and not (refused or {}).get("used_by"):
             self._refused_id = None  # the deployment that held it is gone: the refusal is old news

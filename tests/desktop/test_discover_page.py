@@ -115,6 +115,14 @@ def test_search_model_page_download_to_done_and_launch_preselected(make_main_win
     assert dialog.recipe["name"] == variant["launch"]["recipe"] == "llama-cpp"
     assert dialog.model.text() == variant["launch"]["model"] == f"{GGUF_REPO}:Q4_K_M"
     dialog.close()
+    # the other runtime that serves it, from the menu beside Launch
+    others = [a.text() for a in page.launch_menu.actions()]
+    assert not page.launch_other.isHidden() and others == [f"Ollama · hf.co/{GGUF_REPO}:Q4_K_M"]
+    page.launch_menu.actions()[0].trigger()
+    qtbot.waitUntil(lambda: window.models._dialogs and window.models._dialogs[-1] is not dialog, timeout=10000)
+    ollama = window.models._dialogs[-1]
+    assert (ollama.recipe["name"], ollama.model.text()) == ("ollama", f"hf.co/{GGUF_REPO}:Q4_K_M")
+    ollama.close()
 
     # Download: the job shows in the panel and ends done; the variant is then marked on disk
     states: list[str] = []

@@ -83,6 +83,15 @@ def test_fit_badges_per_device_gpus_first_with_the_message_as_tooltip() -> None:
     assert hub.variant_cells(shards)[0] == "bf16 · 2 shards" and hub.variant_cells(shards)[2] == "—"
 
 
+def test_other_runtimes_of_a_variant() -> None:
+    variant = {"launch": {"recipe": "llama-cpp", "model": "o/r:Q4_K_M"},
+               "launches": [{"recipe": "llama-cpp", "model": "o/r:Q4_K_M"},
+                            {"recipe": "ollama", "model": "hf.co/o/r:Q4_K_M"}, {"recipe": "vllm"}]}
+    assert hub.other_launches(variant) == [{"recipe": "ollama", "model": "hf.co/o/r:Q4_K_M"}]
+    assert hub.launch_label(hub.other_launches(variant)[0]) == "Ollama · hf.co/o/r:Q4_K_M"
+    assert hub.other_launches({"launch": {"recipe": "vllm", "model": "o/r"}}) == []
+
+
 def test_the_first_variant_selected_is_the_largest_that_fits_a_gpu() -> None:
     def v(size, level):
         return {"size_bytes": size, "fit": [{"device": "0", "level": level}, {"device": "cpu", "level": "fits"}]}

@@ -158,3 +158,22 @@ def test_models_page_links_into_discover_and_library(make_main_window, qtbot):
     qtbot.mouseClick(window.models.library_button, Qt.MouseButton.LeftButton)
     assert window.stack.currentWidget() is window.library
     assert window.nav.currentItem().text() == "Library"
+
+
+def test_places_that_cannot_be_read_now_are_named_above_the_table(qtbot):
+    """The listing's ``problems`` (a cache volume while Docker is away) as the page shows them, beside what it lists."""
+    from desktop.client import BackendClient
+    from desktop.pages.library import LibraryPage
+
+    page = LibraryPage(BackendClient("http://127.0.0.1:9", "unused"))
+    qtbot.addWidget(page)
+    with qtbot.waitExposed(page):
+        page.show()
+    page._on_library_loaded({"models": [{"id": "a", "kind": "gguf", "name": "a.gguf", "size_bytes": 1}],
+                             "scanned_ms": 3.0, "problems": ["cache ollama (volume modeldeck-cache-ollama): Docker is "
+                                                             "not reachable"]})
+    assert page.problems.isVisible() and "Docker is not reachable" in page.problems.text()
+    assert page.table.rowCount() == 1 and page.state.text().startswith("1 model")
+    page._on_library_loaded({"models": [], "scanned_ms": 1.0, "problems": []})
+    assert page.problems.isHidden() and "No models on disk yet" in page.state.text()
+    page.shutdown()
