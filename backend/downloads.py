@@ -210,10 +210,11 @@ class _Job:
     sha256: dict[str, str | None]
     cancel: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
-    samples: deque = field(default_factory=lambda: deque(maxlen=64))
+    samples: deque = field(default_factory=deque)  # (monotonic time, bytes done), 10 a second at most
     sockets: list = field(default_factory=list)
     last_publish: float = 0.0
     last_persist: float = 0.0
+    dirty: bool = False  # progress not yet sent to followers
     #: Files whose blob is in the cache already: linked into the snapshot, not downloaded again.
     placed: set[str] = field(default_factory=set)
 
@@ -245,6 +246,7 @@ class DownloadManager:
         self._threads: list[threading.Thread] = []
         self._max_parallel = max_parallel
         self._stopping = False
+        self._stop_pump = threading.Event()
         self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
         #: Counts the downloads finished by this backend (the library rescans cache volumes when it changes).
         self.generation = 0
@@ -288,9 +290,13 @@ class DownloadManager:
             t = threading.Thread(target=self._work, name=f"download-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        pump = threading.Thread(target=self._pump, name="download-progress", daemon=True)
+        pump.start()
+        self._threads.append(pump)
 
     def close(self) -> None:
         """Stop the workers; running jobs stay ``running`` in jobs.json and resume at the next start."""
+        self._stop_pump.set()
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
@@ -304,11 +310,12 @@ class DownloadManager:
 
     def list(self) -> list[Download]:
         with self._lock:
-            return [j.view.model_copy(deep=True) for j in sorted(self._jobs.values(), key=lambda j: j.view.created)]
+            now = time.monotonic()
+            return [_rate(j, now).model_copy(deep=True) for j in sorted(self._jobs.values(), key=lambda j: j.view.created)]
 
     def get(self, job_id: str) -> Download:
         with self._lock:
-            return self._job(job_id).view.model_copy(deep=True)
+            return _rate(self._job(job_id), time.monotonic()).model_copy(deep=True)
 
     def start(self, req: DownloadRequest) -> tuple[Download, bool]:
         """Check the request against the Hub and the free space, then queue it (blocking: call from a thread).
@@ -515,6 +522,8 @@ class DownloadManager:
                     continue
                 job.view.state = "running"
                 job.released.clear()
+                job.samples.clear()
+                job.samples.append((time.monotonic(), job.view.bytes_done))
                 self._persist()
             self._publish(job, "progress")
             try:
@@ -528,6 +537,22 @@ class DownloadManager:
                 self._finish(job, "failed", _describe(exc))
             finally:
                 job.released.set()
+
+    def _pump(self) -> None:
+        """Send progress the workers held back (at most PROGRESS_HZ a second), and once a second the
+        running jobs' rates, which fall while a transfer stalls and no chunk arrives to report it."""
+        tick = 0
+        while not self._stop_pump.wait(1.0 / PROGRESS_HZ):
+            tick += 1
+            now = time.monotonic()
+            with self._lock:
+                due = [j for j in self._jobs.values() if j.view.state == "running"
+                       and (j.dirty or tick % int(PROGRESS_HZ) == 0) and now - j.last_publish >= 1.0 / PROGRESS_HZ]
+                for j in due:
+                    _rate(j, now)
+                    j.last_publish, j.dirty = now, False
+            for j in due:
+                self._publish(j, "progress")
 
     def _finish(self, job: _Job, state: State, error: str | None) -> None:
         with self._lock:
@@ -675,16 +700,15 @@ class DownloadManager:
             f.bytes_done = done
             v = job.view
             v.bytes_done = sum(x.bytes_done for x in v.files)
-            job.samples.append((now, v.bytes_done))
-            while job.samples and now - job.samples[0][0] > RATE_WINDOW_S:
-                job.samples.popleft()
-            if len(job.samples) >= 2 and now > job.samples[0][0]:
-                (t0, b0), (t1, b1) = job.samples[0], job.samples[-1]
-                v.rate_bps = (b1 - b0) / (t1 - t0) if t1 > t0 else v.rate_bps
-                v.eta_s = (v.bytes_total - v.bytes_done) / v.rate_bps if v.rate_bps else None
+            if len(job.samples) > 1 and now - job.samples[-1][0] < 0.1:
+                job.samples[-1] = (job.samples[-1][0], v.bytes_done)  # one sample per tenth of a second
+            else:
+                job.samples.append((now, v.bytes_done))
+            _rate(job, now)
             if not force and now - job.last_publish < 1.0 / PROGRESS_HZ:
+                job.dirty = True  # the pump sends it when the quarter second is over
                 return
-            job.last_publish = now
+            job.last_publish, job.dirty = now, False
             persist = force or now - job.last_persist >= 2.0
             if persist:
                 job.last_persist = now
@@ -707,6 +731,24 @@ class DownloadManager:
         else:
             place_in_volume(self.engine, self.helper_image(), self.settings, job.view.repo_id, job.view.revision,
                             commit, files)
+
+
+def _rate(job: _Job, now: float) -> Download:
+    """Bring the job's rate and time left up to ``now``: bytes over the last RATE_WINDOW_S seconds.
+
+    Counting up to now (not to the last chunk) lets a stalled transfer's rate fall to 0 instead of
+    showing the speed it last had. Call with the manager's lock held.
+    """
+    v = job.view
+    if v.state != "running":
+        return v
+    while len(job.samples) > 1 and now - job.samples[1][0] > RATE_WINDOW_S:
+        job.samples.popleft()
+    if job.samples and now - job.samples[0][0] > 0.5:
+        t0, b0 = job.samples[0]
+        v.rate_bps = max(v.bytes_done - b0, 0) / (now - t0)
+        v.eta_s = (v.bytes_total - v.bytes_done) / v.rate_bps if v.rate_bps > 0 else None
+    return v
 
 
 class _Interrupted(Exception):

@@ -94,9 +94,10 @@ def start(backend: BackendProcess, **body) -> httpx.Response:
     return backend.post("/api/downloads", json=body)
 
 
-def follow(backend: BackendProcess, job_id: str, timeout: float = 120) -> list[tuple[str, dict]]:
-    """The job's events until its last one (done, failed or cancelled)."""
-    events = []
+def follow(backend: BackendProcess, job_id: str, timeout: float = 120,
+           events: list | None = None) -> list[tuple[str, dict]]:
+    """The job's events until its last one (done, failed or cancelled), appended to ``events`` as they come."""
+    events = [] if events is None else events
     with httpx.stream("GET", f"{backend.url}/api/downloads/{job_id}/events", headers=backend.auth,
                       timeout=timeout) as r:
         assert r.status_code == 200, r.read()
@@ -163,12 +164,13 @@ def test_variant_download_into_host_cache_reports_progress_and_lands_in_the_hub_
 
     events: list[tuple[str, dict]] = []
     began = time.monotonic()
-    reader = threading.Thread(target=lambda: events.extend(follow(backend, job["id"])))
+    reader = threading.Thread(target=follow, args=(backend, job["id"]), kwargs={"events": events})
     reader.start()
     assert gated.reached.wait(60), "the backend never asked for the file"
     mid = wait_state(backend, job["id"], states=("running",))
-    wait_until(lambda: backend.get(f"/api/downloads/{job['id']}").json()["bytes_done"] >= MIB, 30,
-               what="the first MiB to be counted")
+    # The stall is reported: a progress event with the first MiB arrives while the rest is held back.
+    wait_until(lambda: any(n == "progress" and e["bytes_done"] >= MIB for n, e in list(events)), 30,
+               what="a progress event with the first MiB")
     gated.gate.set()
     reader.join(120)
     followed_s = time.monotonic() - began
@@ -235,7 +237,7 @@ def test_cancel_stops_the_transfer_and_removes_partial_files(backends, hub_stand
     backend = backends(cache)
     job = start(backend, repo_id=repo_id, variant="Q4_K_M").json()
     events: list[tuple[str, dict]] = []
-    reader = threading.Thread(target=lambda: events.extend(follow(backend, job["id"])))
+    reader = threading.Thread(target=follow, args=(backend, job["id"]), kwargs={"events": events})
     reader.start()
     assert gated.reached.wait(60)
     staged = backend.home / "downloads" / job["id"]
@@ -390,3 +392,20 @@ def test_two_downloads_run_at_once_and_the_rest_wait_queued(backends, hub_standi
     finally:
         for _, f in repos:
             f.gate.set()
+
+
+def test_a_stalled_transfer_shows_its_rate_falling(backends, hub_standin, tiny_gguf, tmp_path):
+    repo_id, gated = unique_repo(hub_standin, tiny_gguf, gated_at=2 * MIB)
+    backend = backends(tmp_path / "hf-cache")
+    job = start(backend, repo_id=repo_id, variant="Q4_K_M").json()
+    try:
+        assert gated.reached.wait(60)
+        fast = wait_until(lambda: (j := backend.get(f"/api/downloads/{job['id']}").json())["rate_bps"] and j, 30,
+                          what="a rate")
+        assert fast["rate_bps"] > 0 and fast["eta_s"] > 0
+        stalled = wait_until(lambda: (j := backend.get(f"/api/downloads/{job['id']}").json())["rate_bps"] == 0 and j,
+                             30, what="the rate of a stalled transfer to reach 0")
+        assert stalled["eta_s"] is None and stalled["state"] == "running" and stalled["bytes_done"] == 2 * MIB
+    finally:
+        gated.gate.set()
+    assert wait_state(backend, job["id"])["state"] == "done"
