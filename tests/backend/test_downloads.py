@@ -409,3 +409,27 @@ def test_a_stalled_transfer_shows_its_rate_falling(backends, hub_standin, tiny_g
     finally:
         gated.gate.set()
     assert wait_state(backend, job["id"])["state"] == "done"
+
+
+def test_a_backend_stopped_mid_transfer_exits_promptly_and_resumes_at_its_next_start(
+        backends, hub_standin, tiny_gguf, tmp_path):
+    repo_id, gated = unique_repo(hub_standin, tiny_gguf, gated_at=MIB)
+    cache, home = tmp_path / "hf-cache", tmp_path / "home"
+    first = backends(cache, home=home)
+    job = start(first, repo_id=repo_id, variant="Q4_K_M").json()
+    try:
+        assert gated.reached.wait(60)
+        staged = home / "downloads" / job["id"] / "tiny-Q4_K_M.gguf.part"
+        wait_until(lambda: staged.exists() and staged.stat().st_size == MIB, 30, what="1 MiB staged")
+        t0 = time.monotonic()
+        first.stop()  # SIGTERM while the transfer is stalled: the worker is woken, not waited for
+        assert time.monotonic() - t0 < 10 and first.proc.returncode == -15  # ended by its own SIGTERM handler,
+        assert "Application shutdown complete" in first.log()                  # after the shutdown ran
+        saved = {j["id"]: j for j in json.loads((home / "downloads" / "jobs.json").read_text())}
+        assert saved[job["id"]]["state"] == "running", "left to resume, not failed"
+    finally:
+        gated.gate.set()
+    second = backends(cache, home=home)
+    assert wait_state(second, job["id"])["state"] == "done"
+    gets = [r.range for r in hub_standin.requests if r.method == "GET" and r.path.endswith("tiny-Q4_K_M.gguf")]
+    assert gets == [None, f"bytes={MIB}-"], gets
