@@ -615,6 +615,7 @@ class DownloadManager:
                 staged.unlink()
                 have = 0
             if have == f.size:
+                staged.touch()  # an empty file has a blob too
                 self._progress(job, f, have, force=True)
                 return etag, commit
             req_headers = {"Range": f"bytes={have}-"} if have else {}

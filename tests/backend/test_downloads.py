@@ -433,3 +433,19 @@ def test_a_backend_stopped_mid_transfer_exits_promptly_and_resumes_at_its_next_s
     assert wait_state(second, job["id"])["state"] == "done"
     gets = [r.range for r in hub_standin.requests if r.method == "GET" and r.path.endswith("tiny-Q4_K_M.gguf")]
     assert gets == [None, f"bytes={MIB}-"], gets
+
+
+def test_named_files_including_an_empty_one_are_placed(backends, hub_standin, tiny_gguf, tmp_path):
+    repo_id = f"modeldeck-test/t{uuid.uuid4().hex[:10]}"
+    hub_standin.add(HubRepo(repo_id, [HubFile("model-Q4_K_M.gguf", tiny_gguf), HubFile("empty.txt", b""),
+                                      HubFile("sub/config.json", b'{"a": 1}')], tags=["gguf"]))
+    cache = tmp_path / "hf-cache"
+    backend = backends(cache)
+    r = start(backend, repo_id=repo_id, files=["empty.txt", "sub/config.json"])
+    assert r.status_code == 202, r.text
+    assert wait_state(backend, r.json()["id"])["state"] == "done"
+    snapshot = hub_repo_folder(cache, repo_id) / "snapshots" / hub_standin.repos[repo_id].sha
+    assert (snapshot / "empty.txt").is_symlink() and (snapshot / "empty.txt").read_bytes() == b""
+    assert (snapshot / "sub" / "config.json").read_bytes() == b'{"a": 1}'
+    assert os.readlink(snapshot / "sub" / "config.json").startswith("../../../blobs/")
+    assert not (snapshot / "model-Q4_K_M.gguf").exists(), "only the files asked for"
