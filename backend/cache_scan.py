@@ -163,6 +163,13 @@ def gguf_header(path: str) -> dict | None:
             "file_type": number("general.file_type")}
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
 def _stat(path: str) -> tuple[int, float]:
     st = os.stat(path)
     return st.st_size, st.st_mtime
@@ -279,9 +286,11 @@ def scan_cache(root: str, kind: str) -> dict:
     """What a cache folder of ``kind`` ("huggingface", "ollama", anything else) holds."""
     if kind == "huggingface":
         hub = os.path.join(root, HF_HUB)
-        return {"hub": scan_hub(hub) if os.path.isdir(hub) else scan_hub(root),
-                "hub_prefix": HF_HUB if os.path.isdir(hub) else "",
-                "ggufs": scan_ggufs(root, prune=(HF_HUB,) if os.path.isdir(hub) else ())}
+        # ``<root>/hub/models--*`` (HF_HOME's layout: huggingface_hub, llama.cpp, vLLM, SGLang) and
+        # ``<root>/models--*`` (TGI mounts the cache as its hub folder itself, /data).
+        repo_folders = tuple(n for n in _listdir(root) if n.startswith("models--"))
+        return {"hubs": [{"prefix": HF_HUB, "repos": scan_hub(hub)}, {"prefix": "", "repos": scan_hub(root)}],
+                "ggufs": scan_ggufs(root, prune=(HF_HUB, *repo_folders))}
     if kind == "ollama":
         return {"ollama": scan_ollama(root)}
     return {"ggufs": scan_ggufs(root)}

@@ -232,8 +232,8 @@ class Library:
                     problems.append(f"{where.label}: {exc.message} {exc.hint or ''}".strip())
                 continue
             entries += self._ggufs(where, found.get("ggufs", []))
-            prefix = found.get("hub_prefix", "")
-            entries += self._hub(where, found.get("hub", []), prefix)
+            for hub in found.get("hubs", []):
+                entries += self._hub(where, hub["repos"], hub["prefix"])
             entries += self._ollama(where, found.get("ollama", []))
         return entries
 
@@ -270,7 +270,7 @@ class Library:
                     tag = f"{repo_id}:{variant}" if variant else repo_id
                     shown = where.shown_path(f"{base}/{head['path']}")
                     model = LocalModel(
-                        id=_id("gguf", where.label, folder, commit, name), kind="gguf",
+                        id=_id("gguf", where.label, prefix, folder, commit, name), kind="gguf",
                         name=f"{repo_id} {variant or os.path.basename(name)}", repo_id=repo_id, revision=commit,
                         variant=variant, path=shown, location=where.label,
                         size_bytes=sum(f["size"] for f in parts), gguf=_facts(head["gguf"]),
@@ -280,7 +280,7 @@ class Library:
                 weights = [f for f in others if f["path"].endswith((".safetensors", ".bin", ".pt"))]
                 if weights:
                     model = LocalModel(
-                        id=_id("hf_snapshot", where.label, folder, commit), kind="hf_snapshot", name=repo_id,
+                        id=_id("hf_snapshot", where.label, prefix, folder, commit), kind="hf_snapshot", name=repo_id,
                         repo_id=repo_id, revision=commit, path=where.shown_path(base), location=where.label,
                         size_bytes=sum(f["size"] for f in others),
                         launch=LaunchHint(recipe=SNAPSHOT_RECIPE, model=repo_id))

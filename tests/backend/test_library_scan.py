@@ -186,3 +186,17 @@ def test_a_listing_without_docker_shows_the_folders_and_says_what_it_could_not_r
     assert [(m.name, m.variant, m.gguf.quantization) for m in listing.models] == [("m-Q8_0.gguf", "Q8_0", "Q8_0")]
     assert len(listing.problems) == 2  # the Hugging Face and Ollama volumes
     assert all("volume modeldeck-cache-" in p and "Docker" in p for p in listing.problems), listing.problems
+
+
+def test_a_cache_shared_with_tgi_is_read_at_both_levels(tmp_path):
+    """TGI mounts the cache as its hub folder (/data/models--*); the others use <cache>/hub/models--*."""
+    staged = tmp_path / "w"
+    for name in ("a", "b"):
+        staged.write_bytes(name.encode() * 10)
+        place_in_folder(tmp_path / ("cache" if name == "a" else "x"), f"org/{name}", "main", COMMIT,
+                        [CacheFile("model.safetensors", name * 64, staged)])
+    os.rename(tmp_path / "x" / "hub" / "models--org--b", tmp_path / "cache" / "models--org--b")
+    found = cache_scan.scan_cache(str(tmp_path / "cache"), "huggingface")
+    assert [(h["prefix"], [r["repo_id"] for r in h["repos"]]) for h in found["hubs"]] == [("hub", ["org/a"]),
+                                                                                         ("", ["org/b"])]
+    assert found["ggufs"] == []
