@@ -57,7 +57,7 @@ EVENTS_KEPT = 500
 LOG_TAIL_LINES = 30
 #: How often an on-demand load asks the server whether it is ready: the wait after ready is what a
 #: client pays on top of the server's own start, so it is short (a loopback GET).
-LOAD_PROBE_INTERVAL_S = 0.05
+LOAD_PROBE_INTERVAL_S = 0.02
 #: Buckets of ``modeldeck_model_load_seconds``.
 LOAD_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 #: Extra wait beyond the start-up time for a client whose load also had to stop others first.
@@ -355,10 +355,11 @@ class Lifecycle:
         error: ModelDeckError | None = None
         try:
             with self._ops_lock(dep_id):
-                found = self.engine.list(labels=id_filter(dep_id))
-                if not found:
-                    raise DeploymentNotFound(f"No deployment '{dep_id}'.", hint="It was removed.")
-                c = found[0]
+                # Every engine call before the start is paid by the waiting client: a stopped container as the
+                # cache has it is started as it is (a start of one that runs meanwhile changes nothing).
+                cached = self.registry.container(dep_id)
+                c = cached if cached is not None and cached.state in ("exited", "created") else \
+                    self.engine.inspect(cached.id if cached is not None else f"modeldeck-{dep_id}")
                 labels = DeploymentLabels.decode(c.labels, dep_id)
                 served = labels.served_name
                 if c.state == "paused":
@@ -368,7 +369,6 @@ class Lifecycle:
                     return
                 if c.state != "running":
                     self.start_with_room(dep_id, labels, lambda: self.engine.start(c.id), load.reason)
-                    self.registry.update(dep_id)
             load.started_ok = True
             load.started.set()
             info = self._wait_ready(dep_id, c.id, labels)
@@ -405,8 +405,8 @@ class Lifecycle:
         """
         timeout = self.startup_timeout_of(labels)
         deadline = time.monotonic() + timeout
-        next_inspect = 0.0
-        info = self.engine.inspect(container_id)
+        info = self.engine.inspect(container_id)  # the host port Docker bound at this start
+        next_inspect = time.monotonic() + 0.25
         while True:
             if time.monotonic() >= next_inspect:
                 info = self.engine.inspect(container_id)
@@ -784,6 +784,9 @@ class Lifecycle:
         failed = self.load_failed(view.id, c)
         if failed is not None and view.status == "stopped":
             update = {"status": "failed", "message": f"loading it on request failed: {failed}"}
+        elif self.loading(view.id) and view.status in ("stopped", "loading"):
+            load = self._loads.get(view.id)
+            update = {"status": "loading", "message": f"loading on request ({load.reason})" if load else "loading"}
         return view.model_copy(update={
             **update, "on_demand": k.on_demand, "idle_ttl_s": k.idle_ttl_s, "effective_idle_ttl_s": ttl,
             "pinned": k.pinned,
