@@ -100,9 +100,12 @@ class DownloadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo_id: Annotated[str, Field(min_length=3, max_length=193, examples=["bartowski/Qwen2.5-0.5B-Instruct-GGUF"])]
+    # No examples: the API fuzz test would download them (from its Hub stand-in) into the real cache.
+    repo_id: Annotated[str, Field(min_length=3, max_length=193,
+                                  description="org/name, e.g. bartowski/Qwen2.5-0.5B-Instruct-GGUF")]
     revision: Annotated[str, Field(min_length=1, max_length=128)] = "main"
-    variant: Annotated[str | None, Field(min_length=1, max_length=64, examples=["Q4_K_M"])] = None
+    variant: Annotated[str | None, Field(min_length=1, max_length=64,
+                                         description="a variant id of the model page, e.g. Q4_K_M")] = None
     files: Annotated[list[str] | None, Field(min_length=1, max_length=1000)] = None
 
     @field_validator("repo_id")
