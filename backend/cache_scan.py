@@ -354,7 +354,8 @@ def delete_hub_files(root: str, repo_folder: str, commit: str, paths: list[str] 
 def delete_ollama_model(root: str, manifest: str) -> int:
     """Remove an Ollama manifest and the blobs no other manifest lists; return the bytes freed."""
     path = _inside(root, manifest)
-    os.unlink(path)
+    if os.path.exists(path):
+        os.unlink(path)
     wanted = set()
     for folder, _dirs, files in os.walk(os.path.join(root, OLLAMA_MANIFESTS)):
         for name in files:
@@ -377,8 +378,11 @@ def delete_ollama_model(root: str, manifest: str) -> int:
 def delete_file(root: str, rel: str) -> int:
     """Remove one plain file under ``root``; return its size."""
     path = _inside(root, rel)
-    size = os.path.getsize(path)
-    os.unlink(path)
+    try:
+        size = os.path.getsize(path)
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0  # removed meanwhile: the wanted outcome
     return size
 
 
