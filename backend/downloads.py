@@ -341,6 +341,7 @@ class DownloadManager:
             bytes_total=sum(s for _p, s, _h in resolved.files), bytes_done=0, target=self.target_name(),
             created=now_iso())
         job = _Job(view, resolved.commit, {p: h for p, _s, h in resolved.files})
+        self._adopt_failed(req, paths, job)
         self._check_space(job)
         with self._lock:
             if (same := self._same(req, paths)) is not None:  # an identical request won the race
@@ -348,11 +349,28 @@ class DownloadManager:
             finished = sorted((j for j in self._jobs.values() if j.view.state in FINISHED), key=lambda j: j.view.created)
             for old in finished[:max(0, len(finished) - KEEP_FINISHED + 1)]:
                 del self._jobs[old.view.id]  # the list shows recent history, not every download ever made
+                shutil.rmtree(self.folder / old.view.id, ignore_errors=True)
             self._jobs[job_id] = job
             self._queue.append(job_id)
             self._persist()
             self._wake.notify()
         return view.model_copy(deep=True), True
+
+    def _adopt_failed(self, req: DownloadRequest, paths: list[str], job: _Job) -> None:
+        """Take over the staged bytes of a failed download of the same files: asking again resumes it.
+
+        The failed job leaves the list; its partial files become the new job's (same commit only).
+        """
+        with self._lock:
+            old = next((j for j in self._jobs.values() if j.view.state == "failed" and j.commit == job.commit
+                        and j.view.repo_id == req.repo_id and sorted(f.path for f in j.view.files) == paths), None)
+            if old is None:
+                return
+            del self._jobs[old.view.id]
+        staged = self.folder / old.view.id
+        if staged.is_dir():
+            os.replace(staged, self.folder / job.view.id)
+        self._persist()
 
     def _same(self, req: DownloadRequest, paths: list[str]) -> Download | None:
         """The queued or running job for the same repo, revision and files, if any."""
@@ -375,6 +393,7 @@ class DownloadManager:
             if job.view.state in FINISHED:
                 del self._jobs[job_id]
                 self._persist()
+                shutil.rmtree(self.folder / job_id, ignore_errors=True)  # a failed one's partial files
                 return
             job.cancel.set()
             running = job.view.state == "running"

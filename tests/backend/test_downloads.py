@@ -449,3 +449,40 @@ def test_named_files_including_an_empty_one_are_placed(backends, hub_standin, ti
     assert (snapshot / "sub" / "config.json").read_bytes() == b'{"a": 1}'
     assert os.readlink(snapshot / "sub" / "config.json").startswith("../../../blobs/")
     assert not (snapshot / "model-Q4_K_M.gguf").exists(), "only the files asked for"
+
+
+@dataclass
+class DroppedFile(GatedFile):
+    """Served up to ``gate_at`` bytes, then, once ``gate`` is set, the connection drops (a network failure)."""
+
+    def read(self, start: int, end: int):
+        if start < self.gate_at:
+            yield from HubFile.read(self, start, min(self.gate_at, end))
+            self.reached.set()
+            self.gate.wait(120)
+            raise ConnectionResetError("the stand-in drops the transfer")
+        yield from HubFile.read(self, start, end)
+
+
+def test_a_failed_download_asked_again_resumes_from_its_partial_file(backends, hub_standin, tiny_gguf, tmp_path):
+    repo_id = f"modeldeck-test/t{uuid.uuid4().hex[:10]}-GGUF"
+    dropped = DroppedFile("tiny-Q4_K_M.gguf", tiny_gguf, gate_at=MIB)
+    hub_standin.add(HubRepo(repo_id, [dropped], tags=["gguf"]))
+    cache = tmp_path / "hf-cache"
+    backend = backends(cache)
+    first = start(backend, repo_id=repo_id, variant="Q4_K_M").json()
+    assert dropped.reached.wait(60)
+    hub_standin.fail_next = [503] * 5  # every retry after the drop is refused: the download fails
+    dropped.gate.set()
+    failed = wait_state(backend, first["id"])
+    assert failed["state"] == "failed" and "5 times" in failed["error"] and failed["bytes_done"] == MIB
+    assert (backend.home / "downloads" / first["id"] / "tiny-Q4_K_M.gguf.part").stat().st_size == MIB
+
+    again = start(backend, repo_id=repo_id, variant="Q4_K_M").json()
+    assert again["id"] != first["id"] and again["bytes_done"] == MIB, "it starts from the bytes it had"
+    assert wait_state(backend, again["id"])["state"] == "done"
+    gets = [r.range for r in hub_standin.requests if r.method == "GET" and r.path.endswith("tiny-Q4_K_M.gguf")
+            and r.status != 503]
+    assert gets[-1] == f"bytes={MIB}-", gets
+    assert [d["id"] for d in backend.get("/api/downloads").json()["downloads"]] == [again["id"]]
+    assert_hub_layout(cache, repo_id, hub_standin.repos[repo_id].sha, "tiny-Q4_K_M.gguf", tiny_gguf)
