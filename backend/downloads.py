@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 MAX_PARALLEL = 2
 PROGRESS_HZ = 4.0
-CHUNK = 1 << 20
 #: Attempts at one file without a byte of progress before the job fails.
 MAX_RETRIES = 5
 RATE_WINDOW_S = 5.0
