@@ -53,6 +53,7 @@ from backend.engine import Engine
 from backend.errors import ImageUnavailable, ModelDeckError
 from backend.hub_cache import (CACHE_KIND, HELPER_HOME_LABEL, HUB_FOLDER, VOLUME, CacheFile, atomic_write,
                                helper_labels, place_in_folder, place_in_volume, repo_folder, volume_state)
+from backend.hub import SAVE_TOKEN
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -793,8 +794,7 @@ def _hub_refusal(resp: httpx.Response, repo_id: str, path: str) -> str:
     code = resp.headers.get("X-Error-Code") or ""
     if code == "GatedRepo" or resp.status_code in (401, 403) and code != "RepoNotFound":
         return (f"{repo_id} is gated: the Hub refused {path} ({resp.status_code}). Accept the licence on "
-                f"https://huggingface.co/{repo_id}, then save a token with read access in Settings → Hugging Face "
-                "token, and download again.")
+                f"https://huggingface.co/{repo_id}, then {SAVE_TOKEN}, and download again.")
     return f"The Hub has no {path} in {repo_id} ({resp.status_code} {code or resp.reason_phrase})."
 
 

@@ -67,6 +67,11 @@ _MAX_SMALL_FILE = 2 * 1024 * 1024  # config.json, a safetensors header: read who
 # --------------------------------------------------------------------------- errors
 
 
+#: Where a person saves the Hugging Face token, said by every refusal a token would answer.
+SAVE_TOKEN = ("save a Hugging Face token with read access in ModelDeck: the token field on the model's page in "
+              "Discover, or Help → First-run check (scripts: PUT /api/setup/hf-token)")
+
+
 class HubRepoNotFound(ModelDeckError):
     status = 404
     code = "hub_repo_not_found"
@@ -544,21 +549,20 @@ class HubClient:
             why = ("no Hugging Face token is saved" if status == 401 or not self.token()
                    else "the saved Hugging Face token has no access to it")
             return HubGated(f"{repo_id} is a gated model and {why}.",
-                            hint=f"Accept the licence on {page}, then save a token with read access in "
-                                 "Settings → Hugging Face token.", details={"url": page})
+                            hint=f"Accept the licence on {page}, then {SAVE_TOKEN}.", details={"url": page})
         if isinstance(exc, RevisionNotFoundError):
             return HubRevisionNotFound(f"{repo_id} has no revision '{revision}'.",
                                        hint="Use main, a branch or tag that exists, or a commit id from the model page.")
         if isinstance(exc, RepositoryNotFoundError):
             return HubRepoNotFound(f"No model {repo_id} on the Hub at {self.endpoint}.",
                                    hint="Check the spelling (namespace/name), or search for it; a private model needs "
-                                        "a token with access saved in Settings → Hugging Face token.")
+                                        f"a token with access: {SAVE_TOKEN}.")
         if isinstance(exc, HfHubHTTPError) and exc.response is not None:
             status = exc.response.status_code
             if status == 401:
                 return HubTokenRejected("The Hub refused the saved Hugging Face token.",
-                                        hint="Save a valid token with read access in Settings → Hugging Face token "
-                                             "(https://huggingface.co/settings/tokens).")
+                                        hint="Make a token with read access at https://huggingface.co/settings/tokens, then "
+                                             f"{SAVE_TOKEN}.")
             if status == 429:
                 return HubUnreachable(f"The Hub at {self.endpoint} is rate-limiting requests (429).",
                                       hint="Wait a minute and try again; a saved token raises the limit.")

@@ -212,7 +212,7 @@ def test_big_model_does_not_fit_the_host(backend, hub):
 def test_gated_without_wrong_and_right_token(backend, hub):
     body = error(model(backend, GATED_REPO), 403, "hub_gated")
     assert "no Hugging Face token is saved" in body["message"]
-    assert f"{hub.url}/{GATED_REPO}" in body["hint"] and "Settings → Hugging Face token" in body["hint"]
+    assert f"{hub.url}/{GATED_REPO}" in body["hint"] and "Help → First-run check" in body["hint"] and "Discover" in body["hint"]
     assert hub.requests[-1].status == 401 and hub.requests[-1].authorization is None
 
     write_secret(backend.home, HF_TOKEN, "hf_not_on_the_list")
