@@ -25,12 +25,16 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(token=TOKEN)).openap
 def fuzz_api(engine, tmp_path_factory, gguf_models):
     """A real backend whose catalog is empty, so generated launches can never start a container.
 
-    Its Hub is the stand-in (tests/support/hub_standin.py): an unreachable Hub is rightly a 502.
+    Its Hub is the stand-in (tests/support/hub_standin.py): an unreachable Hub is rightly a 502. Its model
+    caches are folders of its own, so generated downloads and deletes never touch the engine's shared cache
+    volumes (which other tests and a person's deployments use).
     """
     empty = tmp_path_factory.mktemp("empty-catalog")
+    caches = tmp_path_factory.mktemp("fuzz-caches")
     with HubStandin(default_repos(tiny_gguf_bytes(gguf_models))) as hub:
         settings = Settings(home=tmp_path_factory.mktemp("fuzz-home"), token=TOKEN, catalog_dir=empty,
-                            extra_labels={RUN_LABEL: RUN_ID}, hf_endpoint=hub.url)
+                            extra_labels={RUN_LABEL: RUN_ID}, hf_endpoint=hub.url,
+                            cache_dirs={kind: caches / kind for kind in ("huggingface", "ollama")})
         with serve(create_app(settings, engine=engine)) as url:
             yield url
 
