@@ -21,7 +21,7 @@ from backend.launch_plan import LaunchRequest, plan
 from backend.settings import Settings
 from tests.backend.stats.helpers import FakeNvml, fake_gpu
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.support.deployments import demo_body, launch_ready
+from tests.support.deployments import demo_body, launch, launch_ready
 from tests.support.live_server import serve
 from tests.support.waiting import wait_until
 
@@ -92,6 +92,10 @@ def test_cpu_eviction_is_least_recently_used_first_within_the_host_budget(engine
         body = r.json()["error"]
         assert body["code"] == "does_not_fit" and body["hint"] and len(body["details"]["holders"]) == 2
         assert dep(url, a["id"])["ready"] and dep(url, b["id"])["ready"] and dep(url, c["id"])["status"] == "stopped"
+        # A launch goes through the same check: it fails before its container starts.
+        new_id, events = launch(url, TOKEN, demo_body(f"mem{RUN_ID}-d", mem_limit="600m"))
+        assert events[-1]["phase"] == "failed" and events[-1]["details"]["code"] == "does_not_fit", events[-1]
+        assert dep(url, new_id)["status"] == "failed"
         assert len(evictions(url)) == 2
 
         # The limit is part of what `docker run` and compose reproduce.
