@@ -1,7 +1,17 @@
-"""The desktop's own settings (backend URL, token, home folder, theme, ...) kept in QSettings."""
+"""The desktop's own settings (backend URL, home folder, theme, ...) kept in QSettings; the token apart.
+
+QSettings writes ModelDeck.conf with the process's umask (0644 on most desktops): anyone on the
+machine could read a token kept there. The token typed in Settings therefore lives in its own
+owner-only file beside that file (``<settings file>.token``, 0600, written atomically), and a token
+an earlier version left in ModelDeck.conf moves there on the first load. (No OS keyring: the
+``keyring`` package is not a dependency, and a file like the backend's own token file is what the
+backend already trusts.)
+"""
 
 from __future__ import annotations
 
+import os
+import secrets as _random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,20 +87,80 @@ class DesktopSettings:
         return env
 
 
+def read_token_file(path: Path) -> str:
+    """The token kept in ``path``, or '' when there is none (or it cannot be read)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Keep ``token`` in ``path``, readable by the owner only; an empty token removes the file.
+
+    As the backend's secrets store does: the value goes to a temporary file created 0600 (never
+    chmod-ed after writing) that then replaces the old file atomically, so no reader ever sees a
+    partial or world-readable token.
+
+    Raises:
+        OSError: the folder or the file cannot be written.
+    """
+    token = token.strip()
+    if not token:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    if read_token_file(path) == token and (os.name == "nt" or not path.stat().st_mode & 0o077):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.parent / f".{path.name}.{_random.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(token.encode("utf-8") + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
 class SettingsStore:
-    """Reads and writes DesktopSettings and the window state; ``path`` gives an INI file (tests)."""
+    """Reads and writes DesktopSettings and the window state; ``path`` gives an INI file (tests).
+
+    The token is not in the settings file but in ``token_path`` (see the module's docstring).
+    """
 
     def __init__(self, path: str | Path | None = None):
         if path is None:
             self._qs = QSettings("ModelDeck", "ModelDeck")
         else:
             self._qs = QSettings(str(path), QSettings.Format.IniFormat)
+        settings_file = Path(self._qs.fileName())
+        #: The owner-only token file: ~/.config/ModelDeck/ModelDeck.token beside ModelDeck.conf.
+        self.token_path = settings_file.with_name(settings_file.stem + ".token")
+
+    def _load_token(self) -> str:
+        """The token from its own file; one still in the settings file (earlier versions) moves there first."""
+        qs = self._qs
+        legacy = str(qs.value("backend/token", "") or "").strip()
+        if qs.contains("backend/token"):
+            if legacy and not read_token_file(self.token_path):
+                write_token_file(self.token_path, legacy)
+            qs.remove("backend/token")
+            qs.sync()
+        return read_token_file(self.token_path)
 
     def load(self) -> DesktopSettings:
         d = DesktopSettings()
         qs = self._qs
         d.backend_url = str(qs.value("backend/url", d.backend_url) or d.backend_url)
-        d.token = str(qs.value("backend/token", "") or "")
+        d.token = self._load_token()
         d.home = str(qs.value("backend/home", "") or "")
         d.docker_host = str(qs.value("backend/docker_host", "") or "")
         d.theme = str(qs.value("ui/theme", d.theme) or d.theme)
@@ -102,7 +172,8 @@ class SettingsStore:
     def save(self, d: DesktopSettings) -> None:
         qs = self._qs
         qs.setValue("backend/url", d.backend_url)
-        qs.setValue("backend/token", d.token)
+        write_token_file(self.token_path, d.token)
+        qs.remove("backend/token")
         qs.setValue("backend/home", d.home)
         qs.setValue("backend/docker_host", d.docker_host)
         qs.setValue("ui/theme", d.theme)
