@@ -38,6 +38,17 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(
     _Quoted, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style='"'))
 
+#: The same quoting for the Kubernetes export (backend/kubernetes_export.py), which has no ``$`` to escape.
+Quoted = _Quoted
+
+
+def dump_yaml(doc: Any) -> str:
+    """``doc`` as block YAML in the order given, ``Quoted`` strings double-quoted.
+
+    No line width: a long command stays on one line rather than folded inside its quotes.
+    """
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=2**31 - 1)
+
 
 def _port(spec: ContainerSpec) -> Any:
     if ":" in spec.host_ip:  # IPv6: the short "ip:host:container" form would be ambiguous
@@ -138,6 +149,5 @@ def render_compose(spec: ContainerSpec, *, project: str = "modeldeck") -> str:
         # `name:` keeps the volume's own name (compose would prefix the project), so the
         # export reuses the cache ModelDeck already filled instead of downloading again.
         doc["volumes"] = {_literal(v): {"name": _literal(v)} for v in volumes}
-    # No line width: a long command stays on one line rather than folded inside its quotes.
-    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=2**31 - 1)
+    body = dump_yaml(doc)
     return "\n".join(header) + "\n" + body

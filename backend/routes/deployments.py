@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.compose import render_compose
+from backend.kubernetes_export import check_options as check_export_options, render_kubernetes
 from backend.run_command import docker_run_args, render_docker_run
 from backend.deployments import Deployment
 from backend.deps import CatalogDep, DeploymentsDep, SettingsDep, StatsDep
@@ -233,6 +234,27 @@ def compose(dep_id: str, deployments: DeploymentsDep) -> PlainTextResponse:
     text = render_compose(deployments.spec(dep_id))
     return PlainTextResponse(text, media_type="application/yaml", headers={
         "Content-Disposition": f'attachment; filename="{dep_id}-docker-compose.yml"'})
+
+
+@router.get("/deployments/{dep_id}/kubernetes", operation_id="exportKubernetes", response_class=PlainTextResponse,
+            summary="Kubernetes manifests for this deployment: Deployment, Service, a PersistentVolumeClaim per model "
+                    "cache (secrets by reference to a Secret you create)",
+            responses={200: {"content": {"text/yaml": {}}, "description": "Multi-document YAML"},
+                       404: {"description": "No deployment has this id."},
+                       422: {"description": "namespace, storage_class or cache_size is not one Kubernetes accepts."}})
+def kubernetes(dep_id: str, deployments: DeploymentsDep, catalog: CatalogDep,
+               namespace: Annotated[str, Query(max_length=63, description="Namespace of every object")] = "default",
+               storage_class: Annotated[str, Query(max_length=253, description="StorageClass of the claims; "
+                                                   "empty: the cluster's default")] = "",
+               cache_size: Annotated[str, Query(max_length=32, description="Size each cache claim requests")] = "50Gi",
+               ) -> PlainTextResponse:
+    check_export_options(namespace, storage_class, cache_size)  # 422 before anything is looked up
+    spec = deployments.spec(dep_id)
+    recipe_name = DeploymentLabels.decode(spec.labels).recipe
+    text = render_kubernetes(spec, catalog.recipes.get(recipe_name), namespace=namespace,
+                             storage_class=storage_class or None, cache_size=cache_size)
+    return PlainTextResponse(text, media_type="text/yaml", headers={
+        "Content-Disposition": f'attachment; filename="{dep_id}-kubernetes.yaml"'})
 
 
 @router.post("/fit-check", operation_id="fitCheck",
