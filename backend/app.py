@@ -23,12 +23,14 @@ from backend.engine import Engine
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
+from backend.nodes import NodeManager
 from backend.prometheus import Exposition, LifecycleCollector
 from backend.proxy import make_http_client
 from backend.routes import anthropic as anthropic_routes
 from backend.routes import deployments as deployments_routes
 from backend.routes import downloads as downloads_routes
 from backend.routes import library as library_routes
+from backend.routes import nodes as nodes_routes
 from backend.routes import history as history_routes
 from backend.routes import hub as hub_routes
 from backend.routes import openai as openai_routes
@@ -230,10 +232,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sampler.start()
         runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
+        # Other machines' backends over SSH tunnels or TLS (backend/nodes.py): reconnect in the background.
+        app.state.nodes = nodes = NodeManager(settings.home)
+        await nodes.start()
         try:
             yield
         finally:
             await mcp.aclose()
+            await nodes.close()
             await asyncio.to_thread(downloads.close)
             refresher.cancel()
             await runner.close()
@@ -252,6 +258,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                    runs_routes, downloads_routes, library_routes, openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)
     app.include_router(hub_routes.router)
+    app.include_router(nodes_routes.router)
     _install_error_handlers(app)
     _install_docs(app)
     app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))

@@ -103,6 +103,53 @@ class LaunchFailed(ModelDeckError):
         self.log_tail = log_tail or []
 
 
+class NodeNotFound(ModelDeckError):
+    """No node has this name (backend/nodes.py)."""
+
+    status = 404
+    code = "node_not_found"
+
+
+class NodeExists(ModelDeckError):
+    status = 409
+    code = "node_exists"
+
+
+class HostKeyUnknown(ModelDeckError):
+    """The node's SSH host key is in no known_hosts file: the person must check and trust it."""
+
+    status = 409
+    code = "host_key_unknown"
+
+
+class HostKeyChanged(ModelDeckError):
+    """The node's SSH host key differs from the trusted one: never accepted silently."""
+
+    status = 409
+    code = "host_key_changed"
+
+
+class NodeAuthFailed(ModelDeckError):
+    """The node refused the login (SSH key, or TLS client certificate, or its token)."""
+
+    status = 502
+    code = "node_auth_failed"
+
+
+class NodeUnreachable(ModelDeckError):
+    """The node does not answer (network, sshd, TLS port)."""
+
+    status = 502
+    code = "node_unreachable"
+
+
+class NodeNotModelDeck(ModelDeckError):
+    """The machine answers but no ModelDeck backend runs there (no token file, nothing on the port)."""
+
+    status = 502
+    code = "node_not_modeldeck"
+
+
 # --------------------------------------------------------------------------- rendering
 
 OPENAI_PREFIX = "/v1"
