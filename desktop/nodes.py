@@ -15,6 +15,8 @@ from desktop.formatting import format_bytes
 LOCAL = "local"
 #: A node's name: the backend's rule (a-z, 0-9 and '-', at most 32, not "local").
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,31})$")
+#: What the backend takes as an SSH host: a name, an IP address (v6 in brackets) or a ~/.ssh/config alias.
+HOST_RE = re.compile(r"^[A-Za-z0-9._:\[\]][A-Za-z0-9._:\[\]-]*$")
 STATE_TEXT = {"connected": "Connected", "connecting": "Connecting…", "unreachable": "Unreachable", "error": "Error"}
 #: Theme colour role of each state.
 STATE_ROLE = {"connected": "success", "connecting": "info", "unreachable": "danger", "error": "danger"}
@@ -126,6 +128,7 @@ class AddNodeForm:
     ca_cert: str = ""
     client_cert: str = ""
     client_key: str = ""
+    token: str = ""  # TLS: the node's API token (its <home>/token), when the node does not hand it out
 
     def errors(self) -> dict[str, str]:
         """Field → what is wrong and what to do; empty when the form can be sent."""
@@ -144,9 +147,10 @@ class AddNodeForm:
             host = self.host.strip()
             if not host:
                 e["host"] = "Enter the host: a name, an IP address or a ~/.ssh/config alias."
-            elif any(c.isspace() for c in host) or host.startswith("-") or "@" in host:
-                e["host"] = ("Enter only the host (no spaces, no leading '-'); put the user in the User field."
-                             if "@" in host else "A host has no spaces and does not start with '-'.")
+            elif "@" in host:
+                e["host"] = "Enter only the host; put the user in the User field."
+            elif not HOST_RE.match(host):
+                e["host"] = ("A host is letters, digits and . - _ : [ ] (no spaces) and does not start with '-'.")
             user = self.user.strip()
             if user and (any(c.isspace() for c in user) or user.startswith("-") or "@" in user):
                 e["user"] = "A user name has no spaces, '@' or leading '-'."
@@ -185,7 +189,8 @@ class AddNodeForm:
         else:
             body["tls"] = {"url": self.url.strip().rstrip("/"),
                            **{k: Path(getattr(self, k).strip()).expanduser().read_text(encoding="utf-8")
-                              for k in ("ca_cert", "client_cert", "client_key")}}
+                              for k in ("ca_cert", "client_cert", "client_key")},
+                           "token": self.token.strip() or None}
         return body
 
 

@@ -1,4 +1,5 @@
-"""The Settings page: backend URL and token, Docker host, model-cache folders, theme, behaviour on quit."""
+"""The Settings page: backend URL and token, Docker host, other machines (nodes), model-cache folders, theme,
+behaviour on quit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from desktop import theme
 from desktop.client import BackendClient
+from desktop.pages.nodes import NodesSection
 from desktop.settings_store import CACHE_KINDS, DesktopSettings, SettingsStore, default_home
 
 THEMES = [("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")]
@@ -87,6 +89,17 @@ class SettingsPage(QWidget):
         df.addRow("Docker host", self.docker_host)
         df.addRow("", note)
 
+        self.nodes = NodesSection(client)
+        nodes_note = QLabel("Other machines running modeldeck-backend, reached over SSH with your keys (or TLS "
+                            "with client certificates). Their models launch, show and answer on /v1 here.")
+        nodes_note.setProperty("muted", True)
+        nodes_note.setWordWrap(True)
+        nodes = QGroupBox("Nodes")
+        nodes.setObjectName("nodesGroup")
+        nb = QVBoxLayout(nodes)
+        nb.addWidget(nodes_note)
+        nb.addWidget(self.nodes)
+
         self.caches: dict[str, QLineEdit] = {}
         caches = QGroupBox("Model caches")
         kf = QFormLayout(caches)
@@ -124,8 +137,8 @@ class SettingsPage(QWidget):
         ib.setContentsMargins(em * 2, em * 2, em * 2, em)
         ib.setSpacing(em)
         ib.addWidget(title)
-        for group in (conn, docker, caches, look):
-            group.setMaximumWidth(em * 60)
+        for group in (conn, docker, nodes, caches, look):
+            group.setMaximumWidth(em * (90 if group is nodes else 60))
             ib.addWidget(group)
         ib.addStretch(1)
         scroll = QScrollArea()
@@ -187,4 +200,5 @@ class SettingsPage(QWidget):
         self.engine_endpoint.setText(f"{engine.get('endpoint')} ({state}{version})")
 
     def shutdown(self) -> None:
-        """Nothing to stop: the page makes no calls of its own (the engine comes from the window)."""
+        """Stop the Nodes section's polling and calls (the engine comes from the window)."""
+        self.nodes.shutdown()

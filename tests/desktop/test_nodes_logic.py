@@ -34,7 +34,9 @@ def test_the_add_form_says_what_is_wrong_per_field():
     assert "lower-case" in AddNodeForm(name="GPU box", host="h").errors()["name"]
     assert "lower-case" in AddNodeForm(name="x" * 33, host="h").errors()["name"]
     assert "User field" in AddNodeForm(name="a", host="root@box").errors()["host"]
-    assert "start with" in AddNodeForm(name="a", host="-oProxyCommand=x").errors()["host"]
+    assert "start with '-'" in AddNodeForm(name="a", host="-oProxyCommand=x").errors()["host"]
+    assert "no spaces" in AddNodeForm(name="a", host="gpu box").errors()["host"]
+    assert AddNodeForm(name="a", host="[fe80::1]").errors() == {}
     assert "1 to 65535" in AddNodeForm(name="a", host="h", port="70000").errors()["port"]
     assert "1 to 65535" in AddNodeForm(name="a", host="h", remote_port="x").errors()["remote_port"]
     assert "does not exist" in AddNodeForm(name="a", host="h", identity_file="/nowhere/id").errors()["identity_file"]
@@ -70,7 +72,8 @@ def test_the_tls_form_wants_https_and_pem_files_and_sends_their_text(tmp_path):
     assert good.errors() == {}
     body = good.body()
     assert body["tls"]["url"] == "https://box:8443" and "CLIENT_KEY" in body["tls"]["client_key"]
-    assert "ssh" not in body
+    assert body["tls"]["token"] is None and "ssh" not in body
+    assert AddNodeForm(name="n", transport="tls", url="https://b", token=" t0k ", **files).body()["tls"]["token"] == "t0k"
 
 
 def test_host_key_texts_show_the_fingerprint_and_type_and_never_offer_to_accept_a_changed_key():
