@@ -4,15 +4,17 @@ pin and the on-demand settings (load on request, unload when idle)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
-                               QMenu, QMessageBox, QTableView, QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog,
+                               QLabel, QMenu, QMessageBox, QTableView, QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from desktop import theme
 from desktop.client import ApiError, BackendClient
 from desktop.lifecycle import MAX_TTL_MINUTES, TTL_PRESETS_MIN, ttl_text
+from desktop.nodes import ALL_NODES, node_choices
 from desktop.pages.logs_dialog import LogsDialog
 from desktop.widgets.calls import Calls
 from desktop.widgets.deployment_table import MODEL_COLUMN, DeploymentRows, DeploymentTableModel
@@ -27,6 +29,8 @@ ACTIONS = [  # key, label, icon, tooltip
     ("logs", "Logs", "logs", "Follow the container's log"),
     ("copy", "Copy endpoint", "copy", "Copy the OpenAI base URL and model name"),
     ("export", "Export compose", "export", "Save a docker-compose.yml for this deployment"),
+    ("export_k8s", "Export Kubernetes…", "export",
+     "Save Kubernetes manifests for this deployment: Deployment, Service and a claim per model cache"),
     ("pin", "Pin", "pin", "Never unload this model: not when idle, not to make room for another"),
     ("on_demand", "On demand", "timer", "Load on request, and when to unload it when idle"),
 ]
@@ -73,7 +77,7 @@ class DeploymentsPage(QWidget):
             action.triggered.connect(getattr(self, f"_on_{key}_triggered"))
             self.actions_by_key[key] = action
             self.toolbar.addAction(action)
-            if key in ("remove", "export"):
+            if key in ("remove", "export_k8s"):
                 self.toolbar.addSeparator()
         self.actions_by_key["pin"].setCheckable(True)
         self._build_on_demand_menu()
@@ -112,6 +116,18 @@ class DeploymentsPage(QWidget):
         head = QHBoxLayout()
         head.addWidget(title)
         head.addStretch(1)
+        # Issue 17: which machine's deployments to show (every node's by default).
+        self.node_filter = QComboBox()
+        self.node_filter.setObjectName("nodeFilter")
+        self.node_filter.setToolTip("Show the deployments of one machine")
+        self.node_filter.addItem("All nodes", ALL_NODES)
+        self.node_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.node_filter.currentIndexChanged.connect(self._on_node_filter_current_index_changed)
+        self._known_nodes: list[dict] = []
+        node_label = QLabel("Node")
+        node_label.setBuddy(self.node_filter)
+        head.addWidget(node_label)
+        head.addWidget(self.node_filter)
         box = QVBoxLayout(self)
         box.setContentsMargins(em * 2, em * 2, em * 2, em)
         box.setSpacing(em // 2)
@@ -176,12 +192,42 @@ class DeploymentsPage(QWidget):
         self._listing = True
         self._calls.get("/api/deployments", self._on_list_loaded, self._on_list_failed)
         self._calls.get("/api/stats", self._on_stats_loaded)
+        self._calls.get("/api/nodes", self._on_nodes_loaded)  # a backend before issue 17 answers 404: ignored
+
+    def _on_nodes_loaded(self, answer) -> None:
+        self._known_nodes = list((answer or {}).get("nodes") or []) if isinstance(answer, dict) else []
+        self._fill_node_filter()
+
+    def _fill_node_filter(self) -> None:
+        """The filter's entries: All, This machine, then every node known or running a deployment."""
+        names = [{"name": n} for n in self.rows.nodes()] + self._known_nodes
+        choices = node_choices(names, with_all=True)
+        current = [self.node_filter.itemData(i) for i in range(self.node_filter.count())]
+        if current == [value for _label, value in choices]:
+            return
+        chosen = self.node_filter.currentData()
+        self.node_filter.blockSignals(True)
+        self.node_filter.clear()
+        for label, value in choices:
+            self.node_filter.addItem(label, value)
+        index = self.node_filter.findData(chosen)
+        self.node_filter.setCurrentIndex(max(0, index))
+        self.node_filter.blockSignals(False)
+        if index < 0 and chosen != ALL_NODES:  # the node went away: show every node again
+            self._on_node_filter_current_index_changed(0)
+
+    def _on_node_filter_current_index_changed(self, _index: int) -> None:
+        self.rows.set_node(self.node_filter.currentData() or ALL_NODES)
+        self.model.refreshed()
+        self.empty.setVisible(not self.rows.rows)
+        self._update_actions()
 
     def _on_list_loaded(self, deployments: list) -> None:
         self._listing = False
         self.loaded = True
         self.rows.set_deployments(deployments)
         self.model.refreshed()
+        self._fill_node_filter()
         ready = sum(1 for d in deployments if d.get("ready"))
         running = sum(1 for d in deployments if d.get("state") == "running")
         stale = next((d for d in deployments if d.get("stale")), None)
@@ -192,7 +238,10 @@ class DeploymentsPage(QWidget):
         else:
             self.summary.setText(f"{len(deployments)} deployments · {running} running · {ready} ready"
                                  if deployments else "Nothing deployed.")
-        self.empty.setVisible(not deployments)
+        self.empty.setVisible(not self.rows.rows)
+        if self.rows.node != ALL_NODES:
+            self.summary.setText(self.summary.text() + f" · showing {len(self.rows.rows)} on "
+                                 f"{self.node_filter.currentText()}")
         self._update_actions()
         self.deployments_changed.emit(deployments)
 
@@ -246,7 +295,7 @@ class DeploymentsPage(QWidget):
         enabled = {
             "start": has_container and not running, "stop": running, "restart": has_container,
             "remove": dep is not None, "logs": has_container, "copy": dep is not None,
-            "export": has_container, "pin": on_demand, "on_demand": on_demand,
+            "export": has_container, "export_k8s": has_container, "pin": on_demand, "on_demand": on_demand,
         }
         for key, action in self.actions_by_key.items():
             action.setEnabled(enabled[key] and not (busy and key in ("start", "stop", "restart", "remove")))
@@ -449,6 +498,30 @@ class DeploymentsPage(QWidget):
             QMessageBox.warning(self, "Could not export", str(error))
 
         self._calls.get(f"/api/deployments/{dep['id']}/compose", ok, err)
+
+    def _on_export_k8s_triggered(self) -> None:
+        """Save the backend's Kubernetes export (defaults: namespace "default", 50Gi per cache; docs/kubernetes.md)."""
+        dep = self.selected()
+        if dep is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export Kubernetes manifests",
+                                              str(Path.home() / f"{dep['id']}-kubernetes.yaml"),
+                                              "Kubernetes manifests (*.yaml *.yml)")
+        if not path:
+            return
+
+        def ok(text):
+            try:
+                Path(path).write_text(text if isinstance(text, str) else str(text), encoding="utf-8")
+            except OSError as exc:
+                QMessageBox.warning(self, "Could not save", str(exc))
+                return
+            self.message.emit(f"Saved {path} (apply it with kubectl apply -f; see its comments first)")
+
+        def err(error: ApiError):
+            QMessageBox.warning(self, "Could not export", str(error))
+
+        self._calls.get(f"/api/deployments/{quote(dep['id'], safe='@')}/kubernetes", ok, err)
 
     def shutdown(self) -> None:
         """Stop polling, abort calls, close log windows (their streams stop)."""

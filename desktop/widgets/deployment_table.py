@@ -11,9 +11,12 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from desktop import theme
 from desktop.formatting import format_bytes
 from desktop.lifecycle import last_events_text, memory_need_text, on_demand_note, policy_text
+from desktop.nodes import ALL_NODES, filter_deployments, node_label, node_of
 
-COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime"]
+COLUMNS = ["Name", "Status", "Runtime", "Model", "GPU / VRAM", "CPU", "Memory", "Port", "Uptime", "Node"]
 STATUS_COLUMN, MODEL_COLUMN = 1, 3
+#: The machine a deployment runs on (issue 17); not in DeploymentRow.cells(), which keeps the figures.
+NODE_COLUMN = COLUMNS.index("Node")
 STATUS_ROLE = {"ready": "success", "failed": "danger", "stopped": "text_muted", "created": "text_muted",
                "paused": "text_muted", "unknown": "text_muted"}
 RUNNING_STATES = {"running", "restarting"}
@@ -107,6 +110,14 @@ class DeploymentRow:
         started = parse_docker_time(self.data.get("started_at"))
         return human_duration(self.now - started) if started and self.running else "—"
 
+    @property
+    def node(self) -> str:
+        """The node it runs on: ``local`` (this machine) or another machine's name."""
+        return node_of(self.data)
+
+    def node_text(self) -> str:
+        return node_label(self.node)
+
     def cells(self) -> list[str]:
         d = self.data
         return [d.get("served_name") or d.get("name") or self.id, self.status_text(), d.get("recipe", ""),
@@ -121,6 +132,8 @@ class DeploymentRows:
         self.rows: list[DeploymentRow] = []
         self.stats: dict[str, dict] = {}
         self._deployments: list[dict] = []
+        #: The node filter: ALL_NODES, ``local`` or a node's name.
+        self.node = ALL_NODES
 
     def set_deployments(self, deployments: list[dict], now: float | None = None) -> None:
         self._deployments = sorted(deployments, key=lambda d: (d.get("served_name") or d.get("id", "")).lower())
@@ -130,9 +143,19 @@ class DeploymentRows:
         self.stats = dict((snapshot or {}).get("deployments") or {})
         self._rebuild(now)
 
+    def set_node(self, node: str, now: float | None = None) -> None:
+        """Show only the deployments on ``node`` (ALL_NODES: every node's)."""
+        self.node = node
+        self._rebuild(now)
+
+    def nodes(self) -> list[str]:
+        """The nodes the deployments run on, whatever the filter."""
+        return sorted({node_of(d) for d in self._deployments})
+
     def _rebuild(self, now: float | None) -> None:
         now = time.time() if now is None else now
-        self.rows = [DeploymentRow(d, self.stats.get(d["id"]), now) for d in self._deployments]
+        shown = filter_deployments(self._deployments, self.node)
+        self.rows = [DeploymentRow(d, self.stats.get(d["id"]), now) for d in shown]
 
     def ids(self) -> list[str]:
         return [r.id for r in self.rows]
@@ -167,7 +190,7 @@ class DeploymentTableModel(QAbstractTableModel):
         row = self.content.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return row.cells()[col]
+            return row.node_text() if col == NODE_COLUMN else row.cells()[col]
         if role == Qt.ItemDataRole.UserRole:
             return row.id
         if role == Qt.ItemDataRole.ForegroundRole and row.stale:
