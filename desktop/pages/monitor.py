@@ -1,7 +1,10 @@
 """The Monitor page: live charts of GPUs, host and deployments from the backend's stats stream, with the models'
-loads, unloads and evictions marked on them and listed (``GET /api/lifecycle``)."""
+loads, unloads and evictions marked on them and listed (``GET /api/lifecycle``); or, with a node chosen, the same
+charts of another machine from ``GET /api/nodes/{name}/stats`` (issue 17)."""
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QGridLayout, QGroupBox, QHBoxLayout,
@@ -13,11 +16,15 @@ from desktop.client import ApiError, BackendClient, SseStream
 from desktop.lifecycle import EVENT_TITLES, EventLog, LifecycleEvent, clock, event_parts
 from desktop.monitor.series import WINDOW_S
 from desktop.monitor.store import HOST_CPU, HOST_MEM, StatsStore, deployment_key, gpu_key
+from desktop.nodes import LOCAL, node_choices
 from desktop.widgets.calls import Calls
 from desktop.widgets.chart import LineChart, TimeWindow, format_bytes, format_celsius, format_watts
 from desktop.widgets.marked_chart import MarkedLineChart
 
 RETRY_MS = 3000
+#: How often a node's stats are asked for (it has no stream through the local backend), and its list refreshed.
+NODE_POLL_MS = 1000
+NODE_LIST_MS = 5000
 #: How often the page asks for new lifecycle events, and how many its list shows.
 LIFECYCLE_POLL_MS = 2000
 LIFECYCLE_LIST_ROWS = 50
@@ -121,6 +128,15 @@ class MonitorPage(QWidget):
         self._events_timer = QTimer(self)
         self._events_timer.setInterval(LIFECYCLE_POLL_MS)
         self._events_timer.timeout.connect(self.poll_events)
+        #: The machine charted: ``local`` (the stats stream) or a node's name (polled).
+        self.node = LOCAL
+        self._node_polling = False
+        self._node_timer = QTimer(self)
+        self._node_timer.setInterval(NODE_POLL_MS)
+        self._node_timer.timeout.connect(self.poll_node)
+        self._node_list_timer = QTimer(self)
+        self._node_list_timer.setInterval(NODE_LIST_MS)
+        self._node_list_timer.timeout.connect(self._list_nodes)
         self._build()
         theme.notifier().changed.connect(self._on_theme_changed)
 
@@ -140,7 +156,14 @@ class MonitorPage(QWidget):
         self.live_button = QPushButton("Live")
         self.live_button.setToolTip("Follow the newest samples (double-click a chart does the same)")
         self.live_button.clicked.connect(self.window.go_live)
+        self.node_combo = QComboBox()
+        self.node_combo.setObjectName("monitorNode")
+        self.node_combo.setToolTip("The machine whose GPUs, host and deployments are charted")
+        self.node_combo.addItem("This machine", LOCAL)
+        self.node_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.node_combo.currentIndexChanged.connect(self._on_node_combo_current_index_changed)
         controls = QHBoxLayout()
+        controls.addWidget(self.node_combo)
         controls.addWidget(self.span_combo)
         controls.addWidget(self.scroll_bar, 1)
         controls.addWidget(self.live_button)
@@ -230,6 +253,13 @@ class MonitorPage(QWidget):
     def start(self) -> None:
         """Backfill the last 15 minutes, then follow the live stream (called on first show)."""
         self._started = True
+        if not self._node_list_timer.isActive() and not self._closing:
+            self._list_nodes()
+            self._node_list_timer.start()
+        if self.node != LOCAL:
+            self.poll_node()
+            self._node_timer.start()
+            return
         if not self._events_timer.isActive() and not self._closing:
             self.poll_events()
             self._events_timer.start()
@@ -242,6 +272,8 @@ class MonitorPage(QWidget):
         self._closing = True
         self._retry.stop()
         self._events_timer.stop()
+        self._node_timer.stop()
+        self._node_list_timer.stop()
         self._calls.abort_all()
         stream, self._stream = self._stream, None
         if stream is not None:
@@ -291,7 +323,8 @@ class MonitorPage(QWidget):
         for dep_id, facts in self.store.deployments.items():
             card = self.cards.get(dep_id)
             if card is None:
-                card = self.cards[dep_id] = DeploymentCard(dep_id, self.store, self.window, events=self.events)
+                card = self.cards[dep_id] = DeploymentCard(dep_id, self.store, self.window,
+                                                           events=self.events if self.node == LOCAL else None)
                 self.deployments_layout.addWidget(card)
                 new_ids = new_ids or dep_id not in self._names
                 if dep_id in self._names:
@@ -402,6 +435,8 @@ class MonitorPage(QWidget):
             self.start()
 
     def _on_history_reply_succeeded(self, body: object) -> None:
+        if self.node != LOCAL or self._closing:  # another machine was chosen meanwhile
+            return
         snapshots = body.get("snapshots", []) if isinstance(body, dict) else []
         self.store.ingest_many(snapshots)
         self._refresh()
@@ -433,8 +468,12 @@ class MonitorPage(QWidget):
     def _on_deployments_reply_succeeded(self, body: object) -> None:
         for dep in body if isinstance(body, list) else []:
             if isinstance(dep, dict) and dep.get("id"):
-                self._names[dep["id"]] = dep.get("served_name") or dep.get("name") or dep["id"]
-                self._loads_on_request[dep["id"]] = bool(dep.get("loads_on_request"))
+                # A node's stats name its deployments by the node's own ids; the list here says <id>@<node>.
+                dep_id = dep["id"]
+                if self.node != LOCAL and dep.get("node") == self.node:
+                    dep_id = dep_id.removesuffix(f"@{self.node}")
+                self._names[dep_id] = dep.get("served_name") or dep.get("name") or dep["id"]
+                self._loads_on_request[dep_id] = bool(dep.get("loads_on_request"))
         for dep_id, card in self.cards.items():
             if dep_id in self._names:
                 card.set_name(self._names[dep_id])
@@ -451,3 +490,103 @@ class MonitorPage(QWidget):
         for chart in self.charts():
             if chart.isVisible():
                 chart.update()
+
+    # ------------------------------------------------------------------ other machines (issue 17)
+
+    def _list_nodes(self) -> None:
+        self._calls.get("/api/nodes", self._on_nodes_listed, self._on_nodes_list_failed)
+
+    def _on_nodes_listed(self, answer: object) -> None:
+        nodes = answer.get("nodes") or [] if isinstance(answer, dict) else []
+        choices = node_choices(nodes)
+        if [self.node_combo.itemData(i) for i in range(self.node_combo.count())] == [v for _l, v in choices]:
+            return
+        self.node_combo.blockSignals(True)
+        self.node_combo.clear()
+        for label, value in choices:
+            self.node_combo.addItem(label, value)
+        index = self.node_combo.findData(self.node)
+        if index < 0:  # the node charted was removed: back to this machine
+            index = self.node_combo.findData(LOCAL)
+        self.node_combo.setCurrentIndex(index)
+        self.node_combo.blockSignals(False)
+        self.set_node(self.node_combo.currentData())
+
+    def _on_nodes_list_failed(self, error: ApiError) -> None:
+        if error.status in (404, 405):  # a backend from before issue 17: this machine only
+            self._node_list_timer.stop()
+            self.node_combo.hide()
+
+    def _on_node_combo_current_index_changed(self, _index: int) -> None:
+        self.set_node(self.node_combo.currentData() or LOCAL)
+
+    def set_node(self, node: str) -> None:
+        """Chart ``node`` (``local``: this machine's stream) from now on; the charts start empty."""
+        if node == self.node:
+            return
+        self.node = node
+        self._retry.stop()
+        self._node_timer.stop()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+        self._clear_charts()
+        local = node == LOCAL
+        # Loads and unloads are this machine's: listed and marked only on its charts.
+        self.events_box.setVisible(local)
+        for chart in (self.cpu_chart, self.mem_chart):
+            chart.events = self.events if local else None
+        if local:
+            self._events_timer.start()
+        else:
+            self._events_timer.stop()
+        self.banner.hide()
+        if self._started and not self._closing:
+            self.start()
+
+    def _clear_charts(self) -> None:
+        """Empty the store and drop the GPU and deployment sections (another machine's come from its data)."""
+        store = self.store
+        for series in store.series.values():
+            series.clear()
+        store.gpus.clear()
+        store.deployments.clear()
+        store.gpu_status = {}
+        store.host_mem_total = None
+        store.latest_time = None
+        store.layout_version += 1
+        for charts in self.gpu_charts.values():
+            box = charts[0].parentWidget()
+            self.gpu_layout.removeWidget(box)
+            box.deleteLater()
+        self.gpu_charts.clear()
+        for card in self.cards.values():
+            self.deployments_layout.removeWidget(card)
+            card.deleteLater()
+        self.cards.clear()
+        self._names.clear()
+        self._loads_on_request.clear()
+        self._refresh()
+
+    def poll_node(self) -> None:
+        """Ask for the chosen node's newest stats (skipped while a poll is in flight)."""
+        if self.node == LOCAL or self._node_polling or self._closing:
+            return
+        self._node_polling = True
+        node = self.node
+
+        def ok(snapshot: object) -> None:
+            self._node_polling = False
+            if node != self.node:
+                return
+            self.banner.hide()
+            if isinstance(snapshot, dict):
+                self.ingest(snapshot)
+
+        def failed(error: ApiError) -> None:
+            self._node_polling = False
+            if node == self.node:
+                self.banner.setText(f"No stats from {node}: {error}")
+                self.banner.show()
+
+        self._calls.get(f"/api/nodes/{quote(node, safe='')}/stats", ok, failed)
