@@ -140,6 +140,29 @@ ensure_docker() {
     return 1
 }
 
+ensure_node_tools() {
+    # The simulated second machine of the multi-node tests (tests/support/remote_node.py): a network
+    # namespace and veth link (iproute2, util-linux's nsenter/unshare), Debian's OpenSSH server and
+    # client, and its own containerd and dockerd (from docker.io, ensure_docker). Needs root.
+    apt_install openssh-server openssh-client iproute2 util-linux || return 1
+    if ! is_root; then
+        say "The multi-node tests make network namespaces and run sshd and dockerd: they need root."; return 1
+    fi
+    mkdir -p /run/sshd   # sshd's privilege separation folder (a boot without systemd has none)
+    local tool
+    for tool in ip nsenter unshare sshd ssh ssh-keygen ssh-keyscan containerd ctr dockerd; do
+        command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
+            || { say "$tool is missing: the simulated second machine cannot run (apt-get install docker.io openssh-server)."; return 1; }
+    done
+    # A container without CAP_SYS_ADMIN cannot make namespaces: find out now, not in the middle of the tests.
+    local probe="mdn-probe-$$"
+    if ! ip netns add "$probe" 2>/dev/null; then
+        say "Cannot make a network namespace here (ip netns add): run as root with CAP_SYS_ADMIN and CAP_NET_ADMIN."
+        return 1
+    fi
+    ip netns del "$probe"
+}
+
 ensure_demo_base() {
     # The demo image's base: MODELDECK_DEMO_BASE_IMAGE when set; else the public slim Python
     # image when a registry answers; else a Debian image made here with debootstrap.

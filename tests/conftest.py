@@ -168,3 +168,38 @@ def hub_standin(gguf_models):
 
     with HubStandin(default_repos(tiny_gguf_bytes(gguf_models))) as hub:
         yield hub
+
+
+def _start_node(**kw):
+    """A started ``RemoteNode`` (tests/support/remote_node.py); a failure in CI, a skip elsewhere, if it cannot be."""
+    from tests.support.remote_node import NodeUnavailable, RemoteNode, reap_stale
+
+    reap_stale()   # nodes a killed run left behind
+    node = RemoteNode(**kw)
+    try:
+        return node.start()
+    except NodeUnavailable as exc:
+        skip_or_fail(f"No simulated second machine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def remote_node(engine, demo_image, demo_base_image):
+    """A second machine (tests/support/remote_node.py): its own network namespace and link, sshd, containerd,
+    dockerd (the demo image copied in; ``load_image(tag)`` for more) and modeldeck-backend on its 127.0.0.1:8765.
+
+    Made on first use, shared by the session, torn down at its end (and at interpreter exit). A test that
+    cuts the link, rotates the host key or stops the backend puts it back (``reset()``) before it ends.
+    """
+    images = (demo_image, demo_base_image) if engine.image_exists(demo_base_image) else (demo_image,)
+    node = _start_node(images=images, demo_base_image=demo_base_image)
+    yield node
+    node.teardown()
+
+
+@pytest.fixture(scope="session")
+def bare_ssh_host():
+    """A second machine with sshd only (no engine, no ModelDeck, no token file): same attributes as
+    ``remote_node``, ``docker_host`` None."""
+    node = _start_node(with_modeldeck=False)
+    yield node
+    node.teardown()
