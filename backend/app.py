@@ -20,6 +20,7 @@ from backend.deployments import DeploymentService
 from backend.downloads import DownloadManager
 from backend.library import Library
 from backend.engine import Engine
+from backend import federation
 from backend.errors import Flavour, ModelDeckError, domain_error_response, error_response
 from backend.history import HistoryStore
 from backend.metrics import RequestLog
@@ -232,6 +233,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sampler.start()
         runner.open()  # resumes the runs a stopped backend left
         refresher = asyncio.create_task(_refresh_forever(service), name="deployments-refresh")
+        # Other machines (backend/federation.py): their deployments listed, their models routed by /v1.
+        app.state.federation = fed = federation.Federation(app.state)
+        service.registry.remote = fed.models
+        poller = asyncio.create_task(fed.run(), name="nodes-federation")
         # Other machines' backends over SSH tunnels or TLS (backend/nodes.py): reconnect in the background.
         app.state.nodes = nodes = NodeManager(settings.home)
         await nodes.start()
@@ -242,6 +247,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             await nodes.close()
             await asyncio.to_thread(downloads.close)
             refresher.cancel()
+            poller.cancel()
             await runner.close()
             runner.store.close()
             sampler.stop()
@@ -254,6 +260,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     app = FastAPI(title="ModelDeck", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    app.include_router(federation.router)  # before the deployments routes: it takes the ids '<id>@<node>'
     for module in (system_routes, setup_routes, deployments_routes, stats_routes, history_routes, suites_routes,
                    runs_routes, downloads_routes, library_routes, openai_routes, responses_routes, anthropic_routes):
         app.include_router(module.router)

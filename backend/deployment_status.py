@@ -13,7 +13,7 @@ from backend.labels import DeploymentLabels
 from backend.launches import LaunchProgress
 
 Status = Literal["pulling", "building", "creating", "starting", "loading", "ready", "restarting",
-                 "stopped", "failed", "created", "paused", "unknown"]
+                 "stopped", "failed", "created", "paused", "unknown", "unreachable"]
 #: Exit codes of a server that was asked to stop (SIGTERM, SIGINT, SIGKILL after the grace period).
 STOP_EXIT_CODES = frozenset({0, 130, 137, 143})
 ABANDONED_MESSAGE = ("never answered within its start-up time after the launch was interrupted; read its logs, "
@@ -50,6 +50,8 @@ class Deployment(BaseModel):
 
     id: str
     name: str
+    #: The machine it runs on: "local" (this backend's engine) or a node's name (then ``id`` is ``<its id>@<node>``).
+    node: str = "local"
     container_id: str | None
     recipe: str
     model: str

@@ -59,6 +59,10 @@ class LaunchRequest(BaseModel):
         "(MODELDECK_IDLE_TTL_S, unset = never); 0: never."))] = None
     pinned: Annotated[bool, Field(description="ModelDeck never unloads it (neither the idle time-out nor to make "
                                               "room for another model).")] = False
+    node: Annotated[str | None, Field(max_length=32, pattern=r"^[a-z0-9][a-z0-9-]*$", examples=["local"], description=(
+        "Where to launch (backend/federation.py): null or 'local' this machine; a node's name (GET /api/nodes) "
+        "that machine; 'auto' the machine and GPU with the most memory free now that fits the model, by each "
+        "one's own fit check (GET /api/placement shows them)."))] = None
     mem_limit: Annotated[int | str | None, Field(description=(
         "The container's memory limit (bytes, or '512m', '2g'); also what it counts as needing in host "
         "memory when it runs on the CPU."), examples=["2g"])] = None

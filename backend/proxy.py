@@ -56,6 +56,12 @@ class Upstream:
     recipe: str = ""  # the runtime's recipe name (e.g. "vllm"), for messages that name it
     # Not ready, but a request starts it (or waits for its load): on demand and stopped or loading.
     loads_on_request: bool = False
+    # Federation (backend/federation.py): the node that serves it ("local": this backend's engine),
+    # headers every request to it carries (the node's own token), and why the node cannot be
+    # reached now (then the request is answered 503 node_unreachable).
+    node: str = "local"
+    headers: tuple[tuple[str, str], ...] = ()
+    unreachable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +259,10 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             tracked = upstream.deployment_id
         cold = not upstream.ready and lifecycle is not None and upstream.loads_on_request
         if not upstream.ready and not cold:
+            if upstream.unreachable is not None:
+                raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is on node "
+                                f"'{upstream.node}', which cannot be reached now: {upstream.unreachable}",
+                                "service_unavailable", "node_unreachable", "model", headers={"Retry-After": "10"})
             raise _Rejected(503, f"The model '{model}' (deployment {upstream.deployment_id}) is "
                             f"{upstream.state}, not ready. Wait until it is ready, or start it "
                             "in ModelDeck if it has stopped; its logs say why it is not.",
@@ -288,6 +298,8 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             upstream = await _loaded(load, lifecycle, upstreams, model, ex)
         url = _upstream_url(upstream.base_url, endpoint)
         headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
+        if upstream.headers:  # a node's backend: its own token (the client's is this backend's)
+            headers.update(upstream.headers)
         # The client's Authorization is ModelDeck's own token: it is not passed on.
         upstream_request = http.build_request("POST", url, content=body, headers=headers)
         try:

@@ -56,6 +56,9 @@ class DeploymentRegistry:
         #: The on-demand side (``backend.lifecycle.Lifecycle``), set by the service: the proxy finds it here,
         #: and it fills in each view's on-demand fields. None: nothing loads on request.
         self.lifecycle = None
+        #: Other machines' models (``backend.federation.RemoteModels``), set by the app: asked only for a
+        #: model no local deployment serves, so a local model's request pays nothing for them.
+        self.remote = None
         self._lock = threading.RLock()
         self._filled = threading.Event()  # a first refresh was tried
         self._containers: dict[str, ContainerInfo] = {}  # by deployment id
@@ -321,11 +324,12 @@ class DeploymentRegistry:
             for dep_id, c in self._containers.items():
                 if c.labels.get(SERVED_NAME_LABEL) == model:
                     return self._upstream(dep_id, c)
-        return None
+        return self.remote.lookup(model) if self.remote is not None else None
 
     def ready_models(self) -> list[Upstream]:
         with self._lock:
-            return [u for u in (self._upstream(d, c) for d, c in self._containers.items()) if u.ready]
+            local = [u for u in (self._upstream(d, c) for d, c in self._containers.items()) if u.ready]
+        return local + self.remote.ready_models() if self.remote is not None else local
 
     def listed_models(self) -> list[tuple[Upstream, str]]:
         """What ``/v1/models`` lists: ready models and on-demand ones a request would load, with their state
@@ -339,7 +343,7 @@ class DeploymentRegistry:
                 elif u.loads_on_request:
                     loading = c.state == "running" or self.lifecycle.loading(d)
                     out.append((u, "loading" if loading else "unloaded"))
-        return out
+        return out + self.remote.listed_models() if self.remote is not None else out
 
     def _stopped(self, c: ContainerInfo) -> bool:
         """Stopped, not failed (as ``deployment_status`` says "stopped"): a request may start it again.

@@ -6,7 +6,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+import anyio
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
@@ -17,7 +18,8 @@ from backend.kubernetes_export import check_options as check_export_options, ren
 from backend.run_command import docker_run_args, render_docker_run
 from backend.deployments import Deployment
 from backend.deps import CatalogDep, DeploymentsDep, SettingsDep, StatsDep
-from backend.errors import DeploymentNotFound
+from backend import federation
+from backend.errors import DeploymentNotFound, EngineUnavailable
 from backend.fitcheck import estimate_memory, fit_verdict
 from backend.labels import DeploymentLabels
 from backend.launch_plan import LaunchRequest
@@ -113,16 +115,33 @@ class FitCheckAnswer(BaseModel):
     gpu: int | None
     gpu_free_bytes: int | None
     gpu_total_bytes: int | None
+    #: Host memory free now (within MODELDECK_HOST_MEMORY_BUDGET when set): where a CPU model would run.
+    host_free_bytes: int | None = None
 
 
 @router.get("/deployments", operation_id="listDeployments", summary="List deployments (from Docker's labelled containers)")
-def list_deployments(deployments: DeploymentsDep) -> list[Deployment]:
-    return deployments.list()
+def list_deployments(deployments: DeploymentsDep, request: Request) -> list[Deployment]:
+    """This machine's deployments, then every node's as it last answered (ids ``<id>@<node>``; actions on
+    those go to the node)."""
+    federation = getattr(request.app.state, "federation", None)
+    remote = federation.deployments() if federation is not None else []
+    try:
+        return deployments.list() + remote
+    except EngineUnavailable:
+        if not remote:
+            raise
+        return remote  # a machine without Docker that drives nodes still lists theirs
 
 
 @router.post("/deployments", status_code=202, operation_id="launchDeployment",
              summary="Launch a model from a catalog recipe; returns at once, progress on the events stream")
-def launch(req: LaunchRequest, deployments: DeploymentsDep, response: Response) -> LaunchAccepted:
+def launch(req: LaunchRequest, deployments: DeploymentsDep, response: Response, request: Request) -> LaunchAccepted:
+    if req.node not in (None, "local"):  # another machine, or placement ("auto"): backend/federation.py
+        placed = anyio.from_thread.run(federation.launch_elsewhere, request, req)
+        if not isinstance(placed, LaunchRequest):
+            response.status_code, answer = placed
+            return LaunchAccepted.model_validate(answer)
+        req = placed
     dep, lp = deployments.launch(req)
     existing = lp is None or lp.done
     if lp is None:
@@ -272,6 +291,9 @@ def fit_check(body: FitCheckRequest, catalog: CatalogDep, settings: SettingsDep,
         total = gpu.memory_total_bytes
         free = (gpu.memory_total_bytes - gpu.memory_used_bytes) if gpu.memory_total_bytes is not None else None
     verdict = fit_verdict(estimate, free, total, recipe, args=body.args)
+    host_free = snap.host.mem_available_bytes if snap is not None else None
+    if settings.host_memory_budget:
+        host_free = min(host_free, settings.host_memory_budget) if host_free is not None else settings.host_memory_budget
     return FitCheckAnswer(level=verdict.level, message=verdict.message, bytes_needed=estimate.bytes_needed,
                           basis=estimate.basis, gpu=gpu.index if gpu else None, gpu_free_bytes=free,
-                          gpu_total_bytes=total)
+                          gpu_total_bytes=total, host_free_bytes=host_free)

@@ -40,6 +40,8 @@ class ModelCard(BaseModel):
     deployment_id: str
     #: "unloaded": on demand and stopped, a request loads it; "loading": it is being started.
     state: Literal["ready", "unloaded", "loading"] = "ready"
+    #: The machine that serves it: "local", or a node's name (backend/federation.py).
+    node: str = "local"
 
 
 class ModelList(BaseModel):
@@ -115,8 +117,8 @@ async def list_models(request: Request) -> ModelList:
     """The deployments that can answer now, and on-demand ones a request starts (``state``), by the model
     name to put in requests."""
     now = int(time.time())
-    return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id, state=state)
-                           for u, state in _listed(request.app.state.upstreams)])
+    return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id, state=state,
+                                     node=u.node) for u, state in _listed(request.app.state.upstreams)])
 
 
 @router.get("/models/{model:path}", operation_id="retrieveModel", summary="Describe a model",
@@ -127,7 +129,7 @@ async def get_model(model: str, request: Request) -> Any:
     for upstream, state in _listed(request.app.state.upstreams):
         if upstream.served_name == model:
             return ModelCard(id=upstream.served_name, created=int(time.time()),
-                             deployment_id=upstream.deployment_id, state=state)
+                             deployment_id=upstream.deployment_id, state=state, node=upstream.node)
     return error_response(Flavour.OPENAI, 404, "model_not_found",
                           f"The model '{model}' does not exist or is not ready.", param="model")
 
