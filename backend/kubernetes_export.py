@@ -316,7 +316,8 @@ def render_kubernetes(spec: ContainerSpec, recipe: Recipe | None = None, *, name
     if recipe is not None and recipe.post_start:
         values = {"model": meta.model, "served_name": meta.served_name, "port": str(spec.internal_port),
                   "gpu_count": str(gpu_count)}
-        notes.append("After the server answers, ModelDeck makes these calls; make them yourself once, e.g. through "
+        notes.append("After the server answers, ModelDeck makes these calls (until then the pod is ready without "
+                     "the model); make them yourself once, e.g. through "
                      f"`kubectl port-forward -n {namespace} svc/{base} {spec.internal_port}`:")
         for call in recipe.post_start:
             body = json.dumps(fill_placeholders(call.body, values), sort_keys=True)
