@@ -569,6 +569,13 @@ class NodeManager:
                     f"Nothing answers on {node.address()}'s port {node.config.remote_port}: ModelDeck's backend is "
                     "not running there.",
                     hint="Start `modeldeck-backend` on the node (or check the node's remote_port), then test again.") from None
+            if node.config.transport == "tls" and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+                # The TLS handshake completed, then the node hung up before answering: with TLS 1.3
+                # that is how a server refuses the client's certificate.
+                raise NodeAuthFailed(f"{node.address()} closed the connection before answering ({exc}): it does "
+                                     "not accept this client certificate.",
+                                     hint="Give a client certificate signed by the CA the node was started with "
+                                          "(modeldeck-backend --tls-client-ca there), with its key.") from None
             if isinstance(exc.__context__, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc).lower():
                 raise NodeAuthFailed(f"The TLS handshake with {node.address()} failed: {exc}",
                                      hint="Check the CA and the client certificate and key given for this node.") from None

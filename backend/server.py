@@ -26,6 +26,28 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class MutualTlsHost:
+    """In front of the app when TLS with required client certificates is served: requests carry
+    the loopback Host the security middleware expects.
+
+    That middleware refuses other Host names to stop DNS rebinding: a web page in the person's
+    browser reaching a loopback-only backend. On a TLS listener that requires a client certificate
+    signed by the configured CA, uvicorn has refused every connection without one before any
+    request is read, so the caller is a client this machine's owner issued a certificate to (a
+    ModelDeck node manager), not a page; the token is still required.
+    """
+
+    def __init__(self, app, port: int):
+        self.app = app
+        self._host = f"127.0.0.1:{port}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and scope.get("scheme") in ("https", "wss"):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"host"]
+            scope = {**scope, "headers": [(b"host", self._host), *headers]}
+        await self.app(scope, receive, send)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, check the port, serve until interrupted; returns the exit code.
 
@@ -45,13 +67,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="modeldeck-backend", description=__doc__)
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1; anything else exposes the API)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1; another address needs the three --tls options)")
     parser.add_argument("--port", type=int, help="port to bind (default 8765)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true",
                         help="log every HTTP request (off by default: it costs ~20%% of CPU on fast routes)")
+    parser.add_argument("--tls-cert", help="PEM server certificate: serve HTTPS (for nodes reached over TLS)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA: only clients with a certificate it signed may connect")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "tls_cert": args.tls_cert,
+                                   "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca}.items()
+                 if v is not None}
     settings = Settings.from_env(**overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "debug":
@@ -59,6 +86,21 @@ def _serve(argv: list[str] | None) -> int:
         # would bury what matters (the desktop's banner shows a dead backend's last lines).
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if any(tls) and not all(tls):
+        print("modeldeck-backend: TLS needs all three of --tls-cert, --tls-key and --tls-client-ca "
+              "(MODELDECK_TLS_CERT, MODELDECK_TLS_KEY, MODELDECK_TLS_CLIENT_CA).", file=sys.stderr)
+        return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not all(tls):
+        print(f"modeldeck-backend: refusing to serve on {settings.host} without TLS and client certificates: "
+              "the API would be plain HTTP on the network.\n"
+              "Keep the default 127.0.0.1 and reach this machine over SSH (a ModelDeck node over SSH), or give "
+              "--tls-cert, --tls-key and --tls-client-ca (docs/nodes.md).", file=sys.stderr)
+        return 2
+    for path in (p for p in tls if p is not None):
+        if not path.is_file():
+            print(f"modeldeck-backend: {path} is not a file; give PEM files to the --tls options.", file=sys.stderr)
+            return 2
     if not port_free(settings.port, settings.host):
         print(f"modeldeck-backend: port {settings.port} on {settings.host} is already in use by another program.\n"
               f"Stop that program, or pick another port: modeldeck-backend --port N "
@@ -66,7 +108,8 @@ def _serve(argv: list[str] | None) -> int:
         return 2
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("modeldeck").warning(
-            "binding %s: the API is reachable from other machines (the token still protects it)", settings.host)
+            "binding %s over TLS: clients need a certificate signed by %s, and the token", settings.host,
+            settings.tls_client_ca)
 
     import uvicorn
 
@@ -101,10 +144,17 @@ def _serve(argv: list[str] | None) -> int:
 
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+    served = MutualTlsHost(app, settings.port) if all(tls) else app
+    tls_options = {}
+    if all(tls):
+        import ssl
+        tls_options = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key),
+                       "ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    config = uvicorn.Config(served, host=settings.host, port=settings.port, log_level=args.log_level,
                             loop="auto", http="auto", timeout_graceful_shutdown=3, server_header=False,
-                            access_log=args.access_log)
-    print(f"ModelDeck backend on http://{settings.host}:{settings.port} (API docs: /docs; "
+                            access_log=args.access_log, **tls_options)
+    scheme = "https" if all(tls) else "http"
+    print(f"ModelDeck backend on {scheme}://{settings.host}:{settings.port} (API docs: /docs; "
           f"token: {settings.token_path})", file=sys.stderr, flush=True)
     server = ModelDeckServer(config, app)
     try:

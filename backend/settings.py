@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # deployments may hold together (bytes, or "8g"; None: what the host has available).
     idle_ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)
     host_memory_budget: int | None = None
+    # Serving to other machines (docs/nodes.md): the server's certificate and key, and the CA whose
+    # client certificates are required. A non-loopback host is refused without all three.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
