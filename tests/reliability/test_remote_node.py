@@ -4,13 +4,14 @@ reached only over its link, by SSH with a verified host key, with an engine and 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.live_server import free_port
-from tests.support.remote_node import RemoteNode, _netns_pids
+from tests.support.remote_node import RemoteNode, _netns_pids, reap_stale
 from tests.support.waiting import wait_until
 
 HOST_CONTAINERD = "/var/run/docker/containerd/containerd.sock"
@@ -228,3 +229,42 @@ def test_teardown_leaves_nothing(demo_image):
     assert node.host_veth not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     dockerds = subprocess.run(["pgrep", "-a", "dockerd"], capture_output=True, text=True).stdout
     assert str(node.base) not in dockerds and node.name not in dockerds
+
+
+REPO = Path(__file__).resolve().parents[2]
+# A test run that makes a node and then ends: normally (at exit), or killed (SIGKILL: nothing of it runs).
+ORPHAN = """
+import sys, time
+from tests.support.remote_node import RemoteNode
+node = RemoteNode(images=tuple(sys.argv[2:]), with_modeldeck=len(sys.argv) > 2).start()
+if len(sys.argv) > 2:
+    node.docker(["run", "-d", "--entrypoint", "sleep", sys.argv[2], "300"])
+print(node.name, node.base, flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(600)
+"""
+
+
+def test_a_node_left_up_is_removed_at_interpreter_exit():
+    run = subprocess.run([sys.executable, "-c", ORPHAN, "exit"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    name, base = run.stdout.split()
+    assert RemoteNode.named(name, Path(base)).leftovers() == []
+
+
+def test_a_node_of_a_killed_run_is_reaped_by_the_next(demo_image):
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN, "hang", demo_image], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()   # printed once the node and its container are up
+        assert line, proc.stderr.read()
+        name, base = line.split()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    orphan = RemoteNode.named(name, Path(base))
+    assert f"netns {name}" in orphan.leftovers()   # SIGKILL: no teardown ran
+    assert name in reap_stale()
+    assert orphan.leftovers() == []

@@ -168,7 +168,8 @@ def reap_stale() -> list[str]:
     """Remove nodes whose test run died without tearing them down (killed with SIGKILL); their names.
 
     A node's ``/run/mdn-<id>/owner`` holds the pid of the process that made it; a node whose owner is
-    gone is torn down the same way :meth:`RemoteNode.teardown` would.
+    gone is torn down as :meth:`RemoteNode.teardown` would. A namespace ``mdn-*`` without that folder
+    (made after it, removed before it) is a leftover too.
     """
     reaped = []
     for state in Path("/run").glob(f"{NAME_PREFIX}*"):
@@ -178,11 +179,16 @@ def reap_stale() -> list[str]:
             continue
         if _pid_alive(owner):
             continue
-        info = json.loads((state / "node.json").read_text()) if (state / "node.json").exists() else {}
-        node = RemoteNode.__new__(RemoteNode)
-        node._init_names(state.name[len(NAME_PREFIX):], Path(info.get("base", "/nonexistent")))
-        node._stale_teardown(info)
+        try:
+            base = Path(json.loads((state / "node.json").read_text())["base"])
+        except (OSError, ValueError, KeyError):
+            base = None
+        RemoteNode.named(state.name, base)._stale_teardown()
         reaped.append(state.name)
+    for name in _run(["ip", "netns", "list"], check=False).stdout.split():
+        if name.startswith(NAME_PREFIX) and not (Path("/run") / name).exists():
+            RemoteNode.named(name, None)._stale_teardown()
+            reaped.append(name)
     return reaped
 
 
@@ -225,6 +231,15 @@ class RemoteNode:
         self._procs: dict[str, subprocess.Popen] = {}
         self._holder: subprocess.Popen | None = None
         self._torn_down = False
+        self.timings: dict[str, float] = {}   # seconds each part of start() took (network, sshd, engine, ...)
+
+    @classmethod
+    def named(cls, name: str, base: Path | None) -> "RemoteNode":
+        """The node called ``name`` (``mdn-<id>``) made by another process, for :meth:`leftovers` and reaping."""
+        node = cls.__new__(cls)
+        node._init_names(name[len(NAME_PREFIX):], base or Path("/nonexistent-modeldeck-node"))
+        node.with_modeldeck, node._procs, node._holder, node._torn_down, node.timings = True, {}, None, False, {}
+        return node
 
     def _init_names(self, short: str, base: Path) -> None:
         self.id = short
@@ -267,13 +282,14 @@ class RemoteNode:
             (self.state / "owner").write_text(f"{os.getpid()}\n")
             (self.state / "node.json").write_text(json.dumps({"base": str(self.base)}))
             self.logs.mkdir(parents=True)
-            self._make_network()
-            self._start_sshd()
+            steps = [("network", self._make_network), ("sshd", self._start_sshd)]
             if self.with_modeldeck:
-                self._start_engine()
-                for tag in self.images:
-                    self.load_image(tag)
-                self.start_backend()
+                steps += [("engine", self._start_engine), ("images", lambda: [self.load_image(t) for t in self.images]),
+                          ("backend", self.start_backend)]
+            for step, do in steps:
+                t0 = time.monotonic()
+                do()
+                self.timings[step] = round(time.monotonic() - t0, 2)
         except BaseException:
             self.teardown()
             raise
@@ -304,10 +320,11 @@ class RemoteNode:
         keep = self.state / "cgroup"
         holder = (f"set -e; mkdir -p {keep}; mount --rbind /sys/fs/cgroup {keep}; "
                   f"mount -t sysfs {self.name} /sys; mount --move {keep} /sys/fs/cgroup; exec sleep infinity")
-        self._holder = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
-             "sh", "-c", holder], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.logs / "holder.log", "ab"), start_new_session=True)
+        with open(self.logs / "holder.log", "ab") as log:
+            self._holder = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
+                 "sh", "-c", holder], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True)
         wait_until(self._holder_ready, 10, what=f"{self.name}'s namespace holder")
         self.run_in(["ip", "link", "set", "lo", "up"])
         self.run_in(["ip", "addr", "add", f"{self.ip}/30", "dev", self.node_veth])
@@ -578,11 +595,11 @@ class RemoteNode:
         self._remove_namespace()
         self._remove_files()
 
-    def _stale_teardown(self, info: dict) -> None:
+    def _stale_teardown(self) -> None:
         """Teardown of a node from a dead run: only its names and paths are known."""
-        for pid in _netns_pids(self.name):
-            _stop_pid(pid, timeout=10)
-        self._holder = None
+        self._kill_containers()   # first, or dockerd's SIGTERM waits 10 s on each for them to stop
+        with contextlib.suppress(OSError, ValueError):   # then dockerd cleans up after them and exits
+            _stop_pid(int((self.state / "dockerd.pid").read_text()), timeout=60)
         self._remove_namespace()
         self._remove_files()
 
@@ -593,11 +610,35 @@ class RemoteNode:
         _stop_popen(self._holder, timeout=5)
         _run(["ip", "link", "del", self.host_veth], check=False)
         _run(["ip", "netns", "del", self.name], check=False)
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{self.name}"):   # dockerd's --cgroup-parent, now empty
-            for sub in sorted(cg.rglob("*"), key=lambda p: len(str(p)), reverse=True):
-                if sub.is_dir():
-                    with contextlib.suppress(OSError):
-                        sub.rmdir()
+        self._remove_cgroups()
+
+    def _cgroups(self) -> list[Path]:
+        """dockerd's ``--cgroup-parent`` in every hierarchy, where the node's containers ran."""
+        return [cg for cg in Path("/sys/fs/cgroup").glob(f"*/{self.name}") if cg.is_dir()]
+
+    def _cgroup_members(self) -> set[int]:
+        pids = set()
+        for cg in self._cgroups():
+            for procs in cg.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids |= {int(p) for p in procs.read_text().split()}
+        return pids
+
+    def _kill_containers(self) -> None:
+        """SIGKILL every process in the node's cgroup (its containers') and wait until they are gone."""
+        for pid in self._cgroup_members():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(AssertionError):   # what is still there shows in leftovers()
+            wait_until(lambda: not self._cgroup_members(), 20, what=f"{self.name}'s containers' processes to exit")
+
+    def _remove_cgroups(self) -> None:
+        # A container that outlived its engine (its run was killed) is still in the node's cgroup: kill it first.
+        self._kill_containers()
+        for cg in self._cgroups():
+            for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(str(p)), reverse=True):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
             with contextlib.suppress(OSError):
                 cg.rmdir()
 
@@ -624,5 +665,5 @@ class RemoteNode:
                     left.append(f"process {proc_dir.name}: {cmd[:120]}")
         left += [f"mount {m}" for root in (self.state, self.base) for m in _mounts_under(root)]
         left += [f"path {p}" for p in (self.state, self.base) if p.exists()]
-        left += [f"cgroup {cg}" for cg in Path("/sys/fs/cgroup").glob(f"*/{self.name}")]
+        left += [f"cgroup {cg}" for cg in self._cgroups()]
         return left
