@@ -25,7 +25,7 @@ from backend.kubernetes_export import NON_ROOT_USER, InvalidExport, check_option
 from backend.launch_plan import LaunchRequest, plan
 from backend.settings import Settings
 from tests.conftest import RUN_ID, RUN_LABEL
-from tests.support.deployments import demo_body, launch_ready
+from tests.support.deployments import demo_body, launch, launch_ready
 from tests.support.live_server import free_port, serve
 from tests.support.waiting import wait_until
 
@@ -289,3 +289,38 @@ def test_unknown_deployment_is_404(api):
     r = export(api, f"t{RUN_ID}-no-such-deployment")
     assert r.status_code == 404 and r.json()["error"]["code"] == "deployment_not_found"
 
+
+
+@pytest.mark.slow
+def test_launched_llamacpp_exports_its_caches(engine, gguf_models, demo_base_image, llamacpp_image, tmp_path):
+    """A runtime with a model cache and a model folder, read back from Docker (engine.spec_of), not from a plan."""
+    settings = Settings(home=tmp_path / "home", token=TOKEN, model_dirs=[gguf_models],
+                        demo_base_image=demo_base_image, extra_labels={RUN_LABEL: RUN_ID})
+    with serve(create_app(settings, engine=engine)) as url:
+        dep_id, events = launch(url, TOKEN, {"recipe": "llama-cpp", "served_name": f"t{RUN_ID}-k8s-llama",
+                                             "image_source": "local", "env": {"HF_TOKEN": SECRET},
+                                             "model": str(gguf_models / "tiny" / "tiny-llama.gguf")}, timeout=180)
+        try:
+            assert events[-1]["phase"] == "ready", events[-5:]
+            r = export(url, dep_id, cache_size="20Gi")
+            assert r.status_code == 200, r.text
+            assert SECRET not in r.text
+            objs = load(r.text)
+            c = container_of(objs)
+            attrs = engine.client.api.inspect_container(f"modeldeck-{dep_id}")
+            assert c.args == attrs["Config"]["Cmd"] and c.image == llamacpp_image
+            assert f"The image {llamacpp_image} was built on this machine" in r.text
+            claims = {p.metadata.name: p for p in objs["PersistentVolumeClaim"]}
+            volumes = {v.name: v.persistent_volume_claim for v in objs["Deployment"][0].spec.template.spec.volumes}
+            by_path = {m.mount_path: (m, claims[volumes[m.name].claim_name]) for m in c.volume_mounts}
+            assert set(by_path) == {m["Destination"] for m in attrs["Mounts"]} == {"/models", "/root/.cache/huggingface"}
+            assert by_path["/models"][0].read_only is True and not by_path["/root/.cache/huggingface"][0].read_only
+            assert all(p.spec.resources.requests == {"storage": "20Gi"} for p in claims.values())
+            assert c.liveness_probe.http_get.path == "/health" and c.ports[0].container_port == 8080
+            assert c.startup_probe.failure_threshold == 120  # the recipe's 1200 s
+            assert c.security_context.run_as_non_root is False and c.security_context.capabilities.drop == ["ALL"]
+            env = {e.name: e for e in c.env}
+            assert env["HF_TOKEN"].value_from.secret_key_ref.key == "HF_TOKEN"
+            assert c.resources is None, "no GPU, no memory limit: nothing to limit"
+        finally:
+            httpx.delete(f"{url}/api/deployments/{dep_id}", headers=AUTH, timeout=60)
