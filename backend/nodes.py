@@ -486,7 +486,8 @@ class NodeManager:
     async def _connect_now(self, node: NodeState) -> None:
         async with node.lock:
             await self._disconnect(node)
-            node.state = "connecting"
+            if node.state not in ("unreachable", "error"):  # a node that went away stays so until it is back
+                node.state = "connecting"
             try:
                 await self._connect(node)
                 await self._probe(node, full=True)

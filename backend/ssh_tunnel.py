@@ -264,11 +264,41 @@ async def trust_host_key(target: SshTarget, fingerprint: str) -> HostKey:
             f"{', '.join(k.fingerprint for k in keys)}); nothing was trusted.",
             hint="Test the node again to see the key it offers now, and check it on the machine itself before trusting it.",
             details={"fingerprint": keys[0].fingerprint, "offered": [k.fingerprint for k in keys]})
+    where = resolved.host_key_alias or (resolved.hostname if resolved.port == 22
+                                        else f"[{resolved.hostname}]:{resolved.port}")
+    for known in (target.known_hosts, ssh_home() / ".ssh" / "known_hosts"):
+        for old in await _known_keys(known, where):
+            if old.key_type == match.key_type and old.fingerprint != match.fingerprint:
+                # A second key beside the old one would make ssh accept either: the old one goes first.
+                raise HostKeyChanged(
+                    f"{known} already holds another {old.key_type} key for {where} ({old.fingerprint}): the "
+                    f"node's key changed to {match.fingerprint}; nothing was trusted.",
+                    hint="Check the new fingerprint on the machine itself; only if it matches, remove the old key "
+                         f"with `ssh-keygen -R '{where}' -f {known}` and trust again.",
+                    details={"fingerprint": match.fingerprint, "old_fingerprint": old.fingerprint, "host": where})
+            if old.fingerprint == match.fingerprint and known == target.known_hosts:
+                return match  # trusted already
     target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(target.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as f:
         f.write(match.line + "\n")
     return match
+
+
+async def _known_keys(known_hosts: Path, where: str) -> list[HostKey]:
+    """The keys ``known_hosts`` holds for ``where`` (``ssh-keygen -F``, hashed entries too)."""
+    if not known_hosts.is_file():
+        return []
+    code, out, _ = await _run(["ssh-keygen", "-F", where, "-f", str(known_hosts)])
+    keys = []
+    for line in out.splitlines() if code == 0 else []:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fcode, fout, _ = await _run(["ssh-keygen", "-l", "-E", "sha256", "-f", "-"], stdin=(line + "\n").encode())
+        parts = fout.split()
+        if fcode == 0 and len(parts) >= 2:
+            keys.append(HostKey(line, parts[1], parts[-1].strip("()")))
+    return keys
 
 
 # --------------------------------------------------------------------------- errors from ssh's words

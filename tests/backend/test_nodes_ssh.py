@@ -255,8 +255,15 @@ def test_changed_host_key_is_refused_and_never_accepted(local, sshd, remote):
     assert node["state"] == "error" and node["error_code"] == "host_key_changed" and node["base_url"] is None
     assert new_fp not in subprocess.run(["ssh-keygen", "-lf", str(local.home / "known_hosts")],
                                         capture_output=True, text=True).stdout
-    # Testing again does not accept it either.
+    # Testing again does not accept it either, nor does trusting the new key beside the old one.
     assert local.post("/api/nodes/gpu1/test").json()["error"]["code"] == "host_key_changed"
+    r = local.post("/api/nodes/gpu1/trust", json={"fingerprint": new_fp})
+    assert r.status_code == 409 and r.json()["error"]["details"]["old_fingerprint"] != new_fp, r.text
+    # Once the person removed the old key (as the hint says), the new one can be trusted.
+    subprocess.run(["ssh-keygen", "-R", f"[127.0.0.1]:{sshd.port}", "-f", str(local.home / "known_hosts")],
+                   check=True, capture_output=True)
+    r = local.post("/api/nodes/gpu1/trust", json={"fingerprint": new_fp})
+    assert r.status_code == 200 and r.json()["state"] == "connected", r.text
 
 
 def test_node_without_modeldeck(local, sshd, remote, tmp_path):
