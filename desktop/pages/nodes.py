@@ -45,8 +45,8 @@ class HostKeyPrompts:
         """Deal with a host-key refusal of ``name``; False when ``error`` is about something else.
 
         ``trusted(node)`` runs after the person said Yes and the backend stored the key and connected
-        (``node``: its answer); ``refused()`` after No, or when the trust failed (a changed key is an
-        error shown, never a question).
+        (``node``: its answer); ``refused(error)`` after No (``None``), or with the error when trusting
+        or connecting after it failed (a changed key is an error shown, never a question).
         """
         if error.code == "host_key_unknown":
             self.ask_trust(name, error, trusted, refused)
@@ -72,13 +72,15 @@ class HostKeyPrompts:
             box.deleteLater()
             if answer != QMessageBox.StandardButton.Yes or not fingerprint:
                 if refused is not None:
-                    refused()
+                    refused(None)
                 return
 
             def failed(err: ApiError) -> None:
-                self.show_error("Key not trusted", str(err))
+                # The key may be stored and the connection after it have failed: the caller says which.
                 if refused is not None:
-                    refused()
+                    refused(err)
+                else:
+                    self.show_error(f"{name} is not connected", str(err))
 
             self.calls.post(node_path(name, "/trust"), {"fingerprint": fingerprint}, trusted, failed,
                             timeout_ms=ADD_TIMEOUT_MS)
@@ -135,6 +137,10 @@ class AddNodeDialog(QDialog):
         self.transport.addItem("TLS with client certificates", "tls")
         self.remote_port = QLineEdit(str(DEFAULT_REMOTE_PORT))
         self.remote_port.setToolTip("The port of modeldeck-backend on the node's loopback")
+        self.remote_home = QLineEdit()
+        self.remote_home.setPlaceholderText("~/.config/modeldeck")
+        self.remote_home.setToolTip("ModelDeck's folder on the node (its token is read from there over SSH); "
+                                    "only when its backend runs with another MODELDECK_HOME")
 
         self.host = QLineEdit()
         self.host.setPlaceholderText("a host name, an IP address or a ~/.ssh/config alias")
@@ -197,6 +203,7 @@ class AddNodeDialog(QDialog):
         form.addRow("Name", self.name)
         form.addRow("Reached over", self.transport)
         form.addRow("ModelDeck port", self.remote_port)
+        form.addRow("ModelDeck folder", self.remote_home)
         box = QVBoxLayout(self)
         box.addLayout(form)
         box.addWidget(self.pages)
@@ -223,6 +230,7 @@ class AddNodeDialog(QDialog):
         return AddNodeForm(name=self.name.text(), transport=self.transport.currentData(), host=self.host.text(),
                            user=self.user.text(), port=self.port.text(), identity_file=self.identity_file.text(),
                            passphrase=self.passphrase.text(), remote_port=self.remote_port.text(),
+                           remote_home=self.remote_home.text(),
                            url=self.url.text(), ca_cert=self.ca_cert.text(), client_cert=self.client_cert.text(),
                            client_key=self.client_key.text(), token=self.tls_token.text())
 
@@ -258,12 +266,15 @@ class AddNodeDialog(QDialog):
             self.added.emit(node if isinstance(node, dict) else {"name": name})
             self.accept()
 
-        def refused() -> None:
-            # The backend keeps a node whose key is unknown, waiting for trust: No forgets it again.
-            self._busy(True, "Not added: the host key was not trusted.")
-            self._calls.delete(node_path(name), lambda _a: self._busy(False, "Not added: the host key was not "
-                                                                            "trusted."),
-                               lambda e: self._busy(False, f"Not added; forgetting it failed: {e}"))
+        def refused(error: ApiError | None) -> None:
+            # The backend keeps a node whose key is unknown, waiting for trust: No (or a failure after
+            # Yes) forgets it again, so that nothing half-added stays.
+            why = "Not added: the host key was not trusted." if error is None else "Not added."
+            if error is not None:
+                self.show_problems([str(error)])
+            self._busy(True, why)
+            self._calls.delete(node_path(name), lambda _a: self._busy(False, why),
+                               lambda e: self._busy(False, f"{why} Forgetting it failed: {e}"))
 
         def err(error: ApiError) -> None:
             self._busy(False)

@@ -109,10 +109,21 @@ def _add_remote(section: NodesSection, qtbot, remote_node, name: str):
     dialog.host.setText(remote_node.ip)
     dialog.user.setText(remote_node.user)
     dialog.identity_file.setText(str(remote_node.client_key))
+    dialog.remote_home.setText(str(remote_node.remote_home))  # the node's backend runs with its own home
     qtbot.mouseClick(dialog.add_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dialog.prompts.trust_box is not None and dialog.prompts.trust_box.isVisible(),
                     timeout=60000)
     return dialog, dialog.prompts.trust_box
+
+
+def _wait_added(qtbot, section: NodesSection, dialog) -> None:
+    """Wait for the Add dialog to close after Yes; on a timeout, say what the dialog showed."""
+    try:
+        qtbot.waitUntil(lambda: section.add_dialog is None, timeout=60000)
+    except Exception:
+        error = dialog.prompts.error_box
+        raise AssertionError(f"the node was not added: state {dialog.state.text()!r}, problems "
+                             f"{dialog.problems.text()!r}, error {error.text() if error else None!r}") from None
 
 
 def test_an_unknown_host_key_is_a_question_and_no_stores_nothing(section, qtbot, nodes_backend, remote_node):
@@ -132,7 +143,7 @@ def test_yes_trusts_the_key_and_the_node_shows_connected_then_remove_forgets_it(
                                                                                 remote_node):
     dialog, box = _add_remote(section, qtbot, remote_node, "gpu-yes")
     qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: section.add_dialog is None, timeout=60000)
+    _wait_added(qtbot, section, dialog)
     qtbot.waitUntil(lambda: _cell(section, "gpu-yes", 2) == "Connected", timeout=30000)
     assert _cell(section, "gpu-yes", 1).endswith(f"{remote_node.ip}:22") or remote_node.ip in _cell(section,
                                                                                                    "gpu-yes", 1)
@@ -156,6 +167,7 @@ def test_a_changed_host_key_is_an_error_with_the_hint_never_a_question(section, 
                                                                        remote_node):
     dialog, box = _add_remote(section, qtbot, remote_node, "gpu-rot")
     qtbot.mouseClick(box.button(QMessageBox.StandardButton.Yes), Qt.MouseButton.LeftButton)
+    _wait_added(qtbot, section, dialog)
     qtbot.waitUntil(lambda: _cell(section, "gpu-rot", 2) == "Connected", timeout=60000)
     old = remote_node.host_key_fingerprint
     remote_node.rotate_host_key()
