@@ -59,7 +59,7 @@ class SshSettings(BaseModel):
     def _host(cls, value: str) -> str:
         if not HOST_RE.match(value):
             raise ValueError("must be a host name, an IP address or a ~/.ssh/config alias (letters, digits, "
-                             ". - _ : [ ]; not starting with '-')")
+                             ". - _ :; not starting with '-')")
         return value
 
     @field_validator("user")

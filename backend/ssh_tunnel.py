@@ -30,7 +30,7 @@ COMMAND_TIMEOUT_S = 15
 TUNNEL_START_S = 15
 #: What may be a host (a name, an address, a ~/.ssh/config alias) or a user: no option injection
 #: (a leading '-'), no spaces or shell characters.
-HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9._:%\[\]-]{1,253}$")
+HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9._:-]{1,253}$")
 USER_RE = re.compile(r"^(?!-)[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}$")
 DEFAULT_REMOTE_HOME = "~/.config/modeldeck"
 
@@ -150,9 +150,13 @@ class Resolved:
 async def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S,
                stdin: bytes | None = None) -> tuple[int, str, str]:
     """Run ``cmd``; (exit code, stdout, stderr). A command past ``timeout`` is killed (exit 255)."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    except FileNotFoundError:
+        raise NodeUnreachable(f"{cmd[0]} is not installed on this machine, so no node can be reached over SSH.",
+                              hint="Install OpenSSH's client (apt install openssh-client), or add the node over TLS.") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except asyncio.CancelledError:

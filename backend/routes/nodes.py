@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from backend import __version__
-from backend.errors import error_body, Flavour
+from backend.errors import Flavour, NodeNotFound, error_body
 from backend.nodes import LOCAL, Node, NodeManager, NodeRequest, NodeState
 
 router = APIRouter(prefix="/api", tags=["nodes"])
@@ -99,5 +99,8 @@ async def test_node(name: str, request: Request, nodes: NodesDep) -> Node:
 @router.delete("/nodes/{name}", status_code=204, operation_id="removeNode", responses={404: _NODE_ERRORS[404]},
                summary="Forget a node (its tunnel stops; its deployments keep running there)")
 async def remove_node(name: str, nodes: NodesDep) -> Response:
+    if name == LOCAL:
+        raise NodeNotFound("'local' is this machine itself, not a node; it cannot be removed.",
+                           hint="GET /api/nodes lists the nodes that can be removed.")
     await nodes.remove(name)
     return Response(status_code=204)

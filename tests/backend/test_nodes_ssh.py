@@ -356,3 +356,30 @@ def test_unknown_node_is_404(local):
                  lambda: local.delete("/api/nodes/nope")):
         r = call()
         assert r.status_code == 404 and r.json()["error"]["code"] == "node_not_found"
+
+
+def test_ssh_command_lines_are_non_interactive_and_strict(tmp_path, monkeypatch):
+    from backend.ssh_tunnel import SshTarget, remote_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = SshTarget("gpu-box", user="me", port=2222, identity_file="/k", known_hosts=tmp_path / "kh")
+    cmd = target.tunnel_command(40000, 8765)
+    text = " ".join(cmd)
+    for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ExitOnForwardFailure=yes", "ServerAliveInterval=5",
+                   "ServerAliveCountMax=2", f"UserKnownHostsFile={tmp_path / 'kh'} {tmp_path / '.ssh/known_hosts'}",
+                   "-L 127.0.0.1:40000:127.0.0.1:8765", "-p 2222", "-l me", "-i /k", "-N"):
+        assert option in text, option
+    assert cmd[-2:] == ["--", "gpu-box"], "the destination can never be read as an option"
+    assert "-F" not in cmd  # no ~/.ssh/config in this HOME: ssh's own defaults
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host x\n")
+    assert ["-F", str(tmp_path / ".ssh" / "config")] == target.options()[:2]
+
+    locked = SshTarget("h", known_hosts=tmp_path / "kh", askpass=tmp_path / "askpass")
+    assert "BatchMode=no" in locked.options() and "PasswordAuthentication=no" in locked.options()
+    assert locked.env()["SSH_ASKPASS"] == str(tmp_path / "askpass") and locked.env()["SSH_ASKPASS_REQUIRE"] == "force"
+    assert "SSH_ASKPASS" not in target.env() or target.env()["SSH_ASKPASS"] == os.environ.get("SSH_ASKPASS")
+
+    assert remote_path("~/.config/modeldeck/token") == "~/.config/modeldeck/token"
+    assert remote_path("/srv/model deck/token") == "'/srv/model deck/token'"
+    assert remote_path("~/a;rm -rf x/token") == "~/'a;rm -rf x/token'"
