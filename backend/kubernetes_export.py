@@ -118,10 +118,14 @@ def check_options(namespace: str, storage_class: str | None, cache_size: str) ->
                             details={"field": "cache_size"})
 
 
+def _printable(text: str) -> str:
+    """``text`` in printable ASCII, anything else backslash-escaped (a line break would end a comment and start
+    YAML; a control character is not allowed in a YAML stream at all)."""
+    return "".join(ch if " " <= ch <= "~" else ascii(ch)[1:-1] for ch in text)
+
+
 def _comment(lines: list[str]) -> str:
-    # One line per comment line: a newline inside a value (a model name cannot hold one, but be safe)
-    # would otherwise end the comment and start YAML.
-    return "".join("# " + " ".join(line.splitlines()) + "\n" for line in lines)
+    return "".join("# " + _printable(line) + "\n" for line in lines)
 
 
 def _volume_name(kind: str, used: set[str]) -> str:

@@ -17,6 +17,9 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kubernetes import client as k8s
 
 from backend.app import create_app
@@ -24,6 +27,7 @@ from backend.catalog import load_catalog
 from backend.kubernetes_export import NON_ROOT_USER, InvalidExport, check_options, render_kubernetes
 from backend.launch_plan import LaunchRequest, plan
 from backend.settings import Settings
+from backend.spec import ContainerSpec
 from tests.conftest import RUN_ID, RUN_LABEL
 from tests.support.deployments import demo_body, launch, launch_ready
 from tests.support.live_server import free_port, serve
@@ -191,6 +195,20 @@ def test_bad_options_are_refused_with_what_to_do(option, value):
     with pytest.raises(InvalidExport) as info:
         check_options(**values)
     assert option in info.value.message and info.value.hint and info.value.status == 422
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(text=st.text(), dep_id=st.text(min_size=1, max_size=120))
+def test_any_string_round_trips_and_stays_valid(text, dep_id):
+    """Whatever a command, an environment value, a model or an id holds, the file stays valid and says it exactly."""
+    spec = ContainerSpec(name="modeldeck-x", image="example.org/img:1", command=("--x", text), internal_port=8000,
+                         host_port=0, environment={"V": text},
+                         labels={"modeldeck.id": dep_id, "modeldeck.model": text, "modeldeck.served_name": text,
+                                 "modeldeck.recipe": "demo"})
+    objs = load(render_kubernetes(spec, CATALOG.get("demo")))
+    c = container_of(objs)
+    assert c.args == ["--x", text] and c.env[0].value == text
+    assert objs["Deployment"][0].metadata.annotations["modeldeck/model"] == text
 
 
 def test_good_options_pass():
