@@ -3,18 +3,34 @@ reached only over its link, by SSH with a verified host key, with an engine and 
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.support.live_server import free_port
-from tests.support.remote_node import RemoteNode, _netns_pids, reap_stale
+from tests.support.remote_node import RemoteNode, _netns_pids, missing_tools, reap_stale
 from tests.support.waiting import wait_until
 
 HOST_CONTAINERD = "/var/run/docker/containerd/containerd.sock"
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _can_make_nodes():
+    """Root and the node's tools (scripts/test installs them); without: a failure in CI, a skip elsewhere."""
+    if os.geteuid() != 0:
+        skip_or_fail("the simulated node needs root (network namespaces, sshd, dockerd)")
+    if missing := missing_tools():
+        skip_or_fail(f"the simulated node needs {', '.join(missing)} (scripts/test: ensure_node_tools)")
 
 
 @pytest.fixture()
@@ -215,6 +231,26 @@ def test_bare_ssh_host_has_no_modeldeck(bare_ssh_host, tmp_path):
     assert not bare_ssh_host.backend_answers()
 
 
+def test_nodes_made_at_once_do_not_collide(tmp_path):
+    """Several test runs on one machine: each node its own name, link and subnets, all reachable."""
+    nodes = [RemoteNode(with_modeldeck=False) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            list(pool.map(RemoteNode.start, nodes))
+        nets = [ipaddress.ip_network(f"{n.ip}/30", strict=False) for n in nodes]
+        nets += [ipaddress.ip_network(n.bridge_subnet) for n in nodes]
+        assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+        assert len({n.name for n in nodes}) == len(nodes)
+        for n in nodes:
+            known = tmp_path / f"kh-{n.name}"
+            known.write_text(n.known_hosts_line())
+            assert ssh(n, known, "true").returncode == 0
+    finally:
+        for n in nodes:
+            n.teardown()
+    assert [n.leftovers() for n in nodes] == [[], [], []]
+
+
 def test_teardown_leaves_nothing(demo_image):
     node = RemoteNode(images=(demo_image,))
     try:
@@ -232,7 +268,8 @@ def test_teardown_leaves_nothing(demo_image):
 
 
 REPO = Path(__file__).resolve().parents[2]
-# A test run that makes a node and then ends: normally (at exit), or killed (SIGKILL: nothing of it runs).
+# A test run that makes a node and then ends: normally (at exit), stopped (SIGTERM, as a CI timeout does), or
+# killed (SIGKILL: nothing of it runs). A second argument: a full node with that image and a container running.
 ORPHAN = """
 import sys, time
 from tests.support.remote_node import RemoteNode
@@ -249,6 +286,24 @@ def test_a_node_left_up_is_removed_at_interpreter_exit():
     run = subprocess.run([sys.executable, "-c", ORPHAN, "exit"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     name, base = run.stdout.split()
+    assert RemoteNode.named(name, Path(base)).leftovers() == []
+
+
+def test_a_node_of_a_run_stopped_with_sigterm_is_removed_before_it_dies():
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN, "hang"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        name, base = line.split()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM   # it still dies of the signal, after the teardown
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
     assert RemoteNode.named(name, Path(base)).leftovers() == []
 
 

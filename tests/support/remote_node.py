@@ -53,6 +53,28 @@ REQUIRED_TOOLS = ("ip", "nsenter", "sshd", "ssh", "ssh-keygen", "ssh-keyscan", "
                   "docker", "iptables")
 
 
+_LIVE: list["RemoteNode"] = []   # started, not yet torn down: what a SIGTERM must clean up
+
+
+def _on_sigterm(signum, frame) -> None:
+    """A run stopped with SIGTERM (a CI timeout) runs no atexit code: tear the nodes down, then die of it."""
+    for node in list(_LIVE):
+        node.teardown()
+    signal.signal(signal.SIGTERM, _PREVIOUS_SIGTERM.pop() if _PREVIOUS_SIGTERM else signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PREVIOUS_SIGTERM: list = []
+
+
+def _watch_sigterm() -> None:
+    if _PREVIOUS_SIGTERM or signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        return
+    with contextlib.suppress(ValueError):   # not the main thread: atexit and reap_stale still apply
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        _PREVIOUS_SIGTERM.append(previous if previous is not None else signal.SIG_DFL)
+
+
 class NodeUnavailable(RuntimeError):
     """The second machine cannot be made here (missing tool, not root, no namespaces); says what to do."""
 
@@ -277,6 +299,8 @@ class RemoteNode:
             raise NodeUnavailable(f"missing {', '.join(missing)}: run scripts/test (ensure_node_tools) or "
                                   "'apt-get install openssh-server openssh-client iproute2 docker.io'")
         atexit.register(self.teardown)
+        _LIVE.append(self)
+        _watch_sigterm()
         try:
             self.state.mkdir(mode=0o755)
             (self.state / "owner").write_text(f"{os.getpid()}\n")
@@ -528,6 +552,7 @@ class RemoteNode:
                               capture_output=True, text=True, timeout=timeout)
         save.stdout.close()
         save_err = save.stderr.read().decode(errors="replace")
+        save.stderr.close()
         save.wait(timeout=60)
         if save.returncode or load.returncode:
             raise RuntimeError(f"copying {tag} into {self.name} failed: docker save: {save_err.strip()} "
@@ -585,6 +610,8 @@ class RemoteNode:
         self._torn_down = True
         with contextlib.suppress(Exception):
             atexit.unregister(self.teardown)
+        with contextlib.suppress(ValueError):
+            _LIVE.remove(self)
         self.stop_backend()
         if "dockerd" in self._procs and self._procs["dockerd"].poll() is None:
             ids = self.docker(["ps", "-aq"], check=False, timeout=30).stdout.split()
@@ -614,7 +641,8 @@ class RemoteNode:
 
     def _cgroups(self) -> list[Path]:
         """dockerd's ``--cgroup-parent`` in every hierarchy, where the node's containers ran."""
-        return [cg for cg in Path("/sys/fs/cgroup").glob(f"*/{self.name}") if cg.is_dir()]
+        root = Path("/sys/fs/cgroup")   # v1: one folder per hierarchy; v2 (unified): at the top
+        return [cg for cg in [root / self.name, *root.glob(f"*/{self.name}")] if cg.is_dir()]
 
     def _cgroup_members(self) -> set[int]:
         pids = set()
