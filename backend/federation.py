@@ -138,13 +138,14 @@ def remote_deployment(raw: dict, view: NodeView) -> Deployment | None:
                                   "message": f"node '{view.name}' unreachable"})
 
 
-def remote_upstreams(views: list[NodeView], base_url: dict[str, str | None], token: dict[str, str | None]
-                     ) -> tuple[dict[str, Upstream], list[tuple[Upstream, str]]]:
+def remote_upstreams(views: list[NodeView], base_url: dict[str, str | None], token: dict[str, str | None],
+                     clients: dict[str, Any] | None = None) -> tuple[dict[str, Upstream], list[tuple[Upstream, str]]]:
     """Pure: the nodes' models, by served name (the first node in ``views`` order wins a name), and what
     ``/v1/models`` lists (model, state) in that order.
 
     A model on a reachable node is routed whatever its state there (``ready`` here): the node's own proxy
     loads an unloaded one or answers why it cannot. On an unreachable node it is not ready, with why.
+    ``clients``: a node's own client for /v1 where the shared one cannot reach it (TLS: its client certificate).
     """
     by_name: dict[str, Upstream] = {}
     listed: list[tuple[Upstream, str]] = []
@@ -160,7 +161,7 @@ def remote_upstreams(views: list[NodeView], base_url: dict[str, str | None], tok
             up = Upstream(deployment_id=remote_id(dep, view.name), served_name=name,
                           base_url=f"{url}/v1" if url else "", ready=online,
                           state=state if online else "unreachable", native_apis=REMOTE_APIS,
-                          node=view.name, headers=headers,
+                          node=view.name, headers=headers, client=(clients or {}).get(view.name),
                           unreachable=None if online else (view.error or "it does not answer"))
             by_name[name] = up
             listed.append((up, state))
@@ -313,7 +314,11 @@ class Federation:
         views = self.views()
         urls = {v.name: manager.base_url(v.name) if manager is not None else None for v in views}
         tokens = {v.name: manager.token(v.name) if manager is not None else None for v in views}
-        self.models.set(*remote_upstreams(views, urls, tokens))
+        # The shared proxy client speaks plain HTTP to loopback (an SSH tunnel's end); a TLS node needs its
+        # own client, which holds the client certificate.
+        clients = {v.name: manager.client(v.name) for v in views
+                   if manager is not None and (urls[v.name] or "").startswith("https:")}
+        self.models.set(*remote_upstreams(views, urls, tokens, clients))
 
     def mark_unreachable(self, name: str, why: str) -> None:
         """A request found the node gone: routing and the list say so now, not at the next poll."""
@@ -552,6 +557,22 @@ async def node_stats(name: str, request: Request) -> Response:
     """The node's ``GET /api/stats`` as it answered (the same shape as this backend's)."""
     r = await federation_of(request).request(name, "GET", "/api/stats", timeout=POLL_TIMEOUT_S)
     return _relay(r, name)
+
+
+async def plan_elsewhere(request: Request, req: LaunchRequest) -> dict | LaunchRequest:
+    """The plan of a launch on a node (the node's own answer), or the request to plan here."""
+    target = req.node
+    if target == AUTO:
+        chosen = (await place(request, req.recipe, req.model)).chosen
+        target = chosen.node if chosen is not None else LOCAL
+    if target in (None, LOCAL):
+        return req.model_copy(update={"node": None})
+    body = req.model_dump(mode="json", exclude_unset=True)
+    body.pop("node", None)
+    r = await federation_of(request).request(target, "POST", "/api/deployments/plan", json=body)
+    if r.status_code >= 400:
+        raise _relayed_error(target, r)
+    return r.json()
 
 
 async def launch_elsewhere(request: Request, req: LaunchRequest) -> tuple[int, dict] | LaunchRequest:

@@ -62,6 +62,8 @@ class Upstream:
     node: str = "local"
     headers: tuple[tuple[str, str], ...] = ()
     unreachable: str | None = None
+    #: The client to send with instead of the shared one (a TLS node's, holding its client certificate).
+    client: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,12 +300,14 @@ async def forward(request: Request, endpoint: str, *, upstreams: UpstreamDirecto
             upstream = await _loaded(load, lifecycle, upstreams, model, ex)
         url = _upstream_url(upstream.base_url, endpoint)
         headers = {"Content-Type": request.headers.get("content-type") or "application/json"}
+        sender = http
         if upstream.headers:  # a node's backend: its own token (the client's is this backend's)
             headers.update(upstream.headers)
+            sender = upstream.client or http
         # The client's Authorization is ModelDeck's own token: it is not passed on.
         upstream_request = http.build_request("POST", url, content=body, headers=headers)
         try:
-            response = await _send_unless_client_leaves(http, upstream_request, ex.stream,
+            response = await _send_unless_client_leaves(sender, upstream_request, ex.stream,
                                                         request.receive)
         except httpx.TransportError as exc:
             raise _transport_rejection(exc, upstream, http) from None

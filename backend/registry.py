@@ -329,7 +329,11 @@ class DeploymentRegistry:
     def ready_models(self) -> list[Upstream]:
         with self._lock:
             local = [u for u in (self._upstream(d, c) for d, c in self._containers.items()) if u.ready]
-        return local + self.remote.ready_models() if self.remote is not None else local
+            if self.remote is None:
+                return local
+            # A local model shadows a node's of the same name (``lookup`` finds it first).
+            names = {c.labels.get(SERVED_NAME_LABEL) for c in self._containers.values()}
+        return local + [u for u in self.remote.ready_models() if u.served_name not in names]
 
     def listed_models(self) -> list[tuple[Upstream, str]]:
         """What ``/v1/models`` lists: ready models and on-demand ones a request would load, with their state
@@ -343,7 +347,11 @@ class DeploymentRegistry:
                 elif u.loads_on_request:
                     loading = c.state == "running" or self.lifecycle.loading(d)
                     out.append((u, "loading" if loading else "unloaded"))
-        return out + self.remote.listed_models() if self.remote is not None else out
+        if self.remote is None:
+            return out
+        with self._lock:  # a local model shadows a node's of the same name: requests for it stay here
+            names = {c.labels.get(SERVED_NAME_LABEL) for c in self._containers.values()}
+        return out + [(u, s) for u, s in self.remote.listed_models() if u.served_name not in names]
 
     def _stopped(self, c: ContainerInfo) -> bool:
         """Stopped, not failed (as ``deployment_status`` says "stopped"): a request may start it again.

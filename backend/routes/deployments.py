@@ -153,7 +153,12 @@ def launch(req: LaunchRequest, deployments: DeploymentsDep, response: Response, 
 @router.post("/deployments/plan", operation_id="planDeployment",
              summary="The exact container a launch would create, and its `docker run` command line; "
                      "creates and pulls nothing")
-def plan_deployment(req: LaunchRequest, deployments: DeploymentsDep) -> LaunchPlanAnswer:
+def plan_deployment(req: LaunchRequest, deployments: DeploymentsDep, request: Request) -> LaunchPlanAnswer:
+    if req.node not in (None, "local"):  # planned by the node that would run it
+        planned = anyio.from_thread.run(federation.plan_elsewhere, request, req)
+        if not isinstance(planned, LaunchRequest):
+            return LaunchPlanAnswer.model_validate(planned)
+        req = planned
     spec, warnings = deployments.plan_launch(req)
     return _plan_answer(spec, warnings, automatic_port=req.port is None)
 

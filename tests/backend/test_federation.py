@@ -80,6 +80,10 @@ def test_remote_upstreams_route_through_the_tunnel_with_the_nodes_token():
     m2 = by_name["m2"]
     assert (m2.ready, m2.unreachable, m2.loads_on_request) == (False, "link down", False)
     assert [(u.served_name, s) for u, s in listed] == [("m1", "unloaded"), ("shared", "ready"), ("m2", "ready")]
+    assert m1.client is None  # through the tunnel: the shared proxy client
+    tls_client = object()
+    by_name, _ = remote_upstreams([a], {"a": "https://gpu.lab:8765"}, {"a": "ta"}, {"a": tls_client})
+    assert by_name["m1"].client is tls_client and by_name["m1"].base_url == "https://gpu.lab:8765/v1"
 
 
 def _cand(node: str, level: str, free: int | None) -> PlacementCandidate:
@@ -183,6 +187,13 @@ def same_but_ids(a: bytes, b: bytes) -> bool:
 
 
 def test_a_model_on_a_node_is_launched_listed_chatted_with_and_removed_through_the_local_api(pair):
+    # The plan is the node's own (its home's id on the labels, not this backend's).
+    plan = api(pair, "POST", "/api/deployments/plan", json=demo_body("fed-remote", node="n1"))
+    here_plan = api(pair, "POST", "/api/deployments/plan", json=demo_body("fed-remote"))
+    assert plan.status_code == here_plan.status_code == 200, plan.text
+    launched_from = "modeldeck.launched_from"
+    assert plan.json()["labels"][launched_from] != here_plan.json()["labels"][launched_from]
+
     # Launch on the node from here.
     body = demo_body("fed-remote", node="n1", env={"DEMO_TOKEN_DELAY": "0"})
     r = api(pair, "POST", "/api/deployments", json=body)
@@ -241,6 +252,7 @@ def test_a_model_on_a_node_is_launched_listed_chatted_with_and_removed_through_t
     gone = httpx.get(f"{pair.node.url}/api/deployments", headers=pair.node.auth, timeout=10).json()
     assert "fed-remote" not in {d["id"] for d in gone}
     wait_until(lambda: "fed-remote@n1" not in listed(pair), 20, what="the removed deployment to leave the list")
+    assert api(pair, "DELETE", "/api/deployments/fed-local").status_code == 204
 
 
 def test_a_node_that_goes_away_mid_stream(pair):
@@ -287,7 +299,7 @@ def test_a_node_that_goes_away_mid_stream(pair):
     every = api(pair, "GET", "/api/deployments").json()  # as a list: a duplicate would show twice
     # (The node here shares this machine's engine, so it lists fed-here too: only fed-slow is its own.)
     assert [d["container_id"] for d in every if d["id"] == "fed-slow@n1"] == [container]
-    assert [d["id"] for d in every if d["id"].startswith("fed-") and d["node"] == "local"] == ["fed-here"]
+    assert [d["id"] for d in every if d["node"] == "local"].count("fed-here") == 1
     again = api(pair, "POST", "/v1/chat/completions", json={**ask, "stream": False, "max_tokens": 3})
     assert again.status_code == 200, again.text
 
