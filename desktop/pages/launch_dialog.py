@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from urllib.parse import urlencode
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIntValidator
@@ -19,6 +20,7 @@ from desktop.envnames import is_env_name
 from desktop.widgets.calls import Calls
 from desktop.formatting import format_bytes
 from desktop.lifecycle import mem_limit_value
+from desktop.nodes import AUTOMATIC, LOCAL, candidate_text, node_choices
 from desktop.widgets.idle_ttl import IdleTtlField
 from desktop.widgets.launch_progress import LaunchProgressView
 
@@ -48,6 +50,19 @@ def served_name_problem(text: str) -> str | None:
     if text and not SERVED_NAME_RE.match(text):
         return "A served name is letters, digits and . _ - / : @ +, starting with a letter or digit."
     return None
+
+
+def placement_lines(answer: dict, chosen_node: str) -> list[str]:
+    """The candidates of a GET /api/placement answer, one a line, the one a launch would use marked ▶."""
+    chosen = answer.get("chosen") or {}
+    target = (chosen.get("node"), chosen.get("gpu")) if chosen_node == AUTOMATIC else None
+    lines = []
+    for c in answer.get("candidates") or []:
+        here = (c.get("node"), c.get("gpu")) == target if target else c.get("node") == chosen_node
+        lines.append(("▶ " if here else "   ") + candidate_text(c))
+    if chosen_node == AUTOMATIC and not chosen:
+        lines.append("Automatic: the model fits on no machine now.")
+    return lines
 
 
 def parse_env(text: str) -> tuple[dict[str, str], str | None]:
@@ -202,6 +217,22 @@ class LaunchDialog(QDialog):
         form.addRow("", self.model_error)
         form.addRow("Served name", self.served)
         form.addRow("", self.served_error)
+        # Issue 17: where to launch (shown once the backend knows other machines).
+        self.node = QComboBox()
+        self.node.setObjectName("launchNode")
+        self.node.addItem("This machine", LOCAL)
+        self.node.setToolTip("The machine to launch on; Automatic: the one with the most memory free now that fits")
+        self.placement = QLabel()
+        self.placement.setObjectName("placementCandidates")
+        self.placement.setProperty("muted", True)
+        self.placement.setWordWrap(True)
+        self._placement_seq = 0
+        self._placement_answer: dict | None = None
+        form.addRow("Node", self.node)
+        form.addRow("", self.placement)
+        form.setRowVisible(self.node, False)
+        form.setRowVisible(self.placement, False)
+        self._form = form
         form.addRow("GPU", self.gpu)
         form.addRow("", self.gpu_reason)
         form.addRow("Fit", self.fit)
@@ -287,6 +318,9 @@ class LaunchDialog(QDialog):
         self.pinned.toggled.connect(self._on_plan_inputs_changed)
         self._fill_gpus(None)
         self._calls.get("/api/engine", self._on_engine_loaded, self._on_engine_failed)
+        self.node.currentIndexChanged.connect(self._on_node_current_index_changed)
+        self.node.currentIndexChanged.connect(self._on_plan_inputs_changed)
+        self._calls.get("/api/nodes", self._on_nodes_loaded)  # a backend before issue 17 answers 404: no row
         self._on_form_changed()
 
     @staticmethod
@@ -437,6 +471,7 @@ class LaunchDialog(QDialog):
         if model_problem(self.model.text()):
             self._show_fit("unknown", "Enter a valid model to check whether it fits.")
             return
+        self._ask_placement()
         gpus = self.gpu.currentData()
         body = {"recipe": self.recipe["name"], "model": self.model.text().strip(),
                 "gpu": int(gpus[0]) if gpus and gpus[0].isdigit() else None}
@@ -472,8 +507,11 @@ class LaunchDialog(QDialog):
         if self.served.text().strip():
             body["served_name"] = self.served.text().strip()
         gpus = self.gpu.currentData()
-        if gpus is not None:
+        node = self.node.currentData() or LOCAL
+        if gpus is not None and node == LOCAL:  # the GPU list is this machine's
             body["gpus"] = gpus
+        if node != LOCAL:
+            body["node"] = node
         if not self.port_auto.isChecked():
             body["port"] = int(self.port.text())
         # Said only where they differ from the API's defaults (on_demand true, idle_ttl_s null, pinned false):
@@ -488,6 +526,54 @@ class LaunchDialog(QDialog):
         if mem_limit is not None:
             body["mem_limit"] = mem_limit
         return body, None
+
+    # -- other machines (issue 17) -----------------------------------------------------
+
+    def _on_nodes_loaded(self, answer) -> None:
+        nodes = (answer or {}).get("nodes") or [] if isinstance(answer, dict) else []
+        if not [n for n in nodes if n.get("name") != LOCAL]:
+            return  # this machine only: no choice to make
+        chosen = self.node.currentData()
+        self.node.blockSignals(True)
+        self.node.clear()
+        for label, value in node_choices(nodes, with_auto=True):
+            self.node.addItem(label, value)
+        self.node.setCurrentIndex(max(0, self.node.findData(chosen)))
+        self.node.blockSignals(False)
+        self._form.setRowVisible(self.node, True)
+        self._ask_placement()
+        QTimer.singleShot(0, self, self.fit_to_form)
+
+    def _on_node_current_index_changed(self, _index: int) -> None:
+        local = (self.node.currentData() or LOCAL) == LOCAL
+        # The GPU choice and the fit line are this machine's; another's are in the candidates.
+        self.gpu.setEnabled(local and self.gpu.count() > 1)
+        self.fit.setEnabled(local)
+        if self._placement_answer is not None:
+            self._on_placement(self._placement_seq, self._placement_answer)
+
+    def _ask_placement(self) -> None:
+        """Each machine's fit for this model, by its own live figures (GET /api/placement)."""
+        if self.node.count() <= 1 or model_problem(self.model.text()):
+            return
+        self._placement_seq += 1
+        seq = self._placement_seq
+        query = urlencode({"recipe": self.recipe["name"], "model": self.model.text().strip()})
+        self._calls.get(f"/api/placement?{query}", lambda a: self._on_placement(seq, a),
+                        lambda e: self._on_placement_failed(seq, e), timeout_ms=30000)
+
+    def _on_placement(self, seq: int, answer) -> None:
+        if seq != self._placement_seq or not isinstance(answer, dict):
+            return
+        self._placement_answer = answer
+        self.placement.setText("\n".join(placement_lines(answer, self.node.currentData() or LOCAL)))
+        self._form.setRowVisible(self.placement, True)
+        QTimer.singleShot(0, self, self.fit_to_form)
+
+    def _on_placement_failed(self, seq: int, error: ApiError) -> None:
+        if seq == self._placement_seq:
+            self.placement.setText(f"Could not ask the machines: {error.message}")
+            self._form.setRowVisible(self.placement, True)
 
     # -- launching --------------------------------------------------------------------
 
