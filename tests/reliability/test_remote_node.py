@@ -128,6 +128,11 @@ def test_the_node_has_its_own_engine_and_containerd(remote_node, engine):
     assert node_id and node_id != host_id
     assert node_root.startswith(str(remote_node.base)) and node_root != engine.client.info()["DockerRootDir"]
 
+    # Images were copied in, not pulled: the same content, so the same image ID.
+    for tag in remote_node.images:
+        assert remote_node.docker(["image", "inspect", "--format", "{{.Id}}", tag]).stdout.strip() == \
+            engine.client.images.get(tag).id
+
     # Its dockerd talks to the node's containerd, a different process from the host's.
     dockerd_pid = int(Path(f"/run/{remote_node.name}/dockerd.pid").read_text())
     cmdline = Path(f"/proc/{dockerd_pid}/cmdline").read_bytes().split(b"\0")

@@ -292,12 +292,15 @@ class RemoteNode:
             NodeUnavailable: a tool is missing, or namespaces cannot be made here (not root).
             RuntimeError / AssertionError: a daemon did not come up; the message has its log's tail.
         """
+        problem = None
         if os.geteuid() != 0:
-            raise NodeUnavailable("the simulated node needs root (network namespaces, sshd, dockerd): "
-                                  "run the tests as root, as CI does")
-        if missing := missing_tools():
-            raise NodeUnavailable(f"missing {', '.join(missing)}: run scripts/test (ensure_node_tools) or "
-                                  "'apt-get install openssh-server openssh-client iproute2 docker.io'")
+            problem = "the simulated node needs root (network namespaces, sshd, dockerd): run the tests as root, as CI does"
+        elif missing := missing_tools():
+            problem = (f"missing {', '.join(missing)}: run scripts/test (ensure_node_tools) or "
+                       "'apt-get install openssh-server openssh-client iproute2 docker.io'")
+        if problem:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise NodeUnavailable(problem)
         atexit.register(self.teardown)
         _LIVE.append(self)
         _watch_sigterm()
