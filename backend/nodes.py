@@ -28,7 +28,7 @@ import httpx
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from backend import ssh_tunnel
-from backend.errors import (HostKeyChanged, HostKeyUnknown, ModelDeckError, NodeAuthFailed, NodeExists,
+from backend.errors import (HostKeyUnknown, ModelDeckError, NodeAuthFailed, NodeExists,
                             NodeNotFound, NodeNotModelDeck, NodeUnreachable)
 from backend.ssh_tunnel import DEFAULT_REMOTE_HOME, HOST_RE, USER_RE, SshTarget, Tunnel
 

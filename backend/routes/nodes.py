@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from backend import __version__
 from backend.errors import Flavour, NodeNotFound, error_body
 from backend.nodes import LOCAL, Node, NodeManager, NodeRequest, NodeState
+from backend.routes.system import engine_status
 
 router = APIRouter(prefix="/api", tags=["nodes"])
 
@@ -22,7 +24,6 @@ NodesDep = Annotated[NodeManager, Depends(_nodes)]
 
 
 def _error(code: str, status: int, message: str) -> dict:
-    import json
     return {"description": message, "content": {"application/json": {
         "example": json.loads(error_body(Flavour.MODELDECK, status, code, message, "what to do"))}}}
 
@@ -45,9 +46,11 @@ class TrustRequest(BaseModel):
                              min_length=1, max_length=200)
 
 
-def _local(request: Request) -> Node:
-    """This backend itself, always first and always connected."""
-    settings = request.app.state.settings
+async def _local(request: Request) -> Node:
+    """This backend itself, always first and always connected; its engine as GET /api/engine answers."""
+    state = request.app.state
+    settings = state.settings
+    engine = await asyncio.to_thread(engine_status, state.engine, state.stats, state.deployments, state.history)
     snap = request.app.state.stats.latest()
     gpus = []
     for g in (snap.gpus if snap is not None else []):
@@ -55,14 +58,14 @@ def _local(request: Request) -> Node:
         gpus.append({"index": g.index, "name": g.name, "memory_total": total,
                      "memory_free": total - used if total is not None and used is not None else None})
     return Node(name=LOCAL, transport="local", address=f"{settings.host}:{settings.port}", state="connected",
-                rtt_ms=0.0, engine={"version": __version__}, gpus=gpus,
+                rtt_ms=0.0, engine=engine.model_dump(), gpus=gpus,
                 deployments=len(request.app.state.deployments.list()),
                 base_url=f"http://127.0.0.1:{settings.port}")
 
 
 @router.get("/nodes", operation_id="listNodes", summary="This machine and every node, with state, RTT, GPUs")
 async def list_nodes(request: Request, nodes: NodesDep) -> NodeList:
-    return NodeList(nodes=[_local(request), *(n.view() for n in nodes.nodes())])
+    return NodeList(nodes=[await _local(request), *(n.view() for n in nodes.nodes())])
 
 
 @router.post("/nodes", status_code=201, operation_id="addNode", responses=_NODE_ERRORS,
@@ -78,7 +81,7 @@ async def add_node(req: NodeRequest, nodes: NodesDep) -> Node:
 @router.get("/nodes/{name}", operation_id="getNode", summary="One node", responses={404: _NODE_ERRORS[404]})
 async def get_node(name: str, request: Request, nodes: NodesDep) -> Node:
     if name == LOCAL:
-        return _local(request)
+        return await _local(request)
     return nodes.get(name).view()
 
 
@@ -92,7 +95,7 @@ async def trust_node(name: str, body: TrustRequest, nodes: NodesDep) -> Node:
              summary="Check the node now (log in, new tunnel, health); answers its error when it fails")
 async def test_node(name: str, request: Request, nodes: NodesDep) -> Node:
     if name == LOCAL:
-        return _local(request)
+        return await _local(request)
     return (await nodes.test(name)).view()
 
 

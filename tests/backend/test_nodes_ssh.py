@@ -383,3 +383,13 @@ def test_ssh_command_lines_are_non_interactive_and_strict(tmp_path, monkeypatch)
     assert remote_path("~/.config/modeldeck/token") == "~/.config/modeldeck/token"
     assert remote_path("/srv/model deck/token") == "'/srv/model deck/token'"
     assert remote_path("~/a;rm -rf x/token") == "~/'a;rm -rf x/token'"
+
+
+def test_local_is_listed_first_with_its_engine(local):
+    nodes = local.get("/api/nodes").json()["nodes"]
+    assert nodes[0]["name"] == "local" and nodes[0]["state"] == "connected" and nodes[0]["transport"] == "local"
+    engine = local.get("/api/engine").json()
+    assert nodes[0]["engine"]["endpoint"] == engine["endpoint"] and nodes[0]["engine"]["reachable"] is True
+    assert local.get("/api/nodes/local").json()["name"] == "local"
+    r = local.delete("/api/nodes/local")
+    assert r.status_code == 404 and "this machine" in r.json()["error"]["message"]
