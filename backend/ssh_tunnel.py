@@ -370,7 +370,9 @@ class Tunnel:
         self.remote_port = remote_port
         self.local_port = 0
         self.proc: asyncio.subprocess.Process | None = None
-        self._stderr = b""
+        self._drain: asyncio.Task | None = None
+        #: ssh's last lines while the tunnel runs (for the log when it ends).
+        self.last_lines: list[str] = []
 
     @property
     def alive(self) -> bool:
@@ -392,6 +394,9 @@ class Tunnel:
                 if self.proc.returncode is not None:
                     break
                 if await _accepts(self.local_port):
+                    # ssh keeps writing (a refused channel per request while the node's backend is down):
+                    # read it, or a full pipe would stop the tunnel.
+                    self._drain = asyncio.create_task(self._read_stderr(self.proc), name="ssh-tunnel-stderr")
                     return self.local_port
                 try:
                     await asyncio.wait_for(asyncio.shield(self.proc.wait()), 0.05)
@@ -408,8 +413,15 @@ class Tunnel:
         raise NodeUnreachable("No free local port could be bound for the SSH tunnel.",
                               hint="Try again; if it keeps failing, something is taking loopback ports.")
 
+    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        while line := await proc.stderr.readline():
+            self.last_lines = [*self.last_lines[-19:], line.decode(errors="replace").rstrip()]
+
     async def stop(self) -> None:
         """End the ssh process (SIGTERM, then SIGKILL after 3 s)."""
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
         proc, self.proc = self.proc, None
         if proc is None or proc.returncode is not None:
             return

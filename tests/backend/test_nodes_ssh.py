@@ -279,6 +279,15 @@ def test_node_without_modeldeck(local, sshd, remote, tmp_path):
     assert "Nothing answers" in r.json()["error"]["message"]
     assert [n["name"] for n in local.get("/api/nodes").json()["nodes"]] == ["local", "gpu1"]
 
+    # The node's backend stops (sshd stays): the node says so, and is back when the backend is.
+    remote.stop()
+    down = wait_until(lambda: (n := local.get("/api/nodes/gpu1").json())["state"] != "connected" and n, 10,
+                      what="the node to notice its backend stopped")
+    assert down["error_code"] == "node_not_modeldeck" and "modeldeck-backend" in down["hint"], down
+    remote.start()
+    wait_until(lambda: local.get("/api/nodes/gpu1").json()["state"] == "connected", 30,
+               what="the node back with its backend")
+
 
 def test_link_lost_then_back_remove_stops_tunnel_and_nodes_survive_restart(local, sshd, remote):
     node = add_trusted(local, sshd, remote)
