@@ -251,6 +251,7 @@ class Federation:
         self._state = state
         self.models = RemoteModels()
         self._views: dict[str, NodeView] = {}
+        self._pending: set[asyncio.Task] = set()  # refreshes after actions (kept referenced until done)
 
     @property
     def manager(self) -> Any | None:
@@ -300,6 +301,18 @@ class Federation:
         except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
             return NodeView(name, False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                             last.deployments, last.models, last.seen_at)
+
+    def refresh_soon(self, name: str) -> None:
+        """Re-read one node now (after an action there), so that the list shows what it did without
+        waiting for the next round."""
+        async def again() -> None:
+            view = await self._poll(name, self._views.get(name))
+            if name in self.node_names():
+                self._views = {**self._views, name: view}
+                self._reindex()
+        task = asyncio.get_running_loop().create_task(again(), name=f"federation-refresh-{name}")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _why(self, name: str) -> str:
         manager = self.manager
@@ -409,6 +422,7 @@ class Federation:
         r = await self.request(name, "POST", "/api/deployments", json=body)
         if r.status_code >= 400:
             raise _relayed_error(name, r)
+        self.refresh_soon(name)
         answer = r.json()
         return r.status_code, _rewrite(answer, name)
 
@@ -490,8 +504,11 @@ async def remote_deployment_route(dep_id: str, request: Request, action: str = "
     client = fed.client(node)
     body = await request.body()
     headers = {"Content-Type": request.headers.get("content-type") or "application/json"} if body else {}
+    # Followed streams (launch events, logs with follow=true) may be silent for long; an answer may not.
+    streamed = action == "events" or request.query_params.get("follow") in ("true", "1")
+    timeout = httpx.Timeout(ACTION_TIMEOUT_S, read=None if streamed else ACTION_TIMEOUT_S)
     upstream = client.build_request(request.method, path, params=request.query_params, content=body or None,
-                                    headers=headers, timeout=httpx.Timeout(ACTION_TIMEOUT_S, read=None))
+                                    headers=headers, timeout=timeout)
     try:
         r = await client.send(upstream, stream=True)
     except httpx.TransportError as exc:
@@ -508,6 +525,8 @@ async def remote_deployment_route(dep_id: str, request: Request, action: str = "
         raise fed.offline(node, f"{type(exc).__name__}: {exc}") from None
     finally:
         await r.aclose()
+    if request.method != "GET" and r.status_code < 400:
+        fed.refresh_soon(node)
     return _relay(r, node)
 
 
