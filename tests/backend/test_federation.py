@@ -247,7 +247,15 @@ def test_a_model_on_a_node_is_launched_listed_chatted_with_and_removed_through_t
     assert stopped.json()["id"] == "fed-remote@n1"
     logs = api(pair, "GET", "/api/deployments/fed-remote@n1/logs?tail=5")
     assert logs.status_code == 200 and logs.json()["id"] == "fed-remote@n1"
-    assert api(pair, "POST", "/api/deployments/fed-remote@n1/start").status_code == 200
+    # Stopped there and on demand: a request through here loads it there (the node's own on-demand load).
+    wait_until(lambda: next((c for c in api(pair, "GET", "/v1/models").json()["data"] if c["id"] == "fed-remote"),
+                            {}).get("state") == "unloaded", 20, what="the node's model listed unloaded")
+    loaded = api(pair, "POST", "/v1/chat/completions", json={**ask, "max_tokens": 3})
+    assert loaded.status_code == 200, loaded.text
+    assert api(pair, "GET", "/api/deployments/fed-remote@n1").json()["ready"]
+    # The Responses API goes to the node the same way.
+    resp = api(pair, "POST", "/v1/responses", json={"model": "fed-remote", "input": "Once", "max_output_tokens": 5})
+    assert resp.status_code == 200 and resp.json()["object"] == "response", resp.text
     assert api(pair, "DELETE", "/api/deployments/fed-remote@n1").status_code == 204
     gone = httpx.get(f"{pair.node.url}/api/deployments", headers=pair.node.auth, timeout=10).json()
     assert "fed-remote" not in {d["id"] for d in gone}
