@@ -86,7 +86,8 @@ class NodeRow:
         d = self.data
         address = "this machine" if self.is_local else (d.get("address") or "—")
         deployments = d.get("deployments")
-        return [self.name, address, STATE_TEXT.get(self.state, self.state.capitalize()), rtt_text(d.get("rtt_ms")),
+        rtt = "—" if self.is_local else rtt_text(d.get("rtt_ms"))  # no round trip to itself
+        return [self.name, address, STATE_TEXT.get(self.state, self.state.capitalize()), rtt,
                 engine_text(d.get("engine")), gpus_text(d.get("gpus")),
                 "—" if deployments is None else str(deployments)]
 

@@ -350,8 +350,15 @@ class NodesSection(QWidget):
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self._on_timer_timeout)
         self._timer.start()
+        theme.notifier().changed.connect(self._on_theme_changed)
         self._update_buttons()
         self.refresh()
+
+    def _on_theme_changed(self, _scheme: str) -> None:
+        """Icons and state colours are drawn in the theme's colours: draw them anew."""
+        self.test_button.setIcon(theme.icon("refresh"))
+        self.remove_button.setIcon(theme.icon("remove"))
+        self.show_nodes(self.nodes)
 
     def _on_timer_timeout(self) -> None:
         if self.isVisible():

@@ -11,7 +11,7 @@ PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 def test_rows_show_address_state_rtt_engine_free_gpu_memory_and_deployments():
     rows = node_rows([
-        {"name": "local", "state": "connected", "rtt_ms": None, "engine": {"reachable": True, "version": "26.1"},
+        {"name": "local", "state": "connected", "rtt_ms": 0.0, "engine": {"reachable": True, "version": "26.1"},
          "gpus": [], "deployments": 2},
         {"name": "gpu-box", "transport": "ssh", "address": "root@10.1.2.2:22", "state": "connected",
          "rtt_ms": 0.42, "engine": {"reachable": True, "version": "27.0"},

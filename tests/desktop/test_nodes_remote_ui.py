@@ -7,9 +7,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QGroupBox, QScrollArea
 
 from backend.app import create_app
 from backend.settings import Settings
+from desktop import theme
 from desktop.monitor.store import HOST_CPU
 from desktop.nodes import ALL_NODES, AUTOMATIC, LOCAL
 from desktop.widgets.deployment_table import NODE_COLUMN
@@ -67,7 +69,35 @@ def test_the_deployments_page_shows_the_node_and_filters_by_it(make_main_window,
     assert [r.node for r in page.rows.rows] == [NODE] * len(page.rows.rows) and remote_row() is not None
     page.node_filter.setCurrentIndex(page.node_filter.findData(ALL_NODES))
     assert remote_row() is not None
-    page.grab().save(f"{SHOTS}/deployments-nodes.png")
+    page.node_filter.setCurrentIndex(page.node_filter.findData(NODE))  # the picture: the node's deployments
+    qtbot.waitUntil(lambda: remote_row() is not None, timeout=10000)
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        QApplication.processEvents()  # the new style applied; grab() paints the window anew
+        window.grab().save(f"{SHOTS}/{scheme}-deployments-nodes.png")
+    theme.apply("light")
+
+
+def test_settings_lists_the_node_connected_with_its_figures(make_main_window, qtbot, fleet):
+    url, _served = fleet
+    window = make_main_window(url=url, token=TOKEN)
+    page = window.settings_page
+    window.show_page(window.pages.index(page))
+    section = page.nodes
+    qtbot.waitUntil(lambda: section.select(NODE), timeout=20000)
+    row = next(r for r in range(section.table.rowCount()) if section.table.item(r, 0).text() == NODE)
+    cells = [section.table.item(row, c).text() for c in range(section.table.columnCount())]
+    assert cells[2] == "Connected" and cells[3].endswith("ms") and cells[4].startswith("Docker")
+    assert cells[6] == "1"  # the demo launched there
+    assert section.test_button.isEnabled() and section.remove_button.isEnabled()
+    group = page.findChild(QGroupBox, "nodesGroup")
+    scroll = page.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(group)
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        QApplication.processEvents()  # the new style applied; grab() paints the window anew
+        window.grab().save(f"{SHOTS}/{scheme}-settings-nodes.png")
+    theme.apply("light")
 
 
 def test_the_monitor_charts_a_node_from_its_own_stats(make_main_window, qtbot, fleet):
