@@ -203,3 +203,10 @@ def bare_ssh_host():
     node = _start_node(with_modeldeck=False)
     yield node
     node.teardown()
+
+
+@pytest.fixture(scope="session")
+def remote_llamacpp_image(remote_node, llamacpp_image) -> str:
+    """llama.cpp's local image, copied into ``remote_node``'s engine once per run (about 35 s); its tag."""
+    remote_node.load_image(llamacpp_image)
+    return llamacpp_image

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,3 +329,28 @@ def test_a_node_of_a_killed_run_is_reaped_by_the_next(demo_image):
     assert f"netns {name}" in orphan.leftovers()   # SIGKILL: no teardown ran
     assert name in reap_stale()
     assert orphan.leftovers() == []
+
+
+def test_backend_env_and_files_on_the_node(node, gguf_models):
+    """A model on the node's own disk, its backend told where (backend_env): its library lists it."""
+    models = node.base / "models"
+    shutil.copytree(gguf_models / "tiny", models / "tiny")
+    try:
+        node.backend_env["MODELDECK_MODEL_DIRS"] = str(models)
+        node.stop_backend()
+        node.start_backend()
+        status, body = node.api_get("/api/library")
+        assert status == 200 and "tiny-llama.gguf" in body and str(models) in body
+        assert node.api_get("/api/no-such-route")[0] == 404
+    finally:
+        node.backend_env.clear()
+        node.stop_backend()
+        shutil.rmtree(models)
+    node.start_backend()
+    assert "tiny-llama.gguf" not in node.api_get("/api/library")[1]
+
+
+def test_llamacpp_image_is_copied_in_on_request(remote_node, remote_llamacpp_image, engine):
+    node_id = remote_node.docker(["image", "inspect", "--format", "{{.Id}}", remote_llamacpp_image]).stdout.strip()
+    assert node_id == engine.client.images.get(remote_llamacpp_image).id
+    remote_node.load_image(remote_llamacpp_image)   # already there: nothing copied again

@@ -254,13 +254,17 @@ class RemoteNode:
         self._holder: subprocess.Popen | None = None
         self._torn_down = False
         self.timings: dict[str, float] = {}   # seconds each part of start() took (network, sshd, engine, ...)
+        # More MODELDECK_* settings for the node's backend (e.g. MODELDECK_MODEL_DIRS): set, then
+        # stop_backend() and start_backend() (a test that does puts them back, as with reset()).
+        self.backend_env: dict[str, str] = {}
 
     @classmethod
     def named(cls, name: str, base: Path | None) -> "RemoteNode":
         """The node called ``name`` (``mdn-<id>``) made by another process, for :meth:`leftovers` and reaping."""
         node = cls.__new__(cls)
         node._init_names(name[len(NAME_PREFIX):], base or Path("/nonexistent-modeldeck-node"))
-        node.with_modeldeck, node._procs, node._holder, node._torn_down, node.timings = True, {}, None, False, {}
+        node.with_modeldeck, node._procs, node._holder, node._torn_down = True, {}, None, False
+        node.timings, node.backend_env = {}, {}
         return node
 
     def _init_names(self, short: str, base: Path) -> None:
@@ -578,6 +582,7 @@ class RemoteNode:
                    XDG_CONFIG_HOME=str(user_home / ".config"), XDG_CACHE_HOME=str(user_home / ".cache"))
         if self.demo_base_image:
             env["MODELDECK_DEMO_BASE_IMAGE"] = self.demo_base_image
+        env.update(self.backend_env)
         self._daemon("backend", [*argv, "--host", "127.0.0.1", "--port", str(self.remote_port)], env=env)
         wait_until(lambda: self._alive("backend") or self.backend_answers(), timeout,
                    what=f"{self.name}'s modeldeck-backend to answer /api/health")
@@ -587,6 +592,18 @@ class RemoteNode:
         probe = ("import sys, urllib.request\n"
                  f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{self.remote_port}/api/health', timeout=2).status != 200)")
         return self.run_in([sys.executable, "-c", probe], check=False, timeout=10).returncode == 0
+
+    def api_get(self, path: str) -> tuple[int, str]:
+        """GET ``path`` from the node's backend, asked on the node's loopback with its token: (status, body)."""
+        probe = ("import sys, urllib.request, urllib.error\n"
+                 f"req = urllib.request.Request('http://127.0.0.1:{self.remote_port}' + sys.argv[1], "
+                 "headers={'Authorization': 'Bearer ' + sys.argv[2]})\n"
+                 "try:\n    r = urllib.request.urlopen(req, timeout=10)\n"
+                 "except urllib.error.HTTPError as e:\n    r = e\n"
+                 "print(r.status)\nsys.stdout.write(r.read().decode())")
+        out = self.run_in([sys.executable, "-c", probe, path, self.token], timeout=30).stdout
+        status, _, body = out.partition("\n")
+        return int(status), body
 
     def stop_backend(self) -> None:
         """Stop the node's backend (SIGTERM; SIGKILL after 15 s); its containers keep running."""
