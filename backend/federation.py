@@ -202,7 +202,9 @@ class PlacementCandidate(BaseModel):
     #: for a model on the CPU; None when unknown.
     free_bytes: int | None = None
     need_bytes: int | None = None
-    level: str  # the fit check's: "ok", "warn", "too_big", "unknown"; "unreachable": the node did not answer
+    #: The fit check's "ok", "warn", "too_big", "unknown"; or "unreachable" (the node did not answer) and
+    #: "refused" (the node cannot launch it: ``message`` says why).
+    level: str
     message: str
 
 
@@ -374,7 +376,7 @@ class Federation:
 
     @staticmethod
     def offline(name: str, why: str) -> NodeOffline:
-        return NodeOffline(f"Node '{name}' cannot be reached now: {why}.",
+        return NodeOffline(f"Node '{name}' cannot be reached now: {why.rstrip('.')}.",
                            hint="Check the node's state in GET /api/nodes (POST /api/nodes/{name}/test retries); "
                                 "its deployments keep running there and come back when it does.")
 
@@ -405,7 +407,8 @@ class Federation:
             except ModelDeckError as exc:
                 return PlacementCandidate(node=name, level="unreachable", message=exc.message)
             if r.status_code != 200:
-                return PlacementCandidate(node=name, level="unknown" if r.status_code >= 500 else "too_big",
+                # 4xx: the node cannot launch it (e.g. its catalog lacks the recipe): never chosen.
+                return PlacementCandidate(node=name, level="unknown" if r.status_code >= 500 else "refused",
                                           message=_error_message(r))
             return candidate_from(name, r.json())
 

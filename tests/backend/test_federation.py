@@ -95,7 +95,7 @@ def test_placement_picks_the_most_free_memory_that_fits_ties_to_local():
     assert choose([_cand("local", "ok", 8), _cand("a", "ok", 8)]).node == "local"
     assert choose([_cand("local", "warn", 8), _cand("a", "unknown", 80)]).node == "local"
     assert choose([_cand("local", "unknown", None), _cand("a", "unknown", 3)]).node == "a"
-    assert choose([_cand("local", "too_big", 1), _cand("a", "unreachable", None)]) is None
+    assert choose([_cand("local", "too_big", 1), _cand("a", "unreachable", None), _cand("b", "refused", 9)]) is None
 
 
 def test_a_fit_check_on_the_cpu_counts_host_memory():
@@ -297,6 +297,8 @@ def test_a_node_that_goes_away_mid_stream(pair):
     r = api(pair, "POST", "/v1/chat/completions", json={**ask, "stream": False})
     assert r.status_code == 503 and r.json()["error"]["code"] == "node_unreachable", r.text
     assert "'n1'" in r.json()["error"]["message"]
+    one = api(pair, "GET", "/api/deployments/fed-slow@n1")  # reading it: the last answer, marked
+    assert one.status_code == 200 and one.json()["status"] == "unreachable", one.text
     r = api(pair, "POST", "/api/deployments/fed-slow@n1/stop")
     assert r.status_code == 503 and r.json()["error"]["code"] == "node_unreachable", r.text
 
