@@ -356,3 +356,15 @@ def test_llamacpp_image_is_copied_in_on_request(remote_node, remote_llamacpp_ima
     node_id = remote_node.docker(["image", "inspect", "--format", "{{.Id}}", remote_llamacpp_image]).stdout.strip()
     assert node_id == engine.client.images.get(remote_llamacpp_image).id
     remote_node.load_image(remote_llamacpp_image)   # already there: nothing copied again
+
+
+def test_a_node_whose_id_is_taken_fails_without_touching_the_other(bare_ssh_host, tmp_path):
+    clash = RemoteNode(with_modeldeck=False)
+    clash._init_names(bare_ssh_host.id, clash.base)   # as if the random id had come up twice
+    with pytest.raises(FileExistsError):
+        clash.start()
+    assert not clash.base.exists()
+    known = tmp_path / "kh"
+    known.write_text(bare_ssh_host.known_hosts_line())
+    assert ssh(bare_ssh_host, known, "true").returncode == 0
+    assert f"netns {bare_ssh_host.name}" in bare_ssh_host.leftovers()   # the other node is untouched

@@ -13,8 +13,9 @@ home (its token file at ``<remote_home>/token``).
 
 What is not: the "machine" shares this kernel, this disk and this process table (its processes
 show in ``pgrep`` here; its files lie under a temporary folder here, its sockets under
-``/run/mdn-<id>/``). Its daemons share one mount namespace of their own (made by ``ip netns exec``
-for a holder process), so what dockerd mounts never shows on the host and goes with the node.
+``/run/mdn-<id>/``). Its daemons share one mount namespace of their own (a holder process's, with
+the node's own /sys as ``ip netns exec`` makes it), so what dockerd mounts never shows on the host
+and goes with the node.
 
 Several test runs may run at once on one machine: names carry a random id, the veth /30 and the
 bridge subnet are chosen free (under a lock) each run, and everything is removed by ``teardown()``,
@@ -252,7 +253,7 @@ class RemoteNode:
         self.host_key_fingerprint = ""
         self._procs: dict[str, subprocess.Popen] = {}
         self._holder: subprocess.Popen | None = None
-        self._torn_down = False
+        self._torn_down = self._owned = False
         self.timings: dict[str, float] = {}   # seconds each part of start() took (network, sshd, engine, ...)
         # More MODELDECK_* settings for the node's backend (e.g. MODELDECK_MODEL_DIRS): set, then
         # stop_backend() and start_backend() (a test that does puts them back, as with reset()).
@@ -263,7 +264,7 @@ class RemoteNode:
         """The node called ``name`` (``mdn-<id>``) made by another process, for :meth:`leftovers` and reaping."""
         node = cls.__new__(cls)
         node._init_names(name[len(NAME_PREFIX):], base or Path("/nonexistent-modeldeck-node"))
-        node.with_modeldeck, node._procs, node._holder, node._torn_down = True, {}, None, False
+        node.with_modeldeck, node._procs, node._holder, node._torn_down, node._owned = True, {}, None, False, True
         node.timings, node.backend_env = {}, {}
         return node
 
@@ -309,7 +310,8 @@ class RemoteNode:
         _LIVE.append(self)
         _watch_sigterm()
         try:
-            self.state.mkdir(mode=0o755)
+            self.state.mkdir(mode=0o755)   # the claim on the id: another run's node of the same id fails here
+            self._owned = True
             (self.state / "owner").write_text(f"{os.getpid()}\n")
             (self.state / "node.json").write_text(json.dumps({"base": str(self.base)}))
             self.logs.mkdir(parents=True)
@@ -632,6 +634,9 @@ class RemoteNode:
             atexit.unregister(self.teardown)
         with contextlib.suppress(ValueError):
             _LIVE.remove(self)
+        if not self._owned:   # nothing was made under these names by us: they may be another run's
+            shutil.rmtree(self.base, ignore_errors=True)
+            return
         self.stop_backend()
         if "dockerd" in self._procs and self._procs["dockerd"].poll() is None:
             ids = self.docker(["ps", "-aq"], check=False, timeout=30).stdout.split()
