@@ -239,6 +239,76 @@ def on_demand_shots(window, url: str, wait, wait_until) -> list[Path]:
     return shots
 
 
+def nodes_shots(window, url: str, wait, wait_until) -> list[Path]:
+    """Settings → Nodes and the Deployments page's Node column, light and dark, with a second machine.
+
+    The machine is the tests' simulated one (tests/support/remote_node.py: a network namespace with
+    its own sshd, dockerd and backend), so this needs root; without it the pictures show this machine
+    alone, and say why on the terminal.
+    """
+    from PySide6.QtWidgets import QGroupBox, QScrollArea
+
+    from desktop import theme
+
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    node_name, node, dep_id = "gpu-box", None, None
+    try:
+        from backend.base_image import pick_base_image
+        from backend.engine import Engine
+        from tests.support.remote_node import RemoteNode
+
+        # The node gets the demo image the local backend built (its tag follows the base image).
+        base = os.environ.get("MODELDECK_DEMO_BASE_IMAGE") or pick_base_image(None, Engine().image_exists)
+        demo = httpx.get(f"{url}/api/deployments/{MODELS[0]}", headers=h, timeout=30).json()["image"]
+        node = RemoteNode(images=(demo,), demo_base_image=base).start()
+        body = {"name": node_name, "transport": "ssh", "remote_home": str(node.remote_home),
+                "ssh": {"host": node.ip, "user": node.user, "identity_file": str(node.client_key)}}
+        r = httpx.post(f"{url}/api/nodes", json=body, headers=h, timeout=120)
+        if r.status_code == 409:  # the unknown host key: trusted here as a person does after comparing it
+            fingerprint = r.json()["error"]["details"]["fingerprint"]
+            r = httpx.post(f"{url}/api/nodes/{node_name}/trust", json={"fingerprint": fingerprint}, headers=h,
+                           timeout=120)
+        r.raise_for_status()
+        r = httpx.post(f"{url}/api/deployments", headers=h, timeout=120,
+                       json={"recipe": "demo", "model": "demo-tiny", "served_name": "demo-on-gpu-box",
+                             "node": node_name})
+        r.raise_for_status()
+        dep_id = r.json().get("id") or r.json().get("deployment_id")
+    except Exception as exc:  # noqa: BLE001 - whatever it was: the pictures show this machine alone
+        print(f"no second machine for the Nodes pictures ({exc}); they show this machine alone")
+    shots = []
+    try:
+        page = window.settings_page
+        window.show_page(window.pages.index(page))
+        wait_until(lambda: page.nodes.table.rowCount() >= (2 if node else 1) and (
+            node is None or "Connected" in [page.nodes.table.item(r, 2).text()
+                                            for r in range(page.nodes.table.rowCount())][1:]))
+        page.findChild(QScrollArea).ensureWidgetVisible(page.findChild(QGroupBox, "nodesGroup"))
+        for scheme in ("light", "dark"):
+            theme.apply(scheme)
+            wait(800)
+            path = OUT / f"{'dark-' if scheme == 'dark' else ''}settings-nodes.png"
+            window.grab().save(str(path))
+            shots.append(path)
+        deployments = window.deployments
+        window.show_page(window.pages.index(deployments))
+        wait_until(lambda: node is None or any(r.node == node_name for r in deployments.rows.rows), 60000)
+        for scheme in ("light", "dark"):
+            theme.apply(scheme)
+            wait(800)
+            path = OUT / f"{'dark-' if scheme == 'dark' else ''}deployments-nodes.png"
+            window.grab().save(str(path))
+            shots.append(path)
+        theme.apply("light")
+    finally:
+        if dep_id:
+            httpx.delete(f"{url}/api/deployments/{dep_id}", headers=h, timeout=60)
+        if node is not None:
+            httpx.delete(f"{url}/api/nodes/{node_name}", headers=h, timeout=60)
+            node.teardown()
+    return shots
+
+
 def main() -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: still make the pictures
@@ -323,6 +393,7 @@ def main() -> int:
             shots += suites_shots(window, url, wait, wait_until)
             shots += on_demand_shots(window, url, wait, wait_until)
             shots += library_shots(window, wait, wait_until)
+            shots += nodes_shots(window, url, wait, wait_until)
             for p in shots:
                 print(f"saved {p}")
         finally:
