@@ -20,6 +20,7 @@ from desktop.widgets.calls import Calls
 from desktop.widgets.deployment_table import MODEL_COLUMN, DeploymentRows, DeploymentTableModel
 
 REFRESH_MS = 2000
+EMPTY_TEXT = "No deployments yet. Launch a model from the Models page (Ctrl+L)."
 PROGRESSIVE = {"start": "Starting", "stop": "Stopping", "restart": "Restarting", "remove": "Removing"}
 ACTIONS = [  # key, label, icon, tooltip
     ("start", "Start", "start", "Start the stopped container"),
@@ -107,7 +108,7 @@ class DeploymentsPage(QWidget):
         header.setHighlightSections(False)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self.model.modelReset.connect(self._on_model_reset)
-        self.empty = QLabel("No deployments yet. Launch a model from the Models page (Ctrl+L).")
+        self.empty = QLabel(EMPTY_TEXT)
         self.empty.setProperty("muted", True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.hide()
@@ -216,10 +217,18 @@ class DeploymentsPage(QWidget):
         if index < 0 and chosen != ALL_NODES:  # the node went away: show every node again
             self._on_node_filter_current_index_changed(0)
 
+    def _show_empty(self) -> None:
+        """The empty-table note: nothing deployed, or nothing on the machine the filter shows."""
+        if self.rows.node != ALL_NODES and self.rows.has_deployments():
+            self.empty.setText(f"Nothing runs on {self.node_filter.currentText()}. Choose All nodes to see the rest.")
+        else:
+            self.empty.setText(EMPTY_TEXT)
+        self.empty.setVisible(not self.rows.rows)
+
     def _on_node_filter_current_index_changed(self, _index: int) -> None:
         self.rows.set_node(self.node_filter.currentData() or ALL_NODES)
         self.model.refreshed()
-        self.empty.setVisible(not self.rows.rows)
+        self._show_empty()
         self._update_actions()
 
     def _on_list_loaded(self, deployments: list) -> None:
@@ -238,7 +247,7 @@ class DeploymentsPage(QWidget):
         else:
             self.summary.setText(f"{len(deployments)} deployments · {running} running · {ready} ready"
                                  if deployments else "Nothing deployed.")
-        self.empty.setVisible(not self.rows.rows)
+        self._show_empty()
         if self.rows.node != ALL_NODES:
             self.summary.setText(self.summary.text() + f" · showing {len(self.rows.rows)} on "
                                  f"{self.node_filter.currentText()}")

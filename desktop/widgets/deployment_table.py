@@ -148,6 +148,10 @@ class DeploymentRows:
         self.node = node
         self._rebuild(now)
 
+    def has_deployments(self) -> bool:
+        """Whether any deployment is listed, whatever the filter shows."""
+        return bool(self._deployments)
+
     def nodes(self) -> list[str]:
         """The nodes the deployments run on, whatever the filter."""
         return sorted({node_of(d) for d in self._deployments})

@@ -48,6 +48,8 @@ def test_the_page_shows_the_node_column_and_filters_by_node(make_main_window, qt
     page.rows.set_node("no-such-node")
     page.model.refreshed()
     assert page.model.rowCount() == 0
+    page._show_empty()
+    assert not page.empty.isHidden() and "Choose All nodes" in page.empty.text()
     page.node_filter.setCurrentIndex(0)
     assert page.model.rowCount() == len(page.rows.rows) > 0
     page.node_filter.setCurrentIndex(page.node_filter.findData(LOCAL))
