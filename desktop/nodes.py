@@ -15,8 +15,10 @@ from desktop.formatting import format_bytes
 LOCAL = "local"
 #: A node's name: the backend's rule (a-z, 0-9 and '-', at most 32, not "local").
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,31})$")
-#: What the backend takes as an SSH host: a name, an IP address (v6 in brackets) or a ~/.ssh/config alias.
-HOST_RE = re.compile(r"^[A-Za-z0-9._:\[\]][A-Za-z0-9._:\[\]-]*$")
+#: What the backend (backend/ssh_tunnel.py) takes as an SSH host and user: a name, an IP address (v6 bare)
+#: or a ~/.ssh/config alias; a user name (domain users may hold '@').
+HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9._:-]{1,253}$")
+USER_RE = re.compile(r"^(?!-)[A-Za-z0-9._][A-Za-z0-9._@-]{0,63}$")
 STATE_TEXT = {"connected": "Connected", "connecting": "Connecting…", "unreachable": "Unreachable", "error": "Error"}
 #: Theme colour role of each state.
 STATE_ROLE = {"connected": "success", "connecting": "info", "unreachable": "danger", "error": "danger"}
@@ -151,10 +153,11 @@ class AddNodeForm:
             elif "@" in host:
                 e["host"] = "Enter only the host; put the user in the User field."
             elif not HOST_RE.match(host):
-                e["host"] = ("A host is letters, digits and . - _ : [ ] (no spaces) and does not start with '-'.")
+                e["host"] = ("A host is letters, digits and . - _ : (no spaces, an IPv6 address without brackets) "
+                             "and does not start with '-'.")
             user = self.user.strip()
-            if user and (any(c.isspace() for c in user) or user.startswith("-") or "@" in user):
-                e["user"] = "A user name has no spaces, '@' or leading '-'."
+            if user and not USER_RE.match(user):
+                e["user"] = "A user name is letters, digits and . _ @ - (no spaces) and does not start with '-'."
             bad = _port_error(self.port, "The SSH port", required=False)
             if bad:
                 e["port"] = bad

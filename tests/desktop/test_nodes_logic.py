@@ -36,7 +36,9 @@ def test_the_add_form_says_what_is_wrong_per_field():
     assert "User field" in AddNodeForm(name="a", host="root@box").errors()["host"]
     assert "start with '-'" in AddNodeForm(name="a", host="-oProxyCommand=x").errors()["host"]
     assert "no spaces" in AddNodeForm(name="a", host="gpu box").errors()["host"]
-    assert AddNodeForm(name="a", host="[fe80::1]").errors() == {}
+    assert AddNodeForm(name="a", host="fe80::1", user="me@corp").errors() == {}
+    assert "start with '-'" in AddNodeForm(name="a", host="h", user="-x").errors()["user"]
+    assert "brackets" in AddNodeForm(name="a", host="[fe80::1]").errors()["host"]
     assert "1 to 65535" in AddNodeForm(name="a", host="h", port="70000").errors()["port"]
     assert "1 to 65535" in AddNodeForm(name="a", host="h", remote_port="x").errors()["remote_port"]
     assert "does not exist" in AddNodeForm(name="a", host="h", identity_file="/nowhere/id").errors()["identity_file"]
