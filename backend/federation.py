@@ -304,15 +304,21 @@ class Federation:
             return NodeView(name, False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                             last.deployments, last.models, last.seen_at)
 
+    async def refresh(self, name: str) -> None:
+        """Re-read one node now (bounded by ``POLL_TIMEOUT_S``)."""
+        view = await self._poll(name, self._views.get(name))
+        if name in self.node_names():
+            self._views = {**self._views, name: view}
+            self._reindex()
+
+    def routes(self, served_name: str) -> bool:
+        """Whether ``/v1`` routes ``served_name`` to a node now."""
+        return self.models.lookup(served_name) is not None
+
     def refresh_soon(self, name: str) -> None:
-        """Re-read one node now (after an action there), so that the list shows what it did without
-        waiting for the next round."""
-        async def again() -> None:
-            view = await self._poll(name, self._views.get(name))
-            if name in self.node_names():
-                self._views = {**self._views, name: view}
-                self._reindex()
-        task = asyncio.get_running_loop().create_task(again(), name=f"federation-refresh-{name}")
+        """Re-read one node in the background (after an action there), so that the list shows what it did
+        without waiting for the next round."""
+        task = asyncio.get_running_loop().create_task(self.refresh(name), name=f"federation-refresh-{name}")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -503,6 +509,7 @@ async def remote_deployment_route(dep_id: str, request: Request, action: str = "
             if cached is None:
                 raise
             return JSONResponse(cached.model_dump(mode="json"))
+        await _known_when_ready(fed, node, r)
         return _relay(r, node)
     client = fed.client(node)
     body = await request.body()
@@ -519,7 +526,7 @@ async def remote_deployment_route(dep_id: str, request: Request, action: str = "
         fed.mark_unreachable(node, why)
         raise fed.offline(node, why) from None
     if r.headers.get("content-type", "").startswith("text/event-stream"):
-        return StreamingResponse(_raw(r), status_code=r.status_code, media_type="text/event-stream",
+        return StreamingResponse(_raw(r, fed, node), status_code=r.status_code, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                                  background=BackgroundTask(r.aclose))
     try:
@@ -533,9 +540,25 @@ async def remote_deployment_route(dep_id: str, request: Request, action: str = "
     return _relay(r, node)
 
 
-async def _raw(r: httpx.Response):
+async def _known_when_ready(fed: Federation, node: str, r: httpx.Response) -> None:
+    """A deployment the node answers ready is routed here before anyone hears "ready": re-read the node
+    now when ``/v1`` does not know its model yet (else a request right after would get a 404)."""
+    if r.status_code != 200:
+        return
+    try:
+        dep = r.json()
+    except ValueError:
+        return
+    if isinstance(dep, dict) and dep.get("ready") and isinstance(dep.get("served_name"), str) \
+            and not fed.routes(dep["served_name"]):
+        await fed.refresh(node)
+
+
+async def _raw(r: httpx.Response, fed: Federation, node: str):
     try:
         async for chunk in r.aiter_raw():
+            if b'"phase": "ready"' in chunk or b'"phase":"ready"' in chunk:
+                await fed.refresh(node)  # routed before the client reads "ready" (see _known_when_ready)
             yield chunk
     except httpx.TransportError:
         return  # the node went away mid-stream: the stream ends; the list says it is unreachable

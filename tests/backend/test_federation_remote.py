@@ -176,3 +176,33 @@ def _the_whole_story(local: BackendProcess, remote_node) -> None:
     r = local.post("/api/deployments", json=demo_body("fedr-x", node="mars"))
     assert r.status_code == 404 and r.json()["error"]["code"] == "node_not_found", r.text
     assert "mars" in r.json()["error"]["message"] and NODE in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_llamacpp_on_the_node_through_the_local_v1(local, remote_node, remote_llamacpp_image, gguf_models):
+    """A real runtime on the node: llama.cpp's image (copied into the node's engine) serving the tiny GGUF."""
+    remote_node.backend_env["MODELDECK_MODEL_DIRS"] = str(gguf_models)
+    remote_node.stop_backend()
+    remote_node.start_backend()
+    try:
+        add_node(local, remote_node)
+        body = {"recipe": "llama-cpp", "served_name": "fedr-llama", "image_source": "local", "node": NODE,
+                "model": str(gguf_models / "tiny" / "tiny-llama.gguf")}
+        dep = launch_ready(local.url, local.token, body, timeout=240)
+        assert (dep["id"], dep["node"]) == (f"fedr-llama@{NODE}", NODE)
+        assert len(node_containers(remote_node, "modeldeck-fedr-llama")) == 1
+        ask = {"model": "fedr-llama", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        r = local.post("/v1/chat/completions", json=ask, timeout=120)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"] is not None, r.text
+        with httpx.stream("POST", f"{local.url}/v1/chat/completions", json={**ask, "stream": True},
+                          headers=local.auth, timeout=120) as s:
+            streamed = b"".join(s.iter_raw())
+        assert streamed.count(b"data:") >= 2 and streamed.endswith(b"data: [DONE]\n\n"), streamed[-300:]
+        assert local.delete(f"/api/deployments/fedr-llama@{NODE}").status_code == 204
+        assert node_containers(remote_node, "modeldeck-fedr-llama") == []
+    finally:
+        for cid in node_containers(remote_node, "modeldeck-fedr-llama"):
+            remote_node.docker(["rm", "-f", cid], check=False)
+        remote_node.backend_env.pop("MODELDECK_MODEL_DIRS", None)
+        remote_node.stop_backend()
+        remote_node.start_backend()
