@@ -35,6 +35,8 @@ from backend.ssh_tunnel import DEFAULT_REMOTE_HOME, HOST_RE, USER_RE, SshTarget,
 log = logging.getLogger("modeldeck.nodes")
 
 LOCAL = "local"
+#: Names a node cannot take: this machine, and a launch's automatic placement.
+RESERVED_NAMES = frozenset({LOCAL, "auto"})
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,31})$")
 HEALTH_INTERVAL_S = 2.0
 #: Seconds one probe through the tunnel may take before the node counts as unreachable.
@@ -131,8 +133,9 @@ class NodeRequest(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value) or value == LOCAL:
-            raise ValueError("must be 1-32 of a-z, 0-9 and '-', starting with a letter or digit, and not 'local'")
+        if not NAME_RE.match(value) or value in RESERVED_NAMES:
+            raise ValueError("must be 1-32 of a-z, 0-9 and '-', starting with a letter or digit, and not 'local' "
+                             "or 'auto' (a launch's node 'auto' means: place it by free memory)")
         return value
 
     @field_validator("remote_home")

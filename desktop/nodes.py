@@ -141,6 +141,8 @@ class AddNodeForm:
             e["name"] = "Give the node a name (e.g. gpu-box)."
         elif name == LOCAL:
             e["name"] = "'local' is this machine's name; choose another."
+        elif name == "auto":
+            e["name"] = "'auto' means automatic placement when launching; choose another."
         elif not NAME_RE.match(name):
             e["name"] = "Use at most 32 lower-case letters, digits and '-', starting with a letter or digit."
         bad_port = _port_error(self.remote_port, "The ModelDeck port on the node", required=True)

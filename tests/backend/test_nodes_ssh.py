@@ -340,6 +340,7 @@ def test_stored_passphrase_is_given_through_askpass(local, sshd, remote, tmp_pat
 
 BAD = [
     ({"name": "local", "ssh": {"host": "h"}}, "name"),
+    ({"name": "auto", "ssh": {"host": "h"}}, "name"),
     ({"name": "Upper", "ssh": {"host": "h"}}, "name"),
     ({"name": "x" * 33, "ssh": {"host": "h"}}, "name"),
     ({"name": "a", "ssh": {"host": "-oProxyCommand=touch /tmp/pwned"}}, "ssh.host"),
