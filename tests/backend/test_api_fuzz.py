@@ -9,9 +9,7 @@ from schemathesis.checks import not_a_server_error
 
 from backend.app import create_app
 from backend.settings import Settings
-from tests.conftest import RUN_ID, RUN_LABEL
-from tests.support.hub_standin import HubStandin, default_repos, tiny_gguf_bytes
-from tests.support.live_server import serve
+from tests.support.fuzz import fuzz_backend
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TOKEN = "fuzz-token"
@@ -23,20 +21,9 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(token=TOKEN)).openap
 
 @pytest.fixture(scope="module")
 def fuzz_api(engine, tmp_path_factory, gguf_models):
-    """A real backend whose catalog is empty, so generated launches can never start a container.
-
-    Its Hub is the stand-in (tests/support/hub_standin.py): an unreachable Hub is rightly a 502. Its model
-    caches are folders of its own, so generated downloads and deletes never touch the engine's shared cache
-    volumes (which other tests and a person's deployments use).
-    """
-    empty = tmp_path_factory.mktemp("empty-catalog")
-    caches = tmp_path_factory.mktemp("fuzz-caches")
-    with HubStandin(default_repos(tiny_gguf_bytes(gguf_models))) as hub:
-        settings = Settings(home=tmp_path_factory.mktemp("fuzz-home"), token=TOKEN, catalog_dir=empty,
-                            extra_labels={RUN_LABEL: RUN_ID}, hf_endpoint=hub.url,
-                            cache_dirs={kind: caches / kind for kind in ("huggingface", "ollama")})
-        with serve(create_app(settings, engine=engine)) as url:
-            yield url
+    """A real backend that generated input cannot harm (tests/support/fuzz.py says how)."""
+    with fuzz_backend(engine, tmp_path_factory, gguf_models, TOKEN, "fuzz") as url:
+        yield url
 
 
 @schema.include(path_regex="^/api/").exclude(path=list(ENDLESS)).parametrize()
