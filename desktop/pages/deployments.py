@@ -486,36 +486,19 @@ class DeploymentsPage(QWidget):
                               f"“{dep.get('served_name')}”.")
 
     def _on_export_triggered(self) -> None:
-        dep = self.selected()
-        if dep is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export compose file",
-                                              str(Path.home() / f"{dep['id']}-docker-compose.yml"),
-                                              "Compose files (*.yml *.yaml)")
-        if not path:
-            return
-
-        def ok(text):
-            try:
-                Path(path).write_text(text if isinstance(text, str) else str(text), encoding="utf-8")
-            except OSError as exc:
-                QMessageBox.warning(self, "Could not save", str(exc))
-                return
-            self.message.emit(f"Saved {path}")
-
-        def err(error: ApiError):
-            QMessageBox.warning(self, "Could not export", str(error))
-
-        self._calls.get(f"/api/deployments/{dep['id']}/compose", ok, err)
+        self._export("Export compose file", "docker-compose.yml", "Compose files (*.yml *.yaml)", "compose", "")
 
     def _on_export_k8s_triggered(self) -> None:
         """Save the backend's Kubernetes export (defaults: namespace "default", 50Gi per cache; docs/kubernetes.md)."""
+        self._export("Export Kubernetes manifests", "kubernetes.yaml", "Kubernetes manifests (*.yaml *.yml)",
+                     "kubernetes", " (apply it with kubectl apply -f; see its comments first)")
+
+    def _export(self, title: str, suffix: str, file_filter: str, route: str, note: str) -> None:
+        """Ask where, then save the selected deployment's export from ``/api/deployments/{id}/<route>``."""
         dep = self.selected()
         if dep is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export Kubernetes manifests",
-                                              str(Path.home() / f"{dep['id']}-kubernetes.yaml"),
-                                              "Kubernetes manifests (*.yaml *.yml)")
+        path, _ = QFileDialog.getSaveFileName(self, title, str(Path.home() / f"{dep['id']}-{suffix}"), file_filter)
         if not path:
             return
 
@@ -525,12 +508,12 @@ class DeploymentsPage(QWidget):
             except OSError as exc:
                 QMessageBox.warning(self, "Could not save", str(exc))
                 return
-            self.message.emit(f"Saved {path} (apply it with kubectl apply -f; see its comments first)")
+            self.message.emit(f"Saved {path}{note}")
 
         def err(error: ApiError):
             QMessageBox.warning(self, "Could not export", str(error))
 
-        self._calls.get(f"/api/deployments/{quote(dep['id'], safe='@')}/kubernetes", ok, err)
+        self._calls.get(f"/api/deployments/{quote(dep['id'], safe='@')}/{route}", ok, err)
 
     def shutdown(self) -> None:
         """Stop polling, abort calls, close log windows (their streams stop)."""
