@@ -41,7 +41,7 @@ from backend.routes import setup as setup_routes
 from backend.routes import stats as stats_routes
 from backend.routes import suites as suites_routes
 from backend.routes import system as system_routes
-from backend.security import SecurityMiddleware, ensure_token
+from backend.security import FrontDoor, SecurityMiddleware, ensure_token
 from backend.settings import Settings, get_settings
 from backend.stats.sampler import StatsSampler
 from backend.suite_runner import SuiteRunner
@@ -269,6 +269,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     _install_error_handlers(app)
     _install_docs(app)
     app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
-    app.add_middleware(SecurityMiddleware, token=token, max_body_bytes=settings.max_body_bytes,
-                       token_hint=str(settings.token_path))
+    # One set of checks for the middleware and the /v1 data plane (backend/dataplane.py), which serves the
+    # hot routes below the ASGI stack and hands everything else, refusals included, to this app.
+    app.state.front_door = door = FrontDoor(token=token, max_body_bytes=settings.max_body_bytes,
+                                            token_hint=str(settings.token_path))
+    app.add_middleware(SecurityMiddleware, door=door)
     return app

@@ -175,8 +175,11 @@ class RemoteModels:
     def __init__(self) -> None:
         self._by_name: dict[str, Upstream] = {}
         self._listed: list[tuple[Upstream, str]] = []
+        self.version = 0  # bumped by each ``set`` (the registry's ``version`` includes it)
 
     def set(self, by_name: dict[str, Upstream], listed: list[tuple[Upstream, str]]) -> None:
+        if listed != self._listed or by_name != self._by_name:
+            self.version += 1
         self._by_name, self._listed = by_name, listed
 
     def lookup(self, model: str) -> Upstream | None:

@@ -396,20 +396,28 @@ def _upstream_url(base_url: str, endpoint: str) -> httpx.URL:
 
 def _transport_rejection(exc: httpx.TransportError, upstream: Upstream,
                          http: httpx.AsyncClient) -> _Rejected:
-    where = f"the model server of '{upstream.served_name}' (deployment {upstream.deployment_id})"
     if isinstance(exc, httpx.TimeoutException):
         limit = http.timeout.read if isinstance(exc, httpx.ReadTimeout) else None
+        return connection_rejection("timeout", f"{type(exc).__name__}", upstream, limit)
+    kind = "connect" if isinstance(exc, httpx.ConnectError) else "closed"
+    return connection_rejection(kind, f"{exc or type(exc).__name__}", upstream)
+
+
+def connection_rejection(kind: str, detail: str, upstream: Upstream, limit: float | None = None) -> _Rejected:
+    """The answer when the model server's connection failed: ``kind`` is "connect" (502: could not
+    connect), "timeout" (504: silent past ``limit`` seconds) or "closed" (502: closed mid-answer)."""
+    where = f"the model server of '{upstream.served_name}' (deployment {upstream.deployment_id})"
+    if kind == "timeout":
         within = f" within {limit:g} s" if limit else " in time"
         return _Rejected(504, f"{where.capitalize()} did not answer{within} "
-                         f"({type(exc).__name__}). It may be overloaded or stuck: check its "
+                         f"({detail}). It may be overloaded or stuck: check its "
                          "logs in ModelDeck, or retry.", "upstream_timeout", 504)
-    if isinstance(exc, httpx.ConnectError):
+    if kind == "connect":
         return _Rejected(502, f"ModelDeck could not connect to {where} at {upstream.base_url} "
-                         f"({exc or type(exc).__name__}). Is the deployment still running? "
+                         f"({detail}). Is the deployment still running? "
                          "Check its state and logs in ModelDeck.", "upstream_error", 502)
     return _Rejected(502, f"{where.capitalize()} closed the connection without a complete answer "
-                     f"({exc or type(exc).__name__}). Check its logs in ModelDeck.",
-                     "upstream_error", 502)
+                     f"({detail}). Check its logs in ModelDeck.", "upstream_error", 502)
 
 
 async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstream,
@@ -417,21 +425,8 @@ async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstrea
     """Relay a complete (non-streamed) answer, wrapping a 5xx that is not OpenAI-shaped."""
     status, content = response.status_code, response.content
     media_type = response.headers.get("content-type", "application/json")
-    decoded: Any = None
-    if status >= 500:
-        try:
-            decoded = json.loads(content)
-        except ValueError:
-            pass
-        if not (isinstance(decoded, dict) and ("error" in decoded or decoded.get("object") == "error")):
-            snippet = content[:200].decode("utf-8", "replace").strip() or "empty body"
-            message = (f"The model server of '{upstream.served_name}' (deployment "
-                       f"{upstream.deployment_id}) failed with HTTP {status}: {snippet}. "
-                       "Check its logs in ModelDeck.")
-            raise _Rejected(502, message, "upstream_error", 502)
-    usage = _usage_in(content) if status < 400 else None
-    error = None if status < 400 else content[:500].decode("utf-8", "replace")
-    m = _record(request_log, ex, status, usage=usage, error=error)
+    decoded = checked_body(status, content, upstream)
+    m = record_body(request_log, ex, status, content)
     headers = None
     if ex.keep_history:
         if decoded is None:
@@ -446,45 +441,96 @@ async def _relay_body(response: httpx.Response, ex: _Exchange, upstream: Upstrea
     return Response(content, status, headers=headers, media_type=media_type)
 
 
+def checked_body(status: int, content: bytes, upstream: Upstream) -> Any:
+    """A 5xx answer's decoded JSON (None for other statuses, or when it is not JSON).
+
+    Raises:
+        _Rejected: 502 for a 5xx that is not an OpenAI-shaped error (an HTML page, a stack trace):
+            the client gets an error it can parse that names the deployment.
+    """
+    if status < 500:
+        return None
+    decoded: Any = None
+    try:
+        decoded = json.loads(content)
+    except ValueError:
+        pass
+    if not (isinstance(decoded, dict) and ("error" in decoded or decoded.get("object") == "error")):
+        snippet = content[:200].decode("utf-8", "replace").strip() or "empty body"
+        message = (f"The model server of '{upstream.served_name}' (deployment "
+                   f"{upstream.deployment_id}) failed with HTTP {status}: {snippet}. "
+                   "Check its logs in ModelDeck.")
+        raise _Rejected(502, message, "upstream_error", 502)
+    return decoded
+
+
+def record_body(request_log: RequestLog, ex: _Exchange, status: int, content: bytes) -> RequestMetrics:
+    """Measure a whole answer: its usage (a small window of the body is decoded), or its error text."""
+    usage = _usage_in(content) if status < 400 else None
+    error = None if status < 400 else content[:500].decode("utf-8", "replace")
+    return _record(request_log, ex, status, usage=usage, error=error)
+
+
+class StreamTally:
+    """What is measured of a stream as its bytes pass: the first byte's time, events, the tail (for
+    ``usage``), and the reply text when history keeps it. Counting and slicing bytes only: no JSON
+    per chunk."""
+
+    __slots__ = ("ex", "first", "events", "tail", "reply")
+
+    def __init__(self, ex: _Exchange):
+        self.ex = ex
+        self.first: float | None = None
+        self.events = 0
+        self.tail = b""
+        self.reply = ReplyCollector(ex.endpoint) if ex.keep_history else None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.first is None:
+            # The first bytes, not the first text: a chat stream may open with a
+            # role-only event; most servers send it along with the first token.
+            self.first = time.perf_counter()
+        self.events += chunk.count(b"data:")
+        tail = self.tail + chunk
+        self.tail = tail[-TAIL_BYTES:] if len(tail) > 2 * TAIL_BYTES else tail
+        if self.reply is not None:
+            self.reply.feed(chunk)
+
+    def finish(self, request_log: RequestLog, status: int, error: str | None) -> RequestMetrics:
+        """Record the whole stream (its usage from the tail, else one token per event)."""
+        usage = _usage_in(self.tail[-TAIL_BYTES:])
+        if usage is None and self.events:
+            # Asked without stream_options.include_usage: one event is about one token, less
+            # the closing [DONE]. An estimate; adding include_usage upstream instead would
+            # mean cutting the extra usage event out of the client's stream.
+            usage = {"completion_tokens": self.events - (b"[DONE]" in self.tail)}
+        return _record(request_log, self.ex, status, first=self.first, usage=usage, error=error)
+
+    def abandoned(self, request_log: RequestLog) -> RequestMetrics:
+        """Record a stream whose client left mid-reply (499)."""
+        return _record(request_log, self.ex, CLIENT_CLOSED, first=self.first,
+                       usage={"completion_tokens": self.events} if self.events else None,
+                       error="the client disconnected mid-reply")
+
+
 async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: RequestLog,
                         history: Any | None) -> AsyncIterator[bytes]:
     """Yield the upstream's bytes as they arrive; measure on the side; close the upstream at the end."""
-    first: float | None = None
-    events = 0
-    tail = b""
-    reply = ReplyCollector(ex.endpoint) if ex.keep_history else None
+    tally = StreamTally(ex)
     status, error = 200, None
     try:
         try:
             async for chunk in response.aiter_raw():
-                if first is None:
-                    # The first bytes, not the first text: a chat stream may open with a
-                    # role-only event; most servers send it along with the first token.
-                    first = time.perf_counter()
-                # Cheap accounting only: counting and slicing bytes, no JSON per chunk.
-                events += chunk.count(b"data:")
-                tail += chunk
-                if len(tail) > 2 * TAIL_BYTES:
-                    tail = tail[-TAIL_BYTES:]
-                if reply is not None:
-                    reply.feed(chunk)
+                tally.feed(chunk)
                 yield chunk
         except httpx.TransportError as exc:
             timed_out = isinstance(exc, httpx.TimeoutException)
             status = 504 if timed_out else 502
-            what = "went silent" if timed_out else "stopped"
-            error = (f"The model server of '{ex.model}' (deployment {ex.deployment_id}) {what} "
-                     f"mid-reply ({exc or type(exc).__name__}). Check its logs in ModelDeck.")
+            error = stream_break_message(ex, timed_out, f"{exc or type(exc).__name__}")
             yield _error_event(error, status, ex.flavour)
-        usage = _usage_in(tail[-TAIL_BYTES:])
-        if usage is None and events:
-            # Asked without stream_options.include_usage: one event is about one token, less
-            # the closing [DONE]. An estimate; adding include_usage upstream instead would
-            # mean cutting the extra usage event out of the client's stream.
-            usage = {"completion_tokens": events - (b"[DONE]" in tail)}
-        m = _record(request_log, ex, status, first=first, usage=usage, error=error)
-        if reply is not None:
-            history_id = await _save_history(history, ex, m, reply.text(), reply.finish_reason)
+        m = tally.finish(request_log, status, error)
+        if tally.reply is not None:
+            history_id = await _save_history(history, ex, m, tally.reply.text(), tally.reply.finish_reason)
             if history_id is not None:
                 yield HISTORY_ID_COMMENT + str(history_id).encode() + b"\n\n"
     finally:
@@ -493,11 +539,16 @@ async def _relay_stream(response: httpx.Response, ex: _Exchange, request_log: Re
         with anyio.CancelScope(shield=True):
             await response.aclose()
             if not ex.recorded:
-                m = _record(request_log, ex, CLIENT_CLOSED, first=first,
-                            usage={"completion_tokens": events} if events else None,
-                            error="the client disconnected mid-reply")
-                if reply is not None:
-                    await _save_history(history, ex, m, reply.text(), reply.finish_reason)
+                m = tally.abandoned(request_log)
+                if tally.reply is not None:
+                    await _save_history(history, ex, m, tally.reply.text(), tally.reply.finish_reason)
+
+
+def stream_break_message(ex: _Exchange, timed_out: bool, detail: str) -> str:
+    """What a stream's closing error event says when the model server stopped or went silent mid-reply."""
+    what = "went silent" if timed_out else "stopped"
+    return (f"The model server of '{ex.model}' (deployment {ex.deployment_id}) {what} "
+            f"mid-reply ({detail}). Check its logs in ModelDeck.")
 
 
 class _EventStream(StreamingResponse):

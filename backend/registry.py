@@ -71,6 +71,10 @@ class DeploymentRegistry:
         # and those found stopped when it came back: Docker's shutdown stops running containers.
         self._running_before_outage: dict[str, str | None] | None = None
         self._stopped_in_outage: dict[str, str | None] = {}
+        #: Bumped by every change of what the directory answers (see ``version``).
+        self._version = 0
+        #: served name -> (deployment id, container, its ready Upstream): ``ready_local``'s memo.
+        self._ready_memo: dict[str, tuple[str, ContainerInfo, Upstream]] = {}
 
     # -- the one loop -----------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class DeploymentRegistry:
                        if at > began and d in self._containers}
             gone = {d for d, at in self._updated_at.items() if at > began and d not in self._containers}
             self._containers = {**{d: c for d, c in by_id.items() if d not in gone}, **fresher}
+            self._version += 1
             self._updated_at = {d: at for d, at in self._updated_at.items() if at > began}
             live = {c.id for c in self._containers.values()}
             self._ready = {cid: started for cid, started in self._ready.items() if cid in live}
@@ -122,10 +127,12 @@ class DeploymentRegistry:
                     if now is None or now.id != c.id or now.started_at != c.started_at:
                         continue  # restarted or removed while it was probed: probe again next time
                     self._ready[c.id] = c.started_at or ""
+                    self._version += 1
                 self.on_ready(c)
             else:
                 with self._lock:
                     self._ready.pop(c.id, None)
+                    self._version += 1
                 self.on_unready(dep_id, c)
 
     def ensure_filled(self) -> None:
@@ -143,6 +150,7 @@ class DeploymentRegistry:
         """
         found = self.engine.list(labels=id_filter(dep_id))
         with self._lock:
+            self._version += 1
             self._updated_at[dep_id] = time.monotonic()
             if found:
                 c = self._containers[dep_id] = found[0]
@@ -185,6 +193,7 @@ class DeploymentRegistry:
             reserved |= {lp.host_port for lp in self._launches.values() if launch_in_flight(lp) and lp.host_port}
             lp = start(reserved)
             self._launches[dep_id] = lp
+            self._version += 1
             return self._view(dep_id, None, lp), lp, True
 
     def resume_launch(self, dep_id: str, lp: LaunchProgress) -> bool:
@@ -193,6 +202,7 @@ class DeploymentRegistry:
             if launch_in_flight(self._launches.get(dep_id)):
                 return False
             self._launches[dep_id] = lp
+            self._version += 1
             return True
 
     def mark_ready(self, dep_id: str, info: ContainerInfo) -> None:
@@ -200,17 +210,20 @@ class DeploymentRegistry:
         with self._lock:
             self._ready[info.id] = info.started_at or ""
             self._containers[dep_id] = info
+            self._version += 1
             self._updated_at[dep_id] = time.monotonic()
 
     def mark_unready(self, container_id: str) -> None:
         """Stop routing to a container an action is about to stop or restart."""
         with self._lock:
             self._ready.pop(container_id, None)
+            self._version += 1
 
     def forget(self, dep_id: str) -> None:
         """Drop a removed deployment and its launch."""
         with self._lock:
             self._launches.pop(dep_id, None)
+            self._version += 1
             old = self._containers.pop(dep_id, None)
             if old is not None:
                 self._ready.pop(old.id, None)
@@ -325,6 +338,36 @@ class DeploymentRegistry:
                 if c.labels.get(SERVED_NAME_LABEL) == model:
                     return self._upstream(dep_id, c)
         return self.remote.lookup(model) if self.remote is not None else None
+
+    def ready_local(self, model: str) -> Upstream | None:
+        """The ready local deployment serving ``model``, or None (then ``lookup`` says why): the data plane's
+        lookup (backend/dataplane.py), a memo checked against the cache instead of a scan per request."""
+        hit = self._ready_memo.get(model)
+        if hit is not None:
+            dep_id, c, upstream = hit
+            if self._containers.get(dep_id) is c and c.state == "running" \
+                    and self._ready.get(c.id) == (c.started_at or ""):
+                return upstream
+        upstream = self.lookup(model)
+        if upstream is None or not upstream.ready or upstream.node != "local":
+            self._ready_memo.pop(model, None)
+            return None
+        with self._lock:
+            c = self._containers.get(upstream.deployment_id)
+            if c is not None:
+                if len(self._ready_memo) > 1024:  # names of models long gone
+                    self._ready_memo.clear()
+                self._ready_memo[model] = (upstream.deployment_id, c, upstream)
+        return upstream
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """Changes whenever ``listed_models`` may answer differently: this cache's changes, the on-demand
+        side's (loads begun and ended, settings), the nodes' listings. The data plane keeps ``/v1/models``'s
+        bytes while it stays the same."""
+        lifecycle, remote = self.lifecycle, self.remote
+        return (self._version, getattr(lifecycle, "version", 0) if lifecycle is not None else 0,
+                getattr(remote, "version", 0) if remote is not None else 0)
 
     def ready_models(self) -> list[Upstream]:
         with self._lock:

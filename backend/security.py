@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
@@ -106,6 +107,7 @@ def _make_private_dirs(folder: Path) -> None:
 # --------------------------------------------------------------------------- host and origin
 
 
+@functools.lru_cache(maxsize=256)  # on every request's path; clients use a handful of names
 def is_loopback_host(host: str) -> bool:
     """Whether a ``Host`` header value names this machine's loopback interface.
 
@@ -146,10 +148,110 @@ class _BodyTooLarge(Exception):
     """Raised from the wrapped ``receive`` once a streamed body passes the limit."""
 
 
+class FrontDoor:
+    """The checks every request passes before it reaches the app: Host, Origin, token, declared body size.
+
+    One object per app, shared by :class:`SecurityMiddleware` (every ASGI request) and the
+    ``/v1`` data plane (backend/dataplane.py), so the fast path is refused exactly what the
+    middleware refuses: the data plane hands every request this door refuses to the
+    middleware, which answers it.
+    """
+
+    def __init__(self, *, token: str, public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token_hint: str | None = None):
+        """
+        Args:
+            token: the bearer token every non-public request must present.
+            public_paths: exact paths that need no token (Host and Origin are still checked).
+            max_body_bytes: the largest request body accepted.
+            token_hint: where the token can be found (a file path), quoted in 401 messages.
+
+        Raises:
+            ValueError: the token is empty.
+        """
+        if not token:
+            raise ValueError("SecurityMiddleware needs a non-empty token")
+        self._token = token.encode("utf-8")
+        self.public_paths = frozenset(public_paths)
+        self.max_body_bytes = max_body_bytes
+        self.token_hint = token_hint
+
+    def refusal(self, path: str, query: bytes, raw_headers) -> tuple[int, str, str, str] | None:
+        """Why a request to ``path`` with these headers is refused, as (status, code, message, hint); None: let in.
+
+        Args:
+            path: the decoded request path.
+            query: the raw query string (it may carry ``token=``).
+            raw_headers: the request's ``(name, value)`` byte pairs, names lower-case (ASGI's).
+        """
+        headers = _Headers(raw_headers)
+        hosts = headers.get_all(b"host")
+        host = hosts[0] if len(hosts) == 1 else ""
+        if not is_loopback_host(host):
+            shown = "missing" if not hosts else ", ".join(repr(h) for h in hosts)
+            return (403, "forbidden_host",
+                    f"Host header {shown} is not a loopback name; this backend answers only "
+                    "requests addressed to localhost, 127.0.0.1 or [::1].",
+                    "Connect to http://127.0.0.1:<port> or http://localhost:<port>. Other names "
+                    "are refused to stop DNS-rebinding attacks from web pages.")
+        origins = headers.get_all(b"origin")
+        if origins and (len(origins) != 1 or origins[0].lower() != f"http://{host}".lower()):
+            return (403, "forbidden_origin",
+                    f"Origin {', '.join(repr(o) for o in origins)} is not this backend's own "
+                    f"origin (http://{host}); cross-origin browser requests are refused.",
+                    "Call the API from a script, the desktop app, or this backend's own /docs "
+                    "page; web pages from other origins cannot use it.")
+        if path not in self.public_paths and not self._authorized(query, headers):
+            where = f"; the token is in {self.token_hint}" if self.token_hint else ""
+            return (401, "unauthorized",
+                    "Missing or wrong bearer token. Send 'Authorization: Bearer <token>' "
+                    f"(or 'x-api-key: <token>', as Anthropic clients do){where}.",
+                    "Browsers that cannot set headers (EventSource, /docs) may pass "
+                    "'?token=<token>' instead.")
+        return None
+
+    def length_refusal(self, raw_headers) -> tuple[int, str, str, str] | None:
+        """Why the declared ``Content-Length`` is refused (not one integer: 400; over the limit: 413); None: fine."""
+        lengths = _Headers(raw_headers).get_all(b"content-length")
+        if not lengths:
+            return None
+        try:
+            declared = int(lengths[0]) if len(set(lengths)) == 1 else -1
+        except ValueError:
+            declared = -1
+        if declared < 0:
+            return (400, "invalid_content_length",
+                    f"Content-Length {lengths!r} is not a single non-negative integer.",
+                    "Send one Content-Length header with the body's size in bytes.")
+        if declared > self.max_body_bytes:
+            return (413, "request_too_large",
+                    f"The request body is {declared} bytes; the limit is {self.max_body_bytes} bytes.",
+                    "Send a smaller body, or raise MODELDECK_MAX_BODY_BYTES.")
+        return None
+
+    def _authorized(self, query: bytes, headers: "_Headers") -> bool:
+        candidates = []
+        for value in headers.get_all(b"authorization"):
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                candidates.append(credentials.strip())
+        # Anthropic's clients send their key this way (the SDK's ``api_key``, ANTHROPIC_API_KEY).
+        candidates += [value.strip() for value in headers.get_all(b"x-api-key")]
+        if query:
+            candidates += [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                           if k == TOKEN_QUERY_PARAM]
+        # Compare every candidate, so the time taken says nothing about which one matched.
+        ok = False
+        for candidate in candidates:
+            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self._token)
+        return ok
+
+
 class SecurityMiddleware:
     """Pure ASGI middleware in front of the whole backend.
 
-    For every HTTP request and WebSocket handshake, in this order:
+    For every HTTP request and WebSocket handshake, in this order (the checks are
+    :class:`FrontDoor`'s, which the ``/v1`` data plane asks too):
 
     1. ``Host`` must be a loopback name (see :func:`is_loopback_host`), else 403 — also on
        public paths, because a DNS-rebinding page would otherwise read them.
@@ -176,105 +278,48 @@ class SecurityMiddleware:
     and ModelDeck's ``{"error": {"code", "message", "hint"}}`` everywhere else.
     """
 
-    def __init__(self, app, *, token: str, public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token_hint: str | None = None):
+    def __init__(self, app, *, token: str | None = None, public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, token_hint: str | None = None,
+                 door: FrontDoor | None = None):
         """
         Args:
             app: the ASGI app to protect.
-            token: the bearer token every non-public request must present.
-            public_paths: exact paths that need no token (Host and Origin are still checked).
-            max_body_bytes: the largest request body accepted.
-            token_hint: where the token can be found (a file path), quoted in 401 messages.
+            token, public_paths, max_body_bytes, token_hint: the :class:`FrontDoor` to build
+                (when ``door`` is not given).
+            door: the checks to use, shared with the data plane.
 
         Raises:
             ValueError: the token is empty.
         """
-        if not token:
-            raise ValueError("SecurityMiddleware needs a non-empty token")
         self.app = app
-        self._token = token.encode("utf-8")
-        self.public_paths = frozenset(public_paths)
-        self.max_body_bytes = max_body_bytes
-        self.token_hint = token_hint
+        self.door = door or FrontDoor(token=token or "", public_paths=public_paths, max_body_bytes=max_body_bytes,
+                                      token_hint=token_hint)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.door.max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)  # lifespan
             return
-        headers = _Headers(scope.get("headers") or [])
-        refusal = self._check(scope, headers)
+        raw = scope.get("headers") or []
+        refusal = self.door.refusal(scope["path"], scope.get("query_string") or b"", raw)
         if refusal is not None:
-            status, code, message, hint = refusal
-            await _refuse(scope, send, status, code, message, hint)
+            await _refuse(scope, send, *refusal)
             return
         scope = _without_token_param(scope)
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        await self._call_http(scope, receive, send, headers)
+        await self._call_http(scope, receive, send, raw)
 
-    def _check(self, scope, headers: "_Headers") -> tuple[int, str, str, str] | None:
-        hosts = headers.get_all(b"host")
-        host = hosts[0] if len(hosts) == 1 else ""
-        if not is_loopback_host(host):
-            shown = "missing" if not hosts else ", ".join(repr(h) for h in hosts)
-            return (403, "forbidden_host",
-                    f"Host header {shown} is not a loopback name; this backend answers only "
-                    "requests addressed to localhost, 127.0.0.1 or [::1].",
-                    "Connect to http://127.0.0.1:<port> or http://localhost:<port>. Other names "
-                    "are refused to stop DNS-rebinding attacks from web pages.")
-        origins = headers.get_all(b"origin")
-        if origins and (len(origins) != 1 or origins[0].lower() != f"http://{host}".lower()):
-            return (403, "forbidden_origin",
-                    f"Origin {', '.join(repr(o) for o in origins)} is not this backend's own "
-                    f"origin (http://{host}); cross-origin browser requests are refused.",
-                    "Call the API from a script, the desktop app, or this backend's own /docs "
-                    "page; web pages from other origins cannot use it.")
-        if scope["path"] not in self.public_paths and not self._authorized(scope, headers):
-            where = f"; the token is in {self.token_hint}" if self.token_hint else ""
-            return (401, "unauthorized",
-                    "Missing or wrong bearer token. Send 'Authorization: Bearer <token>' "
-                    f"(or 'x-api-key: <token>', as Anthropic clients do){where}.",
-                    "Browsers that cannot set headers (EventSource, /docs) may pass "
-                    "'?token=<token>' instead.")
-        return None
-
-    def _authorized(self, scope, headers: "_Headers") -> bool:
-        candidates = []
-        for value in headers.get_all(b"authorization"):
-            scheme, _, credentials = value.strip().partition(" ")
-            if scheme.lower() == "bearer":
-                candidates.append(credentials.strip())
-        # Anthropic's clients send their key this way (the SDK's ``api_key``, ANTHROPIC_API_KEY).
-        candidates += [value.strip() for value in headers.get_all(b"x-api-key")]
-        query = scope.get("query_string") or b""
-        if query:
-            candidates += [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-                           if k == TOKEN_QUERY_PARAM]
-        # Compare every candidate, so the time taken says nothing about which one matched.
-        ok = False
-        for candidate in candidates:
-            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self._token)
-        return ok
-
-    async def _call_http(self, scope, receive, send, headers: "_Headers") -> None:
-        limit = self.max_body_bytes
-        lengths = headers.get_all(b"content-length")
-        if lengths:
-            try:
-                declared = int(lengths[0]) if len(set(lengths)) == 1 else -1
-            except ValueError:
-                declared = -1
-            if declared < 0:
-                await _refuse(scope, send, 400, "invalid_content_length",
-                              f"Content-Length {lengths!r} is not a single non-negative integer.",
-                              "Send one Content-Length header with the body's size in bytes.")
-                return
-            if declared > limit:
-                await _refuse(scope, send, 413, "request_too_large",
-                              f"The request body is {declared} bytes; the limit is {limit} bytes.",
-                              "Send a smaller body, or raise MODELDECK_MAX_BODY_BYTES.")
-                return
+    async def _call_http(self, scope, receive, send, raw_headers) -> None:
+        limit = self.door.max_body_bytes
+        refusal = self.door.length_refusal(raw_headers)
+        if refusal is not None:
+            await _refuse(scope, send, *refusal)
+            return
 
         received = 0
         exceeded = False

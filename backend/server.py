@@ -150,8 +150,11 @@ def _serve(argv: list[str] | None) -> int:
         import ssl
         tls_options = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key),
                        "ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    from backend.dataplane import protocol_class
+
     config = uvicorn.Config(served, host=settings.host, port=settings.port, log_level=args.log_level,
-                            loop="auto", http="auto", timeout_graceful_shutdown=3, server_header=False,
+                            # /v1's hot routes below the ASGI stack (backend/dataplane.py); the rest is the app's.
+                            loop="auto", http=protocol_class(app), timeout_graceful_shutdown=3, server_header=False,
                             access_log=args.access_log, **tls_options)
     scheme = "https" if all(tls) else "http"
     print(f"ModelDeck backend on {scheme}://{settings.host}:{settings.port} (API docs: /docs; "

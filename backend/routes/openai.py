@@ -116,9 +116,13 @@ def _listed(upstreams: Any) -> list[tuple[proxy.Upstream, str]]:
 async def list_models(request: Request) -> ModelList:
     """The deployments that can answer now, and on-demand ones a request starts (``state``), by the model
     name to put in requests."""
-    now = int(time.time())
+    return model_list(request.app.state.upstreams, int(time.time()))
+
+
+def model_list(upstreams: Any, now: int) -> ModelList:
+    """What ``GET /v1/models`` answers (the data plane serves the same list from backend/dataplane.py)."""
     return ModelList(data=[ModelCard(id=u.served_name, created=now, deployment_id=u.deployment_id, state=state,
-                                     node=u.node) for u, state in _listed(request.app.state.upstreams)])
+                                     node=u.node) for u, state in _listed(upstreams)])
 
 
 @router.get("/models/{model:path}", operation_id="retrieveModel", summary="Describe a model",

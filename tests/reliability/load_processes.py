@@ -52,7 +52,9 @@ def main() -> None:
     else:
         (args.home / "no-catalog").mkdir(parents=True, exist_ok=True)
         app = _backend_app(args.upstream, args.home, args.token)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="auto", http="auto",
+    from backend.dataplane import protocol_class
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="auto", http=protocol_class(app),
                 backlog=2048, timeout_keep_alive=30)
 
 

@@ -32,7 +32,10 @@ def serve(app, host: str = "127.0.0.1", port: int | None = None, timeout: float 
     The lifespan runs, so the app's long-lived objects are built and closed as in production.
     """
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    from backend.dataplane import protocol_class
+
+    # ModelDeck's app is served as modeldeck-backend serves it: with the /v1 data plane in front.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=protocol_class(app))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
