@@ -24,28 +24,43 @@ against the same upstream, in one run on one machine. See "How it measures" belo
 """
 
 
-async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log) -> dict:
+async def _step(out: dict, name: str, label: str, step, log) -> None:
+    t0 = time.monotonic()
+    try:
+        out[name] = await step()
+    except Exception as exc:  # noqa: BLE001 - one failed figure must not lose the others
+        out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"  {label} {name}: FAILED {exc!r}")
+        return
+    log(f"  {label} {name}: {json.dumps(out[name], default=str)} ({time.monotonic() - t0:.1f} s)")
+
+
+async def _measure_alternating(ts: list[targets.Target], p: Profile, results: dict, log) -> None:
+    """The figures whose goal is a small difference between targets, measured in slices with the targets taking
+    turns (scenarios.latency_alternating, scenarios.interchunk_alternating); stored under each target's name."""
+    names = ", ".join(t.name for t in ts)
+    for figure, measure in (("latency", scenarios.latency_alternating),
+                            ("interchunk", scenarios.interchunk_alternating)):
+        both: dict = {}
+        await _step(both, figure, names, lambda: measure(ts, p), lambda m: log(m[:2000]))
+        for t in ts:
+            results.setdefault(t.name, {})[figure] = (both[figure].get(t.name, {"error": "not measured"})
+                                                      if "error" not in both[figure] else both[figure])
+
+
+async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log, upstream: targets.Target) -> dict:
     out: dict = {}
     steps = [
-        ("latency", lambda: scenarios.latency_one_client(t, p)),
         ("throughput", lambda: scenarios.throughput(t, p, 32, use_wrk)),
         ("ttft_1", lambda: scenarios.ttft(t, p, 1)),
         ("ttft_64", lambda: scenarios.ttft(t, p, 64)),
-        ("interchunk", lambda: scenarios.interchunk(t, p)),
-        ("many_streams", lambda: scenarios.many_streams(t, p)),
+        ("many_streams", lambda: scenarios.many_streams(t, p, upstream)),
         ("rps_models", lambda: scenarios.requests_per_s(t, "/v1/models", p, use_wrk)),
     ]
     if t.name.startswith("ModelDeck"):
         steps.append(("rps_stats", lambda: scenarios.requests_per_s(t, "/api/stats", p, use_wrk)))
     for name, step in steps:
-        t0 = time.monotonic()
-        try:
-            out[name] = await step()
-        except Exception as exc:  # noqa: BLE001 - one failed figure must not lose the others
-            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            log(f"  {t.name} {name}: FAILED {exc!r}")
-            continue
-        log(f"  {t.name} {name}: {json.dumps(out[name], default=str)} ({time.monotonic() - t0:.1f} s)")
+        await _step(out, name, t.name, step, log)
     return out
 
 
@@ -103,9 +118,13 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
         elif quick:
             notes.append("LiteLLM column: skipped in quick mode (its start-up alone takes longer).")
 
-        for t in [upstream, *proxies]:
+        everyone = [upstream, *proxies]
+        log("measuring latency and event delay, the targets taking turns: "
+            + ", ".join(f"{t.name} at {t.base}" for t in everyone))
+        await _measure_alternating(everyone, p, results, log)
+        for t in everyone:
             log(f"measuring {t.name} at {t.base}")
-            results[t.name] = await _measure_target(t, p, use_wrk, log)
+            results[t.name].update(await _measure_target(t, p, use_wrk, log, upstream))
         for t in (upstream, *proxies[1:]):
             rss[f"{t.name}_mb"] = scenarios.rss_mb(t.pid)
         rss["ModelDeck_end_mb"] = scenarios.rss_mb(modeldeck.pid)
@@ -182,17 +201,28 @@ def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
         "(`modeldeck-backend`'s own `main`, real `create_app`, SecurityMiddleware, Docker engine, stats sampler; "
         "only `app.state.upstreams` pinned to the upstream), nginx (1 worker) and LiteLLM (1 worker). The client "
         "is this process (raw HTTP/1.1 on asyncio) or wrk.",
-        f"Latency: {p.latency_requests} sequential non-streamed requests (16 tokens) on one keep-alive "
-        f"connection after {p.latency_warmup} warm-up. Throughput: 32 connections for {p.throughput_s:g} s "
-        f"({tool}, 1 thread).",
-        f"TTFT: {p.ttft_streams_1} streams one after another, and {p.ttft_rounds_64} rounds of 64 concurrent "
+        f"Latency: {p.latency_requests} sequential non-streamed requests (16 tokens) per target on one keep-alive "
+        f"connection after {p.latency_warmup} warm-up, sent in {p.latency_rounds} slice{'s' * (p.latency_rounds > 1)} "
+        "with the targets taking turns (so a burst of other load on the machine falls on all of them, not on one). "
+        f"Throughput: 32 connections for {p.throughput_s:g} s ({tool}, 1 thread).",
+        f"TTFT: {p.ttft_streams_1} streams one after another, and {p.ttft_rounds_64} round{'s' * (p.ttft_rounds_64 > 1)} "
+        "of 64 concurrent "
         f"streams, {p.stream_events} unpaced events each; time from writing the request to parsing the first event.",
         f"Event delay: the upstream stamps each event with CLOCK_MONOTONIC when it writes it; the client "
-        f"subtracts it on arrival ({p.interchunk_events} events {p.interchunk_delay_ms:g} ms apart on one stream; "
-        f"256 streams × {p.many_events} events {p.many_delay_ms:g} ms apart for the 256-stream row: "
-        f"{256 * 1000 / p.many_delay_ms:,.0f} events/s through one process). Events are numbered: a merged "
-        "event fails to parse as one chunk, a lost one leaves a gap.",
-        "RSS: ModelDeck's backend process right after start-up (2 s idle) and after "
+        f"subtracts it on arrival ({p.interchunk_rounds} slice{'s' * (p.interchunk_rounds > 1)} of one stream of "
+        f"{p.interchunk_events} events "
+        f"{p.interchunk_delay_ms:g} ms apart per target, the targets taking turns; the goal is nginx's added p99 "
+        f"from the same run + 0.1 ms). Events are numbered: a merged event fails to parse as one chunk, a lost one "
+        "leaves a gap.",
+        f"256 streams: {p.many_streams} streams at once, each {p.many_events} events {p.many_delay_ms:g} ms apart "
+        f"({1000 / p.many_delay_ms:g} tok/s; {p.many_streams * 1000 / p.many_delay_ms:,.0f} events/s offered through "
+        "one process); the upstream writes the events due within 1 ms of one wake-up together, as a model server's "
+        "batch step does. Events/s relayed: the events that arrived while every stream was live (from the last "
+        "stream's first event to the first stream's last) over that window. CPU: utime + stime from "
+        "/proc/<pid>/stat of the server process and its children (ModelDeck: the backend; nginx: its worker; "
+        "direct: the upstream) from the batch's first request to its last event, as % of one core; the upstream's "
+        "and the client's own CPU over the same window are noted beside it.",
+        "RSS: ModelDeck's backend process (and any processes it started) right after start-up (2 s idle) and after "
         f"{p.rss_requests:,} proxied requests (9 in 10 non-streamed, 1 in 10 streamed, 16 connections).",
         "Stats sampler: the real `StatsSampler` (1 Hz, host + cgroups + NVML where present) in its own process, "
         "given 10 running `sleep` containers through a fixed ContainerRef source; its CPU time over "
@@ -215,6 +245,8 @@ def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
         "warm-up (`python -m bench.library_listing` runs it alone).",
         "The client, the proxy under test and the upstream share the same cores: on a 2-core machine a proxy "
         "that needs a core of its own competes with the client and the upstream for it.",
+        "Goals: issue 13's (bench/report.py states them); rows it does not name keep the goal of the issue that "
+        "introduced them.",
     ]
 
 

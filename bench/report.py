@@ -11,8 +11,30 @@ PROXIES = ("ModelDeck", STOCK, "nginx", "LiteLLM")
 COLUMNS = ("direct", "ModelDeck", STOCK, "nginx", "LiteLLM")
 
 
+# Issue 13's goals (docs/benchmarks.md's table states them; the "met" column follows them). Rows the issue does not
+# name keep the goal of the issue that introduced them (1-stream TTFT, suite runner, cold start, library listing,
+# first paint, desktop RSS).
+LATENCY_ADDED_MS = (0.3, 1.0)  # non-streamed, 1 client: added p50, p99
+THROUGHPUT_VS_DIRECT = 0.5  # non-streamed, 32 connections
+TTFT_1_ADDED_MS = (1.0, 3.0)  # earlier goal (issue 13 names none for one stream)
+TTFT_64_ADDED_MS = (5.0, 15.0)  # 64 concurrent streams: added TTFT p50, p99
+EVENT_DELAY_OVER_NGINX_MS = 0.1  # added event delay p99 ≤ nginx's added p99 + this, same run
+MANY_P95_MS = 10.0  # 256 concurrent streams: frame delay p95
+MANY_EVENTS_PER_S = 20_000  # relayed through one process (256 streams at 80 tok/s offer 20,480/s)
+MANY_CPU_PCT = 100.0  # the backend below one core while relaying them
+RPS = 20_000  # GET /v1/models and GET /api/stats
+SAMPLER_CPU_PCT = 0.5  # stats sampler with 10 containers, % of one core
+STALL_MS, STALL_RUNS = 50.0, 3  # desktop worst GUI-thread stall, in each of three runs
+RSS_GROWTH_PCT = 10.0  # backend RSS growth over 10,000 requests
+
+
 def _f(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _signed(v: float | None, digits: int = 3) -> str:
+    """An added figure with its sign (a negative one is noise, and reads as such rather than as "+-0.6")."""
+    return "—" if v is None else f"{v:+.{digits}f}"
 
 
 def _pair(a: float | None, b: float | None, digits: int = 2) -> str:
@@ -61,10 +83,12 @@ def figures(r: dict) -> list[dict]:
     # non-streamed, one client
     cells = {t: _pair(_get(r, t, "latency", "p50_ms"), _get(r, t, "latency", "p99_ms"), 3) for t in COLUMNS}
     a50, a99 = _added(r, "latency", "p50_ms", "ModelDeck"), _added(r, "latency", "p99_ms", "ModelDeck")
-    vs = {t: f"{t}: +{_f(_added(r, 'latency', 'p50_ms', t), 3)} / +{_f(_added(r, 'latency', 'p99_ms', t), 3)}"
+    vs = {t: f"{t}: {_signed(_added(r, 'latency', 'p50_ms', t))} / {_signed(_added(r, 'latency', 'p99_ms', t))}"
           for t in PROXIES if t in r}
-    row("non-streamed chat, 1 client: latency p50 / p99 (ms); added vs direct", "added ≤ 0.5 / ≤ 2 ms", cells,
-        "<br>".join(vs.values()), None if a50 is None else (a50, a99), _all(_le(a50, 0.5), _le(a99, 2.0)),
+    lim50, lim99 = LATENCY_ADDED_MS
+    row("non-streamed chat, 1 client: latency p50 / p99 (ms); added vs direct",
+        f"added p50 ≤ {lim50:g} ms, p99 ≤ {lim99:g} ms", cells,
+        "<br>".join(vs.values()), None if a50 is None else (a50, a99), _all(_le(a50, lim50), _le(a99, lim99)),
         "latency")
 
     # non-streamed, 32 concurrent
@@ -75,25 +99,33 @@ def figures(r: dict) -> list[dict]:
     vs = [f"{t}: {rps[t] / rps['direct']:.2f}× direct" for t in PROXIES if rps.get(t) and rps["direct"]]
     if peer is not None:
         vs.append(f"ModelDeck: {peer:.1f}× LiteLLM")
-    row("non-streamed, 32 concurrent: throughput", "≥ 0.8× direct; ≥ 3× the peer", cells, "<br>".join(vs),
-        ratio, _all(None if ratio is None else ratio >= 0.8, None if peer is None else peer >= 3.0)
-        if peer is not None else (None if ratio is None else ratio >= 0.8), "throughput")
+    row("non-streamed, 32 concurrent: throughput", f"≥ {THROUGHPUT_VS_DIRECT:g}× direct", cells, "<br>".join(vs),
+        ratio, None if ratio is None else ratio >= THROUGHPUT_VS_DIRECT, "throughput")
 
-    for conc, figure in ((1, "ttft_1"), (64, "ttft_64")):
+    for conc, figure, (lim50, lim99) in ((1, "ttft_1", TTFT_1_ADDED_MS), (64, "ttft_64", TTFT_64_ADDED_MS)):
         cells = {t: _pair(_get(r, t, figure, "ttft_p50_ms"), _get(r, t, figure, "ttft_p99_ms"), 3) for t in COLUMNS}
         a50, a99 = _added(r, figure, "ttft_p50_ms", "ModelDeck"), _added(r, figure, "ttft_p99_ms", "ModelDeck")
-        vs = [f"{t}: +{_f(_added(r, figure, 'ttft_p50_ms', t), 3)} / +{_f(_added(r, figure, 'ttft_p99_ms', t), 3)}"
+        vs = [f"{t}: {_signed(_added(r, figure, 'ttft_p50_ms', t))} / {_signed(_added(r, figure, 'ttft_p99_ms', t))}"
               for t in PROXIES if t in r]
         row(f"streamed, {conc} concurrent stream{'s' if conc > 1 else ''}: time to first token p50 / p99 (ms); "
-            "added vs direct", "added ≤ 1 / ≤ 3 ms", cells, "<br>".join(vs),
-            None if a50 is None else (a50, a99), _all(_le(a50, 1.0), _le(a99, 3.0)), figure)
+            "added vs direct", f"added p50 ≤ {lim50:g} ms, p99 ≤ {lim99:g} ms", cells, "<br>".join(vs),
+            None if a50 is None else (a50, a99), _all(_le(a50, lim50), _le(a99, lim99)), figure)
 
     cells = {t: _pair(_get(r, t, "interchunk", "transit_p50_ms"), _get(r, t, "interchunk", "transit_p99_ms"), 3)
              for t in COLUMNS}
     a99 = _added(r, "interchunk", "transit_p99_ms", "ModelDeck")
-    vs = [f"{t}: +{_f(_added(r, 'interchunk', 'transit_p99_ms', t), 3)} (p99)" for t in PROXIES if t in r]
-    row("streamed: event delay upstream → client p50 / p99 (ms); added p99 vs direct", "added p99 ≤ 1 ms", cells,
-        "<br>".join(vs), a99, _le(a99, 1.0), "interchunk")
+    nginx99 = _added(r, "interchunk", "transit_p99_ms", "nginx")
+    limit = None if nginx99 is None else nginx99 + EVENT_DELAY_OVER_NGINX_MS
+    vs = [f"{t}: {_signed(_added(r, 'interchunk', 'transit_p99_ms', t))} (p99)" for t in PROXIES if t in r]
+    slices = _get(r, "ModelDeck", "interchunk", "slices")
+    if slices:
+        events = _get(r, "ModelDeck", "interchunk", "events")
+        vs.append(f"{events:,} events per target" + (f" in {slices} slices, the targets taking turns"
+                                                     if slices > 1 else ""))
+    row("streamed: event delay upstream → client p50 / p99 (ms); added p99 vs direct",
+        f"added p99 ≤ nginx's + {EVENT_DELAY_OVER_NGINX_MS:g} ms "
+        + ("(nginx not measured)" if limit is None else f"(this run: ≤ {limit:+.3f} ms)"), cells,
+        "<br>".join(vs), a99, _le(a99, limit) if limit is not None else None, "interchunk")
 
     def fidelity(t: str) -> tuple[int, int] | None:
         if t not in r:
@@ -113,43 +145,71 @@ def figures(r: dict) -> list[dict]:
 
     def many(t: str) -> str:
         m = r.get(t, {}).get("many_streams")
-        if not m:
-            return "—"
+        if not m or "error" in m:
+            return "—" if not m else m["error"]
         return f"{m['completed']}/{m['streams']} complete, p95 {_f(m['transit_p95_ms'], 1)} ms"
 
     m = r.get("ModelDeck", {}).get("many_streams")
-    row("256 concurrent streams through one process: completed; frame delay p95", "all complete; p95 ≤ 25 ms",
-        {t: many(t) for t in COLUMNS}, "", None if not m else (m["completed"], m["transit_p95_ms"]),
-        None if not m else (m["completed"] == m["streams"] and m["transit_p95_ms"] is not None
-                            and m["transit_p95_ms"] <= 25), "many_streams")
+    m = None if not m or "error" in m else m
+    row("256 concurrent streams through one process: completed; frame delay p95",
+        f"all complete; p95 ≤ {MANY_P95_MS:g} ms", {t: many(t) for t in COLUMNS}, "",
+        None if not m else (m["completed"], m["transit_p95_ms"]),
+        None if not m else (m["completed"] == m["streams"] and _le(m["transit_p95_ms"], MANY_P95_MS) is True),
+        "many_streams")
+
+    def relay(t: str) -> str:
+        m = r.get(t, {}).get("many_streams")
+        if not m or "error" in m or m.get("events_per_s") is None:
+            return "—"
+        cpu, procs = (m.get("cpu_pct") or {}).get("target"), (m.get("processes") or {}).get("target", 1)
+        return (f"{m['events_per_s']:,.0f} events/s; CPU {_f(cpu, 0)}% of a core"
+                + (f" ({procs} processes)" if procs > 1 else ""))
+
+    def helpers(t: str) -> str | None:
+        m = r.get(t, {}).get("many_streams")
+        if not m or "error" in m or m.get("events_per_s") is None:
+            return None
+        up = (m.get("cpu_pct") or {}).get("upstream")
+        return (f"{t}: upstream {_f(up, 0)}%, " if up is not None else f"{t}: ") \
+            + f"client {_f(m['client_cpu_pct'], 0)}%"
+
+    offered = (m or {}).get("offered_events_per_s")
+    rate, cpu = (m or {}).get("events_per_s"), ((m or {}).get("cpu_pct") or {}).get("target")
+    row(f"the same 256 streams at {offered / 256 if offered else 80:g} tok/s ({offered or 20480:,.0f} events/s "
+        "offered): events/s relayed while all were live; CPU of the process (tree) over the run, % of one core",
+        f"≥ {MANY_EVENTS_PER_S:,} events/s; backend < {MANY_CPU_PCT:g}% of one core", {t: relay(t) for t in COLUMNS},
+        "CPU beside it: " + "; ".join(h for h in map(helpers, COLUMNS) if h) if m else "",
+        None if rate is None or cpu is None else (rate, cpu),
+        None if rate is None or cpu is None else (rate >= MANY_EVENTS_PER_S and cpu < MANY_CPU_PCT),
+        "many_streams_relay")
 
     for path, key in (("/v1/models", "rps_models"), ("/api/stats", "rps_stats")):
         vals = {t: _get(r, t, key, "rps") for t in COLUMNS}
         tools = {_get(r, t, key, "tool") for t in COLUMNS} - {None}
         cells = {t: "—" if v is None else f"{v:,.0f} req/s" for t, v in vals.items()}
-        row(f"`GET {path}` requests/s, 32 connections ({', '.join(sorted(tools)) or '—'})", "≥ 5,000",
-            cells, "", vals["ModelDeck"], None if vals["ModelDeck"] is None else vals["ModelDeck"] >= 5000, key)
+        row(f"`GET {path}` requests/s, 32 connections ({', '.join(sorted(tools)) or '—'})", f"≥ {RPS:,}",
+            cells, "", vals["ModelDeck"], None if vals["ModelDeck"] is None else vals["ModelDeck"] >= RPS, key)
 
     s = r.get("sampler") or {}
     cpu, dd = s.get("sampler_cpu_pct"), s.get("dockerd_cpu_pct_delta")
     row(f"stats sampler at 1 Hz, {s.get('containers', 10)} running containers: CPU (% of one core); "
-        "dockerd CPU delta", "≤ 1%; dockerd +≤ 5%",
+        "dockerd CPU delta", f"≤ {SAMPLER_CPU_PCT:g}% of one core",
         {"ModelDeck": "—" if cpu is None else f"{cpu:.2f}%; dockerd {dd:+.2f}%" if dd is not None
          else f"{cpu:.2f}%; dockerd not found"},
         "" if not s else f"dockerd baseline {_f(s.get('dockerd_cpu_pct_baseline'))}%, during "
         f"{_f(s.get('dockerd_cpu_pct_during'))}%", None if cpu is None else (cpu, dd),
-        None if cpu is None or dd is None else (cpu <= 1.0 and dd <= 5.0), "sampler")
+        _le(cpu, SAMPLER_CPU_PCT), "sampler")
 
     rs = r.get("rss") or {}
     idle, after = rs.get("idle_mb"), rs.get("after_mb")
     growth = (after - idle) / idle * 100 if idle and after else None
     row(f"backend RSS idle / after {rs.get('requests', 10000):,} proxied requests (MB); growth",
-        "≤ 120 MB; growth ≤ 10%",
-        {"ModelDeck": "—" if idle is None else f"{idle:.1f} / {_f(after, 1)} (+{_f(growth, 1)}%)",
+        f"growth ≤ {RSS_GROWTH_PCT:g}%",
+        {"ModelDeck": "—" if idle is None else f"{idle:.1f} / {_f(after, 1)} ({_signed(growth, 1)}%)",
          **{t: "—" if rs.get(f"{t}_mb") is None else f"{rs[f'{t}_mb']:.1f} (after the run)"
             for t in ("direct", "nginx", "LiteLLM")}},
         "", None if idle is None else (idle, after),
-        None if growth is None else (idle <= 120 and growth <= 10), "rss")
+        _le(growth, RSS_GROWTH_PCT), "rss")
 
     so = r.get("suite_overhead") or {}
     ratio = so.get("ratio")
@@ -185,15 +245,25 @@ def figures(r: dict) -> list[dict]:
         ("first_paint_attach_s", "desktop: launch to first painted window, backend already running (s)", "≤ 1.5 s", 1.5),
         ("first_paint_spawn_s", "desktop: launch to first painted window, spawning the backend (s)", "≤ 3 s", 3.0),
         ("worst_stall_ms", "desktop: worst GUI-thread stall, 4 compare columns at 50 tok/s + stats at 1 Hz (ms)",
-         "≤ 50 ms", 50.0),
+         f"≤ {STALL_MS:g} ms in each of {STALL_RUNS} runs", STALL_MS),
         ("rss_mb", "desktop RSS after that run (MB)", "≤ 250 MB", 250.0),
         ("suites_worst_stall_ms", "desktop: worst GUI-thread stall while 400 suite cells stream into the Suites "
-         "grid (ms)", "≤ 50 ms", 50.0),
+         "grid (ms)", f"≤ {STALL_MS:g} ms", STALL_MS),
     ):
         v = d.get(key)
-        row(figure, goal, {"ModelDeck": _f(v, 3 if key.endswith("_s") else 1) if v is not None
-                           else d.get("why", "not measured")},
-            d.get(f"{key}_note", ""), v, _le(v, limit), f"desktop_{key}")
+        cell = _f(v, 3 if key.endswith("_s") else 1) if v is not None else d.get("why", "not measured")
+        ok = _le(v, limit)
+        runs = d.get("worst_stall_runs_ms") if key == "worst_stall_ms" else None
+        if runs:
+            cell = f"{cell} (runs: {', '.join(_f(x, 1) for x in runs)})"
+            measured = [x for x in runs if x is not None]
+            if any(x > limit for x in measured):
+                ok = False
+            elif len(measured) < STALL_RUNS:
+                ok = None  # not yet three runs (quick mode): no verdict on a goal about three
+            else:
+                ok = True
+        row(figure, goal, {"ModelDeck": cell}, d.get(f"{key}_note", ""), v, ok, f"desktop_{key}")
     return rows
 
 

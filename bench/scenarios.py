@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -28,8 +31,10 @@ class Profile:
     ttft_streams_1: int
     ttft_rounds_64: int
     stream_events: int
-    interchunk_events: int
+    interchunk_events: int  # per slice; every target gets ``interchunk_rounds`` slices, the targets alternating
     interchunk_delay_ms: float
+    interchunk_rounds: int
+    latency_rounds: int  # the latency requests are sent in this many slices, the targets alternating
     many_streams: int
     many_events: int
     many_delay_ms: float
@@ -39,14 +44,16 @@ class Profile:
     sampler_baseline_s: float
 
 
+# The 256-stream row is issue 13's load: 256 streams at 80 tok/s each (12.5 ms apart), 20,480 events/s
+# through one process; 400 events = 5 s in full mode, long enough for a steady events/s and CPU figure.
 FULL = Profile(latency_requests=3000, latency_warmup=300, throughput_s=10.0, throughput_requests=20000,
                ttft_streams_1=500, ttft_rounds_64=10, stream_events=16, interchunk_events=500,
-               interchunk_delay_ms=2.0, many_streams=256, many_events=100, many_delay_ms=50.0,
-               rps_s=10.0, rss_requests=10000, sampler_s=20.0, sampler_baseline_s=10.0)
+               interchunk_delay_ms=2.0, interchunk_rounds=6, latency_rounds=6, many_streams=256, many_events=400,
+               many_delay_ms=12.5, rps_s=10.0, rss_requests=10000, sampler_s=20.0, sampler_baseline_s=10.0)
 QUICK = Profile(latency_requests=40, latency_warmup=10, throughput_s=1.0, throughput_requests=200,
                 ttft_streams_1=10, ttft_rounds_64=1, stream_events=8, interchunk_events=40,
-                interchunk_delay_ms=2.0, many_streams=256, many_events=4, many_delay_ms=20.0,
-                rps_s=1.0, rss_requests=300, sampler_s=2.0, sampler_baseline_s=1.0)
+                interchunk_delay_ms=2.0, interchunk_rounds=1, latency_rounds=2, many_streams=256, many_events=16,
+                many_delay_ms=12.5, rps_s=1.0, rss_requests=300, sampler_s=2.0, sampler_baseline_s=1.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -65,25 +72,61 @@ def _ms(ns_values: list[int]) -> list[float]:
 # -- non-streamed ------------------------------------------------------------------------
 
 
+async def _latency_samples(conn: Connection, body: bytes, warmup: int, count: int) -> tuple[list[int], int]:
+    times: list[int] = []
+    errors = 0
+    for i in range(warmup + count):
+        t0 = time.monotonic_ns()
+        status, _ = await conn.request("POST", CHAT, body)
+        elapsed = time.monotonic_ns() - t0
+        if status != 200:
+            errors += 1
+        elif i >= warmup:
+            times.append(elapsed)
+    return times, errors
+
+
+def _latency_summary(times: list[int], errors: int, slices: int = 1) -> dict:
+    ms = _ms(times)
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "n": len(ms), "errors": errors,
+            "slices": slices}
+
+
 async def latency_one_client(target: Target, p: Profile) -> dict:
     """Sequential non-streamed chat requests on one keep-alive connection: latency per request."""
     conn = Connection(target.base, target.headers)
-    body = chat_body(16, stream=False)
-    times: list[int] = []
-    errors = 0
     try:
-        for i in range(p.latency_warmup + p.latency_requests):
-            t0 = time.monotonic_ns()
-            status, _ = await conn.request("POST", CHAT, body)
-            elapsed = time.monotonic_ns() - t0
-            if status != 200:
-                errors += 1
-            elif i >= p.latency_warmup:
-                times.append(elapsed)
+        times, errors = await _latency_samples(conn, chat_body(16, stream=False), p.latency_warmup,
+                                               p.latency_requests)
     finally:
         await conn.close()
-    ms = _ms(times)
-    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "n": len(ms), "errors": errors}
+    return _latency_summary(times, errors)
+
+
+async def latency_alternating(targets: list[Target], p: Profile) -> dict[str, dict]:
+    """``latency_one_client`` for every target, in ``latency_rounds`` slices with the targets taking turns.
+
+    The added latency of the issue's goal (≤ 0.3 ms at p50) is ModelDeck's percentile minus
+    direct's: measured one after the other, a minute of someone else's load on a shared
+    machine lands on one of them only. Taking turns in slices spreads it over all of them.
+    Each target keeps one warm connection for all its slices.
+    """
+    body = chat_body(16, stream=False)
+    conns = {t.name: Connection(t.base, t.headers) for t in targets}
+    times: dict[str, list[int]] = {t.name: [] for t in targets}
+    errors = dict.fromkeys(times, 0)
+    per_slice = max(1, p.latency_requests // p.latency_rounds)
+    try:
+        for t in targets:  # warm-up, not counted
+            _, errors[t.name] = await _latency_samples(conns[t.name], body, p.latency_warmup, 0)
+        for i in range(p.latency_rounds):
+            for t in targets[i % len(targets):] + targets[:i % len(targets)]:
+                got, bad = await _latency_samples(conns[t.name], body, 0, per_slice)
+                times[t.name] += got
+                errors[t.name] += bad
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
+    return {name: _latency_summary(times[name], errors[name], p.latency_rounds) for name in times}
 
 
 async def _python_load(target: Target, method: str, path: str, body: bytes | None, concurrency: int,
@@ -168,6 +211,24 @@ async def requests_per_s(target: Target, path: str, p: Profile, use_wrk: bool = 
 # -- streamed --------------------------------------------------------------------------
 
 
+def _relay_rate(ok: list[StreamResult]) -> tuple[float | None, float | None]:
+    """(events/s while every stream was live, that window in s); the whole span when there is no such window.
+
+    The window runs from the last stream's first event to the first stream's last one: the
+    rate in it is what the path relayed with the whole batch streaming, free of the ramp
+    at either end (streams that started a few ms apart finish a few ms apart).
+    """
+    live = [r.arrival_ns for r in ok if len(r.arrival_ns) >= 2]
+    if not live:
+        return None, None
+    start, end = max(a[0] for a in live), min(a[-1] for a in live)
+    if end - start < 0.5 * (max(a[-1] for a in live) - min(a[0] for a in live)):
+        start, end = min(a[0] for a in live), max(a[-1] for a in live)  # no steady middle (quick mode)
+        return sum(len(a) for a in live) / ((end - start) / 1e9), (end - start) / 1e9
+    count = sum(bisect.bisect_left(a, end) - bisect.bisect_left(a, start) for a in live)
+    return count / ((end - start) / 1e9), (end - start) / 1e9
+
+
 def _stream_summary(results: list[StreamResult | BaseException], expected: int) -> dict:
     ok = [r for r in results if isinstance(r, StreamResult)]
     failed = [r for r in results if not isinstance(r, StreamResult)]
@@ -187,24 +248,77 @@ def _stream_summary(results: list[StreamResult | BaseException], expected: int) 
     }
 
 
+def process_tree(pid: int | None) -> list[int]:
+    """``pid`` and its descendants (a server that forks workers is all of them)."""
+    if pid is None:
+        return []
+    import psutil
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` from /proc/<pid>/stat (utime, stime); a process gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state is field 3 of proc(5)
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime in clock ticks
+    return total / _CLK_TCK
+
+
+def _own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 async def _streams(target: Target, concurrency: int, rounds: int, events: int, delay_ms: float,
-                   timeout: float) -> dict:
+                   timeout: float, watch: dict[str, int | None] | None = None) -> dict:
+    """``rounds`` batches of ``concurrency`` streams; with ``watch`` (name: pid), the CPU of those process trees
+    and of this client over the batches, as % of one core (``cpu_pct``), and the events/s relayed."""
     body = chat_body(events, stream=True, delay_ms=delay_ms)
     conns = [Connection(target.base, target.headers) for _ in range(concurrency)]
     results: list[StreamResult | BaseException] = []
+    trees = {name: process_tree(pid) for name, pid in (watch or {}).items()}
+    used = dict.fromkeys(trees, 0.0)
+    used_client, wall = 0.0, 0.0
     try:
         await asyncio.gather(*(c.open() for c in conns))
         for _ in range(rounds):
+            before = {name: cpu_seconds(pids) for name, pids in trees.items()}
+            client0, t0 = _own_cpu_seconds(), time.monotonic()
             batch = await asyncio.gather(
                 *(asyncio.wait_for(c.stream(CHAT, body, events), timeout) for c in conns),
                 return_exceptions=True)
+            wall += time.monotonic() - t0
+            used_client += _own_cpu_seconds() - client0
+            for name, pids in trees.items():
+                used[name] += cpu_seconds(pids) - before[name]
             results += batch
             for i, r in enumerate(batch):
                 if not isinstance(r, StreamResult):  # the connection is in an unknown state: reopen
                     await conns[i].close()
     finally:
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-    return _stream_summary(results, events)
+    summary = _stream_summary(results, events)
+    if watch is not None:
+        rate, window = _relay_rate([r for r in results if isinstance(r, StreamResult)])
+        summary.update(
+            offered_events_per_s=concurrency * 1000 / delay_ms if delay_ms else None,
+            events_per_s=rate, rate_window_s=window, wall_s=wall,
+            cpu_pct={name: used[name] / wall * 100 if wall else None for name in trees},
+            processes={name: len(pids) for name, pids in trees.items()},
+            client_cpu_pct=used_client / wall * 100 if wall else None)
+    return summary
 
 
 async def ttft(target: Target, p: Profile, concurrency: int) -> dict:
@@ -217,13 +331,43 @@ async def ttft(target: Target, p: Profile, concurrency: int) -> dict:
 
 async def interchunk(target: Target, p: Profile) -> dict:
     """One stream paced at ``interchunk_delay_ms``: how late each event reaches the client."""
-    return await _streams(target, 1, 1, p.interchunk_events, p.interchunk_delay_ms, 120)
+    return await _streams(target, 1, p.interchunk_rounds, p.interchunk_events, p.interchunk_delay_ms, 120)
 
 
-async def many_streams(target: Target, p: Profile) -> dict:
-    """``many_streams`` paced streams at once through one process: all complete? frame delay p95."""
+async def interchunk_alternating(targets: list[Target], p: Profile) -> dict[str, dict]:
+    """``interchunk`` for every target in ``interchunk_rounds`` slices, the targets taking turns.
+
+    Issue 13's goal compares ModelDeck's added p99 with nginx's from the same run, within
+    0.1 ms: a p99 of one stream is its few worst events, which a burst of someone else's
+    load decides when the targets are measured minutes apart. Taking turns in slices gives
+    every target the same machine; each slice is one stream of ``interchunk_events``.
+    """
+    body = chat_body(p.interchunk_events, stream=True, delay_ms=p.interchunk_delay_ms)
+    conns = {t.name: Connection(t.base, t.headers) for t in targets}
+    results: dict[str, list[StreamResult | BaseException]] = {t.name: [] for t in targets}
+    try:
+        for i in range(p.interchunk_rounds):
+            for t in targets[i % len(targets):] + targets[:i % len(targets)]:
+                try:
+                    r = await asyncio.wait_for(conns[t.name].stream(CHAT, body, p.interchunk_events), 120)
+                except Exception as exc:  # noqa: BLE001 - counted as a failed stream, the others go on
+                    r = exc
+                    await conns[t.name].close()
+                results[t.name].append(r)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
+    return {name: {**_stream_summary(rs, p.interchunk_events), "slices": p.interchunk_rounds}
+            for name, rs in results.items()}
+
+
+async def many_streams(target: Target, p: Profile, upstream: Target | None = None) -> dict:
+    """``many_streams`` paced streams at once through one process: all complete? frame delay p95, events/s relayed,
+    and the CPU of the target's process tree (for direct, the upstream itself) and of the upstream and this client."""
     timeout = p.many_events * p.many_delay_ms / 1000 * 4 + 30
-    return await _streams(target, p.many_streams, 1, p.many_events, p.many_delay_ms, timeout)
+    watch = {"target": target.pid}
+    if upstream is not None and upstream.pid != target.pid:
+        watch["upstream"] = upstream.pid
+    return await _streams(target, p.many_streams, 1, p.many_events, p.many_delay_ms, timeout, watch)
 
 
 async def proxied_requests(target: Target, count: int) -> dict:
@@ -251,10 +395,15 @@ async def proxied_requests(target: Target, count: int) -> dict:
 
 
 def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of ``pid`` and its descendants (a server with worker processes is all of them), MB."""
     if pid is None:
         return None
     import psutil
-    try:
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except psutil.Error:
-        return None
+    total = 0
+    for each in process_tree(pid):
+        try:
+            total += psutil.Process(each).memory_info().rss
+        except psutil.Error:
+            if each == pid:
+                return None
+    return total / 2**20
