@@ -72,6 +72,26 @@ def test_streamed_events_are_neither_merged_nor_lost(quick, target) -> None:
         assert r["completed"] == r["streams"], (figure, r)
 
 
+def test_256_streams_at_80_tok_s_report_events_per_s_and_cpu(quick) -> None:
+    """Issue 13's load: the rate offered, the rate relayed, and the CPU of the backend (and of what shares its cores)."""
+    results, _notes = quick
+    m = results["ModelDeck"]["many_streams"]
+    assert (m["streams"], m["offered_events_per_s"]) == (256, 20_480), m
+    assert m["events_per_s"] > 0 and m["rate_window_s"] > 0, m
+    assert m["cpu_pct"]["target"] > 0, f"no CPU time read for the backend from /proc/<pid>/stat: {m}"
+    assert m["cpu_pct"]["upstream"] > 0 and m["client_cpu_pct"] > 0, m
+    assert m["processes"]["target"] >= 1, m
+    assert "upstream" not in results["direct"]["many_streams"]["cpu_pct"], "direct's target is the upstream itself"
+
+
+def test_latency_and_event_delay_were_measured_with_the_targets_taking_turns(quick) -> None:
+    results, _notes = quick
+    for target in ("direct", "ModelDeck"):
+        assert results[target]["latency"]["n"] == 40 and results[target]["latency"]["errors"] == 0, results[target]
+        assert results[target]["latency"]["slices"] == 2, results[target]["latency"]
+        assert results[target]["interchunk"]["slices"] == 1, results[target]["interchunk"]
+
+
 def test_nginx_column_when_installed(quick) -> None:
     from bench.targets import nginx_binary
     if nginx_binary() is None:
