@@ -37,23 +37,23 @@ async def _step(out: dict, name: str, label: str, step, log) -> None:
 
 async def _measure_alternating(ts: list[targets.Target], p: Profile, results: dict, log) -> None:
     """The figures whose goal is a small difference between targets, measured in slices with the targets taking
-    turns (scenarios.latency_alternating, scenarios.interchunk_alternating); stored under each target's name."""
+    turns (scenarios.*_alternating); stored under each target's name."""
     names = ", ".join(t.name for t in ts)
     for figure, measure in (("latency", scenarios.latency_alternating),
+                            ("ttft_1", lambda ts, p: scenarios.ttft_alternating(ts, p, 1)),
+                            ("ttft_64", lambda ts, p: scenarios.ttft_alternating(ts, p, 64)),
                             ("interchunk", scenarios.interchunk_alternating)):
-        both: dict = {}
-        await _step(both, figure, names, lambda: measure(ts, p), lambda m: log(m[:2000]))
+        got: dict = {}
+        await _step(got, figure, names, lambda: measure(ts, p), lambda m: log(m[:3000]))
         for t in ts:
-            results.setdefault(t.name, {})[figure] = (both[figure].get(t.name, {"error": "not measured"})
-                                                      if "error" not in both[figure] else both[figure])
+            results.setdefault(t.name, {})[figure] = (got[figure] if "error" in got[figure]
+                                                      else got[figure].get(t.name, {"error": "not measured"}))
 
 
 async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log, upstream: targets.Target) -> dict:
     out: dict = {}
     steps = [
         ("throughput", lambda: scenarios.throughput(t, p, 32, use_wrk)),
-        ("ttft_1", lambda: scenarios.ttft(t, p, 1)),
-        ("ttft_64", lambda: scenarios.ttft(t, p, 64)),
         ("many_streams", lambda: scenarios.many_streams(t, p, upstream)),
         ("rps_models", lambda: scenarios.requests_per_s(t, "/v1/models", p, use_wrk)),
     ]
@@ -119,7 +119,7 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
             notes.append("LiteLLM column: skipped in quick mode (its start-up alone takes longer).")
 
         everyone = [upstream, *proxies]
-        log("measuring latency and event delay, the targets taking turns: "
+        log("measuring latency, time to first token and event delay, the targets taking turns: "
             + ", ".join(f"{t.name} at {t.base}" for t in everyone))
         await _measure_alternating(everyone, p, results, log)
         for t in everyone:
@@ -205,9 +205,11 @@ def _method_notes(p: Profile, r: dict, use_wrk: bool) -> list[str]:
         f"connection after {p.latency_warmup} warm-up, sent in {p.latency_rounds} slice{'s' * (p.latency_rounds > 1)} "
         "with the targets taking turns (so a burst of other load on the machine falls on all of them, not on one). "
         f"Throughput: 32 connections for {p.throughput_s:g} s ({tool}, 1 thread).",
-        f"TTFT: {p.ttft_streams_1} streams one after another, and {p.ttft_rounds_64} round{'s' * (p.ttft_rounds_64 > 1)} "
-        "of 64 concurrent "
-        f"streams, {p.stream_events} unpaced events each; time from writing the request to parsing the first event.",
+        f"TTFT: {p.ttft_streams_1 // p.latency_rounds * p.latency_rounds} streams one after another in "
+        f"{p.latency_rounds} slice{'s' * (p.latency_rounds > 1)}, and {p.ttft_rounds_64} round"
+        f"{'s' * (p.ttft_rounds_64 > 1)} of 64 concurrent streams, each round a slice, the targets taking turns "
+        f"after a warm-up round each; {p.stream_events} unpaced events per stream; time from writing the request "
+        "to parsing the first event.",
         f"Event delay: the upstream stamps each event with CLOCK_MONOTONIC when it writes it; the client "
         f"subtracts it on arrival ({p.interchunk_rounds} slice{'s' * (p.interchunk_rounds > 1)} of one stream of "
         f"{p.interchunk_events} events "

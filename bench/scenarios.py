@@ -34,7 +34,7 @@ class Profile:
     interchunk_events: int  # per slice; every target gets ``interchunk_rounds`` slices, the targets alternating
     interchunk_delay_ms: float
     interchunk_rounds: int
-    latency_rounds: int  # the latency requests are sent in this many slices, the targets alternating
+    latency_rounds: int  # the latency requests and the 1-stream TTFTs come in this many slices, the targets alternating
     many_streams: int
     many_events: int
     many_delay_ms: float
@@ -48,7 +48,7 @@ class Profile:
 # through one process; 400 events = 5 s in full mode, long enough for a steady events/s and CPU figure.
 FULL = Profile(latency_requests=3000, latency_warmup=300, throughput_s=10.0, throughput_requests=20000,
                ttft_streams_1=500, ttft_rounds_64=10, stream_events=16, interchunk_events=500,
-               interchunk_delay_ms=2.0, interchunk_rounds=6, latency_rounds=6, many_streams=256, many_events=400,
+               interchunk_delay_ms=2.0, interchunk_rounds=6, latency_rounds=5, many_streams=256, many_events=400,
                many_delay_ms=12.5, rps_s=10.0, rss_requests=10000, sampler_s=20.0, sampler_baseline_s=10.0)
 QUICK = Profile(latency_requests=40, latency_warmup=10, throughput_s=1.0, throughput_requests=200,
                 ttft_streams_1=10, ttft_rounds_64=1, stream_events=8, interchunk_events=40,
@@ -120,7 +120,7 @@ async def latency_alternating(targets: list[Target], p: Profile) -> dict[str, di
         for t in targets:  # warm-up, not counted
             _, errors[t.name] = await _latency_samples(conns[t.name], body, p.latency_warmup, 0)
         for i in range(p.latency_rounds):
-            for t in targets[i % len(targets):] + targets[:i % len(targets)]:
+            for t in _turns(targets, i):
                 got, bad = await _latency_samples(conns[t.name], body, 0, per_slice)
                 times[t.name] += got
                 errors[t.name] += bad
@@ -334,6 +334,55 @@ async def interchunk(target: Target, p: Profile) -> dict:
     return await _streams(target, 1, p.interchunk_rounds, p.interchunk_events, p.interchunk_delay_ms, 120)
 
 
+def _turns(targets: list[Target], i: int) -> list[Target]:
+    """Slice ``i``'s order: the targets rotated, so none is always first after another's load."""
+    return targets[i % len(targets):] + targets[:i % len(targets)]
+
+
+async def _alternating_streams(targets: list[Target], concurrency: int, slices: int, per_slice: int, events: int,
+                               delay_ms: float, timeout: float, warmup: bool) -> dict[str, dict]:
+    """Streams for every target in ``slices`` slices, the targets taking turns; each slice is ``per_slice``
+    batches of ``concurrency`` streams on that target's own keep-alive connections."""
+    body = chat_body(events, stream=True, delay_ms=delay_ms)
+    conns = {t.name: [Connection(t.base, t.headers) for _ in range(concurrency)] for t in targets}
+    results: dict[str, list[StreamResult | BaseException]] = {t.name: [] for t in targets}
+
+    async def batch(t: Target) -> list[StreamResult | BaseException]:
+        got = await asyncio.gather(*(asyncio.wait_for(c.stream(CHAT, body, events), timeout)
+                                     for c in conns[t.name]), return_exceptions=True)
+        for c, r in zip(conns[t.name], got):
+            if not isinstance(r, StreamResult):  # the connection is in an unknown state: reopen
+                await c.close()
+        return got
+
+    try:
+        if warmup:  # one batch per target to warm connections and code paths; not counted
+            for t in targets:
+                await batch(t)
+        for i in range(slices):
+            for t in _turns(targets, i):
+                for _ in range(per_slice):
+                    results[t.name] += await batch(t)
+    finally:
+        await asyncio.gather(*(c.close() for cs in conns.values() for c in cs), return_exceptions=True)
+    return {name: {**_stream_summary(rs, events), "slices": slices} for name, rs in results.items()}
+
+
+async def ttft_alternating(targets: list[Target], p: Profile, concurrency: int) -> dict[str, dict]:
+    """``ttft`` for every target, the targets taking turns: one stream at a time in ``latency_rounds`` slices, or
+    each of the ``ttft_rounds_64`` rounds of 64 concurrent streams a slice of its own.
+
+    The goals are ModelDeck's figure minus direct's (issue 13: added p50 ≤ 5 ms at 64 streams),
+    so both must see the same machine; see ``latency_alternating``.
+    """
+    if concurrency == 1:
+        slices = p.latency_rounds
+        per_slice = max(1, p.ttft_streams_1 // slices)
+    else:
+        slices, per_slice = p.ttft_rounds_64, 1
+    return await _alternating_streams(targets, concurrency, slices, per_slice, p.stream_events, 0, 60, warmup=True)
+
+
 async def interchunk_alternating(targets: list[Target], p: Profile) -> dict[str, dict]:
     """``interchunk`` for every target in ``interchunk_rounds`` slices, the targets taking turns.
 
@@ -342,22 +391,8 @@ async def interchunk_alternating(targets: list[Target], p: Profile) -> dict[str,
     load decides when the targets are measured minutes apart. Taking turns in slices gives
     every target the same machine; each slice is one stream of ``interchunk_events``.
     """
-    body = chat_body(p.interchunk_events, stream=True, delay_ms=p.interchunk_delay_ms)
-    conns = {t.name: Connection(t.base, t.headers) for t in targets}
-    results: dict[str, list[StreamResult | BaseException]] = {t.name: [] for t in targets}
-    try:
-        for i in range(p.interchunk_rounds):
-            for t in targets[i % len(targets):] + targets[:i % len(targets)]:
-                try:
-                    r = await asyncio.wait_for(conns[t.name].stream(CHAT, body, p.interchunk_events), 120)
-                except Exception as exc:  # noqa: BLE001 - counted as a failed stream, the others go on
-                    r = exc
-                    await conns[t.name].close()
-                results[t.name].append(r)
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
-    return {name: {**_stream_summary(rs, p.interchunk_events), "slices": p.interchunk_rounds}
-            for name, rs in results.items()}
+    return await _alternating_streams(targets, 1, p.interchunk_rounds, 1, p.interchunk_events,
+                                      p.interchunk_delay_ms, 120, warmup=False)
 
 
 async def many_streams(target: Target, p: Profile, upstream: Target | None = None) -> dict:
