@@ -175,7 +175,7 @@ def figures(r: dict) -> list[dict]:
 
     offered = (m or {}).get("offered_events_per_s")
     rate, cpu = (m or {}).get("events_per_s"), ((m or {}).get("cpu_pct") or {}).get("target")
-    row(f"the same 256 streams at {offered / 256 if offered else 80:g} tok/s ({offered or 20480:,.0f} events/s "
+    row(f"the same 256 streams at {offered / m['streams'] if offered else 80:g} tok/s ({offered or 20480:,.0f} events/s "
         "offered): events/s relayed while all were live; CPU of the process (tree) over the run, % of one core",
         f"≥ {MANY_EVENTS_PER_S:,} events/s; backend < {MANY_CPU_PCT:g}% of one core", {t: relay(t) for t in COLUMNS},
         "CPU beside it: " + "; ".join(h for h in map(helpers, COLUMNS) if h) if m else "",
