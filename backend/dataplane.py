@@ -85,6 +85,9 @@ class DataPlane:
         self._defaults = b""
         self._models_key: Any = None
         self._models = b""
+        #: Requests to the fast routes: answered here, by route ("forward", "models", "stats"), and handed
+        #: to the app ("app": refused by the door, or not for the fast path). Read by tests and the bench.
+        self.counts = {"forward": 0, "models": 0, "stats": 0, "app": 0}
 
     # -- what a request needs
 
@@ -102,7 +105,8 @@ class DataPlane:
 
     def admits(self, path: bytes, headers: list[tuple[bytes, bytes]], post: bool) -> bytes | None:
         """The request's Content-Type (b"" for a GET) when the fast path may take it; None: the app answers it."""
-        if self.door.refusal(path.decode("ascii"), b"", headers) is not None:
+        door = self.door
+        if door is not None and door.refusal(path.decode("ascii"), b"", headers) is not None:
             return None
         length = ctype = None
         for name, value in headers:
@@ -116,7 +120,7 @@ class DataPlane:
                 return None
         if not post:
             return b""
-        if length is None or not length.isdigit() or int(length) > self.door.max_body_bytes:
+        if length is None or not length.isdigit() or (door is not None and int(length) > door.max_body_bytes):
             return None
         return ctype or b"application/json"
 
@@ -412,6 +416,8 @@ class DataPlaneProtocol(HttpToolsProtocol):
                 ctype = self.plane.admits(url, self.headers, post)
                 if ctype is not None:
                     route, self._ctype = url, ctype
+                else:
+                    self.plane.counts["app"] += 1
         self._route = route
         if route is None:
             super().on_headers_complete()
@@ -439,6 +445,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
             if taken:
                 self.transport.close()
         if not taken:
+            self.plane.counts["app"] += 1
             # Hand the request to the app as uvicorn would have: headers, the body read so far, its end.
             super().on_headers_complete()
             if body:
@@ -449,10 +456,14 @@ class DataPlaneProtocol(HttpToolsProtocol):
         plane = self.plane
         endpoint = FORWARDED.get(route)
         if endpoint is not None:
-            return plane.forward(self, endpoint, body, self._ctype)
-        content = plane.models_body() if route == MODELS_PATH else plane.stats_body()
+            taken = plane.forward(self, endpoint, body, self._ctype)
+            plane.counts["forward"] += taken
+            return taken
+        models = route == MODELS_PATH
+        content = plane.models_body() if models else plane.stats_body()
         if content is None:
             return False
+        plane.counts["models" if models else "stats"] += 1
         self.begin(None)
         self.write_whole(200, b"application/json", content)
         self.end(200)
@@ -521,9 +532,11 @@ class DataPlaneProtocol(HttpToolsProtocol):
 
 
 def protocol_class(app: Any) -> type | str:
-    """The HTTP protocol to give uvicorn for ``app``: the data plane's when ``app`` is ModelDeck's
-    (it has a front door), uvicorn's own ("auto") for any other app."""
+    """The HTTP protocol to give uvicorn for ``app``: the data plane's when ``app`` is ModelDeck's (its
+    state has ``front_door``: the app's checks, or None for a test app that has none), uvicorn's own
+    ("auto") for any other app."""
     state = getattr(app, "state", None)
-    if getattr(state, "front_door", None) is None:
+    if state is None or not hasattr(state, "front_door"):
         return "auto"
-    return type("ModelDeckHttpProtocol", (DataPlaneProtocol,), {"plane": DataPlane(app)})
+    state.data_plane = plane = DataPlane(app)
+    return type("ModelDeckHttpProtocol", (DataPlaneProtocol,), {"plane": plane})

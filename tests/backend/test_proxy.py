@@ -23,8 +23,13 @@ from tests.support.waiting import wait_until
 
 
 def make_app(directory: StaticDirectory, *, history: HistoryStore | None = None,
-             read_timeout: float = 600.0) -> FastAPI:
-    """The proxy as the backend wires it: router, error handlers, state built by the lifespan."""
+             read_timeout: float = 600.0, data_plane: bool = True) -> FastAPI:
+    """The proxy as the backend wires it: router, error handlers, state built by the lifespan.
+
+    With ``data_plane`` it is served as modeldeck-backend serves it, with the /v1 data plane
+    (backend/dataplane.py) in front; this app has no SecurityMiddleware, so its front door is None.
+    Without, uvicorn's own protocol hands every request to the app (the ASGI path alone).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -40,6 +45,8 @@ def make_app(directory: StaticDirectory, *, history: HistoryStore | None = None,
     app.state.upstreams = directory
     app.state.request_log = RequestLog()
     app.state.history = history
+    if data_plane:
+        app.state.front_door = None
     return app
 
 
@@ -70,9 +77,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HistoryStore]:
     store.close()
 
 
-@pytest.fixture(scope="module")
-def app(directory: StaticDirectory, history: HistoryStore) -> FastAPI:
-    return make_app(directory, history=history)
+@pytest.fixture(scope="module", params=["data plane", "ASGI"])
+def app(request: pytest.FixtureRequest, directory: StaticDirectory, history: HistoryStore) -> FastAPI:
+    # Every test runs through both paths: what the data plane answers, the app answers the same way.
+    return make_app(directory, history=history, data_plane=request.param == "data plane")
 
 
 @pytest.fixture(scope="module")
