@@ -41,6 +41,7 @@ class Application:
         from desktop.client import BackendClient
         from desktop.main_window import MainWindow
         from desktop.settings_store import SettingsStore
+        from desktop.stall_watchdog import StallWatchdog, threshold_from_env
 
         args, qt_args = parse_args(argv[1:])
         QApplication.setApplicationName("ModelDeck")
@@ -58,6 +59,8 @@ class Application:
         self.client = BackendClient(self.settings.backend_url, self.settings.effective_token())
         self.backend = BackendProcess(self.client, self.settings, spawn=not args.no_spawn)
         self.window = MainWindow(self.client, self.store, backend=self.backend)
+        # Always on: a GUI-thread stall over 50 ms (MODELDECK_STALL_MS) goes to stderr with its stack.
+        self.watchdog = StallWatchdog(self.app, threshold_ms=threshold_from_env())
         self.app.aboutToQuit.connect(self._on_app_about_to_quit)
         self._quit_on_signals()
 
@@ -93,10 +96,12 @@ class Application:
 
     def run(self) -> int:
         self.window.show()
+        self.watchdog.start()
         self.backend.start()  # answers arrive through signals; the window is already up
         return self.app.exec()
 
     def _on_app_about_to_quit(self) -> None:
+        self.watchdog.stop()
         self.window.shutdown()
         self.backend.stop(wait=True)
 

@@ -307,8 +307,8 @@ def test_backend_down_says_so_and_retries(qtbot):
 
 
 def test_markdown_view_bounds_its_cost_on_long_text(qtbot):
-    """Growth is appended between full renders; a costly update spaces out the next ones."""
-    from desktop.widgets.markdown_view import MAX_RENDER_HZ, MarkdownView
+    """Growth is rendered as Markdown at once; a long paragraph is kept in pieces that later updates leave alone."""
+    from desktop.widgets.markdown_view import PIECE_CHARS, MarkdownView
 
     view = MarkdownView()
     qtbot.addWidget(view)
@@ -316,10 +316,14 @@ def test_markdown_view_bounds_its_cost_on_long_text(qtbot):
     view.flush()
     with qtbot.waitSignal(view.rendered, timeout=2000):
         view.set_markdown("Hello **world**")
-    assert view.toPlainText().endswith("Hello **world**"), "growth soon after a render is appended as it is"
-    view.flush()
-    assert view.toPlainText().endswith("Hello world"), "a full render turns it into Markdown"
+    assert view.toPlainText().endswith("Hello world"), "growth is rendered as Markdown, not appended as it is"
     long_text = " ".join(f"word{i} *emphasis* `code`" for i in range(6000))  # one giant paragraph
     view.set_markdown(long_text)
     view.flush()
-    assert view._interval_ms > 1000 // MAX_RENDER_HZ, "a costly render spaces out the next updates"
+    assert view.document().blockCount() >= len(long_text) // PIECE_CHARS, "a long paragraph is shown in pieces"
+    assert max(len(b) for b in view.toPlainText().split("\n")) <= PIECE_CHARS
+    view.document().begin().setUserState(7)  # a mark that rendering the first piece again would wipe
+    view.set_markdown(long_text + " more")
+    view.flush()
+    assert view.toPlainText().endswith("more")
+    assert view.document().begin().userState() == 7, "only the end was rendered again"
