@@ -115,18 +115,30 @@ async def latency_alternating(targets: list[Target], p: Profile) -> dict[str, di
     conns = {t.name: Connection(t.base, t.headers) for t in targets}
     times: dict[str, list[int]] = {t.name: [] for t in targets}
     errors = dict.fromkeys(times, 0)
+    failed: dict[str, str] = {}  # a target whose connection broke drops out; the others go on
     per_slice = max(1, p.latency_requests // p.latency_rounds)
+
+    async def slice_of(t: Target, warmup: int, count: int) -> None:
+        if t.name in failed:
+            return
+        try:
+            got, bad = await asyncio.wait_for(_latency_samples(conns[t.name], body, warmup, count), 300)
+        except Exception as exc:  # noqa: BLE001 - one target's failure must not lose the others' figures
+            failed[t.name] = f"{type(exc).__name__}: {exc}"
+            return
+        times[t.name] += got
+        errors[t.name] += bad
+
     try:
         for t in targets:  # warm-up, not counted
-            _, errors[t.name] = await _latency_samples(conns[t.name], body, p.latency_warmup, 0)
+            await slice_of(t, p.latency_warmup, 0)
         for i in range(p.latency_rounds):
             for t in _turns(targets, i):
-                got, bad = await _latency_samples(conns[t.name], body, 0, per_slice)
-                times[t.name] += got
-                errors[t.name] += bad
+                await slice_of(t, 0, per_slice)
     finally:
         await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
-    return {name: _latency_summary(times[name], errors[name], p.latency_rounds) for name in times}
+    return {name: {"error": failed[name]} if name in failed else
+            _latency_summary(times[name], errors[name], p.latency_rounds) for name in times}
 
 
 async def _python_load(target: Target, method: str, path: str, body: bytes | None, concurrency: int,
