@@ -51,6 +51,11 @@ MODELS_PATH, STATS_PATH = b"/v1/models", b"/api/stats"
 _STREAM_HEAD = (b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
                 b"x-accel-buffering: no\r\ntransfer-encoding: chunked\r\n")
 _LAST_CHUNK = b"0\r\n\r\n"
+#: Request headers that send a request to the app: a chunked body (the middleware counts it), Expect,
+#: an upgrade, history kept by the app.
+_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", proxy.HISTORY_HEADER.encode()})
+_PATHS = {path: path.decode() for path in (b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings",
+                                          b"/v1/models", b"/api/stats")}
 _CRLF = b"\r\n"
 
 
@@ -85,6 +90,10 @@ class DataPlane:
         self._defaults = b""
         self._models_key: Any = None
         self._models = b""
+        self._timeouts_of: Any = object()  # the http client the timeouts were read from
+        self._timeouts = (5.0, 600.0)  # (connect, read) seconds: the app's http client's
+        self._watched: set[_Forward] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
         #: Requests to the fast routes: answered here, by route ("forward", "models", "stats"), and handed
         #: to the app ("app": refused by the door, or not for the fast path). Read by tests and the bench.
         self.counts = {"forward": 0, "models": 0, "stats": 0, "app": 0}
@@ -106,7 +115,7 @@ class DataPlane:
     def admits(self, path: bytes, headers: list[tuple[bytes, bytes]], post: bool) -> bytes | None:
         """The request's Content-Type (b"" for a GET) when the fast path may take it; None: the app answers it."""
         door = self.door
-        if door is not None and door.refusal(path.decode("ascii"), b"", headers) is not None:
+        if door is not None and door.refusal(_PATHS[path], b"", headers) is not None:
             return None
         length = ctype = None
         for name, value in headers:
@@ -116,7 +125,7 @@ class DataPlane:
                 length = value
             elif name == b"content-type":
                 ctype = value
-            elif name in (b"transfer-encoding", b"expect", proxy.HISTORY_HEADER.encode()):
+            elif name in _NOT_FAST:
                 return None
         if not post:
             return b""
@@ -158,18 +167,19 @@ class DataPlane:
 
     def forward(self, conn: DataPlaneProtocol, endpoint: str, body: bytes, ctype: bytes) -> bool:
         """Start forwarding ``body``; False when the fast path does not take it (the app answers it)."""
-        if not body or body[0] != 0x7B:  # "{": anything else is the app's 400
+        if not body or body[0] != 0x7B:  # "{": anything else is the app's to answer (a 400, or JSON it reads)
             return False
         try:
-            payload = json.loads(body)
+            payload = json.loads(body.decode())  # UTF-8, as clients send it; other encodings: the app's
         except ValueError:
             return False
         model = payload.get("model")
         if not isinstance(model, str) or not model or proxy.BODY_OPTIONS_KEY in payload:
             return False
-        state = self.state
-        upstreams = getattr(state, "upstreams", None)
-        request_log = getattr(state, "request_log", None)
+        # Starlette's State keeps its attributes in ``_state``: a dict read instead of a __getattr__ call each.
+        state = self.state._state
+        upstreams = state.get("upstreams")
+        request_log = state.get("request_log")
         if upstreams is None or request_log is None:
             return False
         fast = getattr(upstreams, "ready_local", None)
@@ -181,18 +191,39 @@ class DataPlane:
         if target is None:
             return False
         lifecycle = getattr(upstreams, "lifecycle", None)
-        stream = payload.get("stream") is True
-        ex = proxy._Exchange(endpoint, model, upstream.deployment_id, stream, time.time(), time.perf_counter())
+        ex = proxy._Exchange(endpoint, model, upstream.deployment_id, payload.get("stream") is True, time.time(),
+                             time.perf_counter())
         request_log.started()
         if lifecycle is not None:
             lifecycle.begin(upstream.deployment_id)
-        http = getattr(state, "http", None)
-        timeout = getattr(http, "timeout", None)
-        exchange = _Forward(self, conn, ex, upstream, request_log, lifecycle, target, body, ctype,
-                            getattr(timeout, "connect", None) or 5.0, getattr(timeout, "read", None) or 600.0)
+        http = state.get("http")
+        if http is not self._timeouts_of:
+            timeout = getattr(http, "timeout", None)
+            self._timeouts = (getattr(timeout, "connect", None) or 5.0, getattr(timeout, "read", None) or 600.0)
+            self._timeouts_of = http
+        exchange = _Forward(self, conn, ex, upstream, request_log, lifecycle, target, body, ctype)
         conn.begin(exchange)
         exchange.start()
         return True
+
+    # -- read timeouts: one sweep for every request in flight, not a timer each
+
+    def watch(self, forward: _Forward, loop: asyncio.AbstractEventLoop) -> None:
+        self._watched.add(forward)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(min(1.0, self._timeouts[1] / 4), self._sweep, loop)
+
+    def unwatch(self, forward: _Forward) -> None:
+        self._watched.discard(forward)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer 504 for each request whose model server has been silent for the read timeout."""
+        self._sweeper = None
+        now = loop.time()
+        for forward in [f for f in self._watched if now - f.last >= self._timeouts[1]]:
+            forward.silent()
+        if self._watched:
+            self._sweeper = loop.call_later(min(1.0, self._timeouts[1] / 4), self._sweep, loop)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -213,17 +244,16 @@ class _Forward:
 
     __slots__ = ("plane", "conn", "ex", "upstream", "request_log", "lifecycle", "key", "head", "body",
                  "connect_s", "read_s", "upstream_conn", "status", "ctype", "parts", "tally", "streaming",
-                 "retried", "timer", "last", "connecting", "done")
+                 "retried", "last", "connecting", "done", "out")
 
     def __init__(self, plane: DataPlane, conn: DataPlaneProtocol, ex: Any, upstream: Any, request_log: Any,
-                 lifecycle: Any, target: tuple[tuple[str, int], bytes], body: bytes, ctype: bytes,
-                 connect_s: float, read_s: float):
+                 lifecycle: Any, target: tuple[tuple[str, int], bytes], body: bytes, ctype: bytes):
         self.plane, self.conn, self.ex, self.upstream = plane, conn, ex, upstream
         self.request_log, self.lifecycle = request_log, lifecycle
         self.key, head = target
         self.head = head + b"content-type: " + ctype + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
         self.body = body
-        self.connect_s, self.read_s = connect_s, read_s
+        self.connect_s, self.read_s = plane._timeouts
         self.upstream_conn: UpstreamConnection | None = None
         self.status = 0
         self.ctype = b"application/json"
@@ -231,17 +261,17 @@ class _Forward:
         self.tally: proxy.StreamTally | None = None
         self.streaming = False  # the client has the stream's head: errors now go in the stream
         self.retried = False
-        self.timer: asyncio.TimerHandle | None = None
         self.last = 0.0
         self.connecting: asyncio.Task | None = None
         self.done = False
+        self.out: list[bytes] = []  # a stream's bytes from the current read, written by ``flush``
 
     # -- sending
 
     def start(self) -> None:
         loop = self.conn.loop
         self.last = loop.time()
-        self.timer = loop.call_later(self.read_s, self._check_silence)
+        self.plane.watch(self, loop)
         upstream_conn = self.plane.upstream_pool(loop).take(self.key)
         if upstream_conn is None:
             self.connecting = loop.create_task(self._connect())
@@ -278,22 +308,29 @@ class _Forward:
         if self.ex.stream and status == 200:
             self.streaming = True
             self.tally = proxy.StreamTally(self.ex)
-            self.conn.transport.write(self.conn.head(200, _STREAM_HEAD))
+            self.out.append(self.conn.head(200, _STREAM_HEAD))  # leaves with the first event, in one write
 
     def on_body(self, data: bytes) -> None:
         if self.streaming:
-            self.last = self.conn.loop.time()
             self.tally.feed(data)
-            self.conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self.out.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self.parts.append(data)
+
+    def flush(self) -> None:
+        self.last = self.conn.loop.time()
+        out = self.out
+        if out:
+            self.conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def on_done(self) -> None:
         if self.done:
             return
         self.upstream_conn = None
         if self.streaming:
-            self.conn.transport.write(_LAST_CHUNK)
+            self.out.append(_LAST_CHUNK)
+            self.flush()
             self.tally.finish(self.request_log, 200, None)
             self._end()
             return
@@ -321,14 +358,9 @@ class _Forward:
 
     # -- endings
 
-    def _check_silence(self) -> None:
-        self.timer = None
+    def silent(self) -> None:
+        """The model server said nothing for the read timeout (the plane's sweep found it): 504."""
         if self.done:
-            return
-        loop = self.conn.loop
-        silent = loop.time() - self.last
-        if silent < self.read_s:
-            self.timer = loop.call_later(self.read_s - silent, self._check_silence)
             return
         if self.upstream_conn is not None:
             self.upstream_conn.detach()
@@ -344,7 +376,8 @@ class _Forward:
             status = 504 if timed_out else 502
             error = proxy.stream_break_message(self.ex, timed_out, detail)
             event = proxy._error_event(error, status)
-            self.conn.transport.write(b"%x\r\n%b\r\n%b" % (len(event), event, _LAST_CHUNK))
+            self.out.append(b"%x\r\n%b\r\n%b" % (len(event), event, _LAST_CHUNK))
+            self.flush()
             self.tally.finish(self.request_log, status, error)
             self._end()
             return
@@ -370,6 +403,7 @@ class _Forward:
             self.upstream_conn = None
         if self.connecting is not None:
             self.connecting.cancel()
+        self.out.clear()
         if self.tally is not None:
             self.tally.abandoned(self.request_log)
         else:
@@ -379,9 +413,7 @@ class _Forward:
 
     def _end(self, notify: bool = True) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.plane.unwatch(self)
         if self.lifecycle is not None:
             self.lifecycle.end(self.ex.deployment_id)
         if notify:
@@ -405,6 +437,20 @@ class DataPlaneProtocol(HttpToolsProtocol):
 
     # -- httptools callbacks (uvicorn's, with the fast routes first)
 
+    def on_message_begin(self) -> None:
+        # uvicorn makes the ASGI scope here; only a request the app answers needs one (``_app_scope``).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+
+    def _app_scope(self) -> None:
+        if self.scope is None:
+            url, headers = self.url, self.headers
+            super().on_message_begin()
+            self.url, self.headers = url, headers
+            self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         route = None
         if self._answering is None and (self.cycle is None or self.cycle.response_complete) \
@@ -420,6 +466,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
                     self.plane.counts["app"] += 1
         self._route = route
         if route is None:
+            self._app_scope()
             super().on_headers_complete()
             return
         self._body = []
@@ -447,6 +494,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
         if not taken:
             self.plane.counts["app"] += 1
             # Hand the request to the app as uvicorn would have: headers, the body read so far, its end.
+            self._app_scope()
             super().on_headers_complete()
             if body:
                 super().on_body(body)

@@ -184,8 +184,16 @@ class FrontDoor:
             query: the raw query string (it may carry ``token=``).
             raw_headers: the request's ``(name, value)`` byte pairs, names lower-case (ASGI's).
         """
-        headers = _Headers(raw_headers)
-        hosts = headers.get_all(b"host")
+        # One pass over the headers (this runs for every request, the data plane's included).
+        hosts, origins, credentials = [], [], []
+        for name, value in raw_headers:
+            name = name.lower()
+            if name == b"host":
+                hosts.append(value.decode("latin-1"))
+            elif name == b"origin":
+                origins.append(value.decode("latin-1"))
+            elif name == b"authorization" or name == b"x-api-key":
+                credentials.append((name, value.decode("latin-1")))
         host = hosts[0] if len(hosts) == 1 else ""
         if not is_loopback_host(host):
             shown = "missing" if not hosts else ", ".join(repr(h) for h in hosts)
@@ -194,14 +202,13 @@ class FrontDoor:
                     "requests addressed to localhost, 127.0.0.1 or [::1].",
                     "Connect to http://127.0.0.1:<port> or http://localhost:<port>. Other names "
                     "are refused to stop DNS-rebinding attacks from web pages.")
-        origins = headers.get_all(b"origin")
         if origins and (len(origins) != 1 or origins[0].lower() != f"http://{host}".lower()):
             return (403, "forbidden_origin",
                     f"Origin {', '.join(repr(o) for o in origins)} is not this backend's own "
                     f"origin (http://{host}); cross-origin browser requests are refused.",
                     "Call the API from a script, the desktop app, or this backend's own /docs "
                     "page; web pages from other origins cannot use it.")
-        if path not in self.public_paths and not self._authorized(query, headers):
+        if path not in self.public_paths and not self._authorized(query, credentials):
             where = f"; the token is in {self.token_hint}" if self.token_hint else ""
             return (401, "unauthorized",
                     "Missing or wrong bearer token. Send 'Authorization: Bearer <token>' "
@@ -229,14 +236,15 @@ class FrontDoor:
                     "Send a smaller body, or raise MODELDECK_MAX_BODY_BYTES.")
         return None
 
-    def _authorized(self, query: bytes, headers: "_Headers") -> bool:
+    def _authorized(self, query: bytes, credentials: list[tuple[bytes, str]]) -> bool:
         candidates = []
-        for value in headers.get_all(b"authorization"):
-            scheme, _, credentials = value.strip().partition(" ")
-            if scheme.lower() == "bearer":
-                candidates.append(credentials.strip())
-        # Anthropic's clients send their key this way (the SDK's ``api_key``, ANTHROPIC_API_KEY).
-        candidates += [value.strip() for value in headers.get_all(b"x-api-key")]
+        for name, value in credentials:
+            if name == b"authorization":
+                scheme, _, credential = value.strip().partition(" ")
+                if scheme.lower() == "bearer":
+                    candidates.append(credential.strip())
+            else:  # Anthropic's clients send their key as x-api-key (the SDK's ``api_key``, ANTHROPIC_API_KEY)
+                candidates.append(value.strip())
         if query:
             candidates += [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
                            if k == TOKEN_QUERY_PARAM]

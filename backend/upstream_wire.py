@@ -8,7 +8,8 @@ the request's sink directly, and idle connections wait in a stack per ``(host, p
 
 The sink (one per request; :class:`Sink`) is told, in order: ``on_head`` once, ``on_body``
 for each piece of the body, then exactly one of ``on_done`` (the answer is complete) or
-``on_lost`` (the connection ended first). A connection answered with keep-alive goes back
+``on_lost`` (the connection ended first); ``flush`` after each read that did not end it, so
+the pieces one read produced can leave in one write. A connection answered with keep-alive goes back
 to the pool after ``on_done``; any other ends closed.
 """
 
@@ -37,6 +38,10 @@ class Sink(Protocol):
 
     def on_lost(self, exc: BaseException | None, answered: bool) -> None:
         """The connection ended before the answer was complete; ``answered``: any of it had arrived."""
+        ...
+
+    def flush(self) -> None:
+        """One read from the server was parsed: send on what it produced (called while the answer goes on)."""
         ...
 
 
@@ -71,6 +76,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._lose(exc)
+            return
+        sink = self.sink
+        if sink is not None:
+            sink.flush()  # what this read produced goes to the client in one write
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
