@@ -65,7 +65,7 @@ async def _measure_target(t: targets.Target, p: Profile, use_wrk: bool, log, ups
 
 
 async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool = True, use_wrk: bool = True,
-              with_sampler: bool = True, with_desktop: bool = True, compare_stock_pool: bool = False, sleep_image: str | None = None,
+              with_sampler: bool = True, with_desktop: bool = True, compare_asgi: bool = False, sleep_image: str | None = None,
               desktop_seconds: float | None = None, with_suite_overhead: bool = True, with_cold_start: bool = True,
               with_library_listing: bool = True, log=print) -> tuple[dict, list[str]]:
     """Run every measurement; returns (results by target and figure, notes for the report)."""
@@ -88,8 +88,8 @@ async def run(quick: bool = False, with_nginx: bool = True, with_litellm: bool =
         results["rss"] = rss
 
         proxies = [modeldeck]
-        if compare_stock_pool:
-            stock = targets.start_modeldeck(upstream, stock_pool=True)
+        if compare_asgi:
+            stock = targets.start_modeldeck(upstream, asgi_only=True)
             started.append(stock)
             proxies.append(stock)
         if with_nginx:
@@ -269,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the library listing figure (python -m bench.library_listing runs it alone)")
     parser.add_argument("--desktop-seconds", type=float,
                         help="how long the four desktop columns stream (default 60; the goal's RSS figure names 600)")
-    parser.add_argument("--compare-stock-pool", action="store_true",
-                        help="also measure ModelDeck with httpcore's own connection pool (before/after)")
+    parser.add_argument("--compare-asgi", action="store_true",
+                        help="also measure ModelDeck without its /v1 data plane: every request through FastAPI (before/after)")
     args = parser.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     results, notes = asyncio.run(run(
         quick=args.quick, with_nginx=not args.no_nginx, with_litellm=not args.no_litellm and not args.quick,
         use_wrk=not args.no_wrk, with_sampler=not args.no_sampler, with_desktop=not args.no_desktop,
-        compare_stock_pool=args.compare_stock_pool, desktop_seconds=args.desktop_seconds,
+        compare_asgi=args.compare_asgi, desktop_seconds=args.desktop_seconds,
         with_suite_overhead=not args.no_suite_overhead, with_cold_start=not args.no_cold_start,
         with_library_listing=not args.no_library_listing, log=log))
     machine = describe({"LiteLLM": targets.litellm_version()})

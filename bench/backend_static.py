@@ -44,14 +44,12 @@ def pinned(create_app, upstream_url: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.backend_static", description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="the OpenAI base URL of the model server")
-    parser.add_argument("--stock-pool", action="store_true",
-                        help="reach the upstream through httpcore's own pool (the state before backend/upstream_pool.py)")
+    parser.add_argument("--asgi-only", action="store_true",
+                        help="serve without the /v1 data plane: every request through FastAPI (the state before issue 13)")
     args, rest = parser.parse_known_args(argv)
-    if args.stock_pool:
-        import httpx
-
-        from backend import proxy
-        proxy.UpstreamTransport = lambda limits: httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    if args.asgi_only:
+        from backend import dataplane
+        dataplane.protocol_class = lambda app: "auto"  # uvicorn's own protocol: the app answers everything
     backend.app.create_app = pinned(backend.app.create_app, args.upstream)
     from backend.server import main as server_main  # reads backend.app.create_app when it runs
     return server_main(rest)

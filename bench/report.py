@@ -6,7 +6,7 @@ from pathlib import Path
 
 BEGIN = "<!-- bench:results:begin (written by `python -m bench`; edit outside these markers) -->"
 END = "<!-- bench:results:end -->"
-STOCK = "ModelDeck (httpcore pool)"  # the state before backend/upstream_pool.py, with --compare-stock-pool
+STOCK = "ModelDeck (ASGI path)"  # every request through FastAPI, no data plane (before issue 13), with --compare-asgi
 PROXIES = ("ModelDeck", STOCK, "nginx", "LiteLLM")
 COLUMNS = ("direct", "ModelDeck", STOCK, "nginx", "LiteLLM")
 

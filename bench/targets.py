@@ -86,18 +86,18 @@ def start_upstream(delay_ms: float = 0.0) -> Target:
     return target
 
 
-def start_modeldeck(upstream: Target, stock_pool: bool = False) -> Target:
+def start_modeldeck(upstream: Target, asgi_only: bool = False) -> Target:
     tmp = tempfile.TemporaryDirectory(prefix="modeldeck-bench-home-")
     port = free_port()
     log = Path(tmp.name) / "backend.log"
     env = {**os.environ, "MODELDECK_HOME": tmp.name, "MODELDECK_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     proc = _spawn([sys.executable, "-m", "bench.backend_static", "--upstream", f"{upstream.base}/v1",
-                   "--port", str(port), *(["--stock-pool"] if stock_pool else [])], log, env)
+                   "--port", str(port), *(["--asgi-only"] if asgi_only else [])], log, env)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     target = Target("ModelDeck", f"http://127.0.0.1:{port}", headers=headers, process=proc, pid=proc.pid,
                     tmp=tmp, log=log, note="real modeldeck-backend entry point (log level info)")
-    if stock_pool:
-        target.name = "ModelDeck (httpcore pool)"
+    if asgi_only:
+        target.name = "ModelDeck (ASGI path)"
     _wait_until_up(f"{target.base}/v1/models", proc, 60, headers, log=log)
     return target
 
