@@ -172,6 +172,7 @@ class FrontDoor:
         if not token:
             raise ValueError("SecurityMiddleware needs a non-empty token")
         self._token = token.encode("utf-8")
+        self._bearer = b"Bearer " + self._token  # the header as clients send it: compared as bytes first
         self.public_paths = frozenset(public_paths)
         self.max_body_bytes = max_body_bytes
         self.token_hint = token_hint
@@ -186,12 +187,15 @@ class FrontDoor:
         """
         # One pass over the headers (this runs for every request, the data plane's included).
         hosts, origins, credentials = [], [], []
+        bearer = False  # an Authorization header that is exactly "Bearer <token>"
         for name, value in raw_headers:
             name = name.lower()
             if name == b"host":
                 hosts.append(value.decode("latin-1"))
             elif name == b"origin":
                 origins.append(value.decode("latin-1"))
+            elif name == b"authorization" and hmac.compare_digest(value, self._bearer):
+                bearer = True
             elif name == b"authorization" or name == b"x-api-key":
                 credentials.append((name, value.decode("latin-1")))
         host = hosts[0] if len(hosts) == 1 else ""
@@ -208,7 +212,7 @@ class FrontDoor:
                     f"origin (http://{host}); cross-origin browser requests are refused.",
                     "Call the API from a script, the desktop app, or this backend's own /docs "
                     "page; web pages from other origins cannot use it.")
-        if path not in self.public_paths and not self._authorized(query, credentials):
+        if not bearer and path not in self.public_paths and not self._authorized(query, credentials):
             where = f"; the token is in {self.token_hint}" if self.token_hint else ""
             return (401, "unauthorized",
                     "Missing or wrong bearer token. Send 'Authorization: Bearer <token>' "
