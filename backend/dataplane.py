@@ -18,9 +18,10 @@ app exactly as before, its body handed over as if uvicorn had read it: requests 
 door refuses (the middleware answers them with the same checks: one ``FrontDoor``), bodies
 that are not JSON or name no served model (their errors are the app's), history, ModelDeck's
 body options, models that are loading or on another node, chunked or ``Expect`` requests,
-TLS listeners, and pipelined requests behind one in flight. So the fast path adds no
-behaviour: it is the ASGI path's answer, cheaper. ``/docs`` still describes the routes,
-which stay registered.
+and pipelined requests behind one in flight. So the fast path adds no behaviour: it is the
+ASGI path's answer, cheaper. ``/docs`` still describes the routes, which stay registered.
+On a TLS listener (a node reached over TLS) the door checks the Host the app would see
+inside (backend/server.py's ``MutualTlsHost``).
 
 The protocol is a subclass of uvicorn's ``HttpToolsProtocol``: keep-alive, pipelining,
 flow control, graceful shutdown and the ASGI hand-over stay uvicorn's.
@@ -81,8 +82,11 @@ class _Answering:
 class DataPlane:
     """One per app: the fast routes' shared state (upstream pool, cached bytes, the front door)."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, tls_host: bytes | None = None):
         self.app = app
+        #: On a TLS listener with required client certificates: the loopback Host its requests are checked
+        #: with (backend/server.py's MutualTlsHost does the same for the app). None: TLS requests go to the app.
+        self.tls_host = tls_host
         self.state = app.state
         self.door = app.state.front_door
         self.pool: UpstreamPool | None = None
@@ -112,9 +116,13 @@ class DataPlane:
             self._defaults_src = pairs
         return self._defaults
 
-    def admits(self, path: bytes, headers: list[tuple[bytes, bytes]], post: bool) -> bytes | None:
+    def admits(self, path: bytes, headers: list[tuple[bytes, bytes]], post: bool, tls: bool) -> bytes | None:
         """The request's Content-Type (b"" for a GET) when the fast path may take it; None: the app answers it."""
         door = self.door
+        if tls:
+            if self.tls_host is None:
+                return None
+            headers = [(b"host", self.tls_host), *((k, v) for k, v in headers if k != b"host")]
         if door is not None and door.refusal(_PATHS[path], b"", headers) is not None:
             return None
         length = ctype = None
@@ -453,13 +461,12 @@ class DataPlaneProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         route = None
-        if self._answering is None and (self.cycle is None or self.cycle.response_complete) \
-                and self.scheme == "http":
+        if self._answering is None and (self.cycle is None or self.cycle.response_complete):
             method = self.parser.get_method()
             url = self.url
             post = method == b"POST"
             if (post and url in FORWARDED) or (method == b"GET" and url in (MODELS_PATH, STATS_PATH)):
-                ctype = self.plane.admits(url, self.headers, post)
+                ctype = self.plane.admits(url, self.headers, post, self.scheme == "https")
                 if ctype is not None:
                     route, self._ctype = url, ctype
                 else:
@@ -579,12 +586,12 @@ class DataPlaneProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
-def protocol_class(app: Any) -> type | str:
+def protocol_class(app: Any, tls_host: bytes | None = None) -> type | str:
     """The HTTP protocol to give uvicorn for ``app``: the data plane's when ``app`` is ModelDeck's (its
     state has ``front_door``: the app's checks, or None for a test app that has none), uvicorn's own
     ("auto") for any other app."""
     state = getattr(app, "state", None)
     if state is None or not hasattr(state, "front_door"):
         return "auto"
-    state.data_plane = plane = DataPlane(app)
+    state.data_plane = plane = DataPlane(app, tls_host)
     return type("ModelDeckHttpProtocol", (DataPlaneProtocol,), {"plane": plane})

@@ -39,7 +39,12 @@ class MutualTlsHost:
 
     def __init__(self, app, port: int):
         self.app = app
-        self._host = f"127.0.0.1:{port}".encode()
+        self._host = self.host_for(port)
+
+    @staticmethod
+    def host_for(port: int) -> bytes:
+        """The Host requests on the TLS listener carry inside (the /v1 data plane checks them with it too)."""
+        return f"127.0.0.1:{port}".encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket") and scope.get("scheme") in ("https", "wss"):
@@ -154,7 +159,7 @@ def _serve(argv: list[str] | None) -> int:
 
     config = uvicorn.Config(served, host=settings.host, port=settings.port, log_level=args.log_level,
                             # /v1's hot routes below the ASGI stack (backend/dataplane.py); the rest is the app's.
-                            loop="auto", http=protocol_class(app), timeout_graceful_shutdown=3, server_header=False,
+                            loop="auto", http=protocol_class(app, MutualTlsHost.host_for(settings.port) if all(tls) else None), timeout_graceful_shutdown=3, server_header=False,
                             access_log=args.access_log, **tls_options)
     scheme = "https" if all(tls) else "http"
     print(f"ModelDeck backend on {scheme}://{settings.host}:{settings.port} (API docs: /docs; "

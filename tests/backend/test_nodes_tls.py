@@ -106,6 +106,7 @@ class TlsNode:
         (self.folder / "c.pem").write_text(client[0])
         (self.folder / "c.key").write_text(client[1])
         ctx.load_cert_chain(self.folder / "c.pem", self.folder / "c.key")
+        self.ctx = ctx
 
         def answers() -> bool:
             assert self.proc.poll() is None, self.log.read_text()
@@ -167,6 +168,17 @@ def test_tls_node_with_client_certificate(local, tmp_path):
         r = local.post("/api/nodes", json={"name": "tls2", "transport": "tls", "tls": {**tls, "ca_cert": other.pem}})
         assert r.status_code == 502 and r.json()["error"]["code"] == "node_auth_failed", r.text
         assert [n["name"] for n in local.get("/api/nodes").json()["nodes"]] == ["local", "tls1"]
+
+        # The node's /v1 data plane on its TLS listener: the token is still required; with it, the hot routes
+        # answer (their Host is the node's address, which the data plane checks as the loopback one inside).
+        with httpx.Client(base_url=node.url, verify=node.ctx, timeout=10) as direct:
+            assert direct.get("/v1/models").status_code == 401
+            assert direct.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            auth = {"Authorization": f"Bearer {node.token}"}
+            listed = direct.get("/v1/models", headers=auth)
+            assert listed.status_code == 200 and listed.json()["object"] == "list", listed.text
+            r = direct.post("/v1/chat/completions", headers=auth, json={"model": "nobody", "messages": []})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
     finally:
         node.stop()
 
