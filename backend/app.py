@@ -244,6 +244,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             yield
         finally:
             await mcp.aclose()
+            plane = getattr(app.state, "data_plane", None)
+            if plane is not None:
+                plane.close()
             await nodes.close()
             await asyncio.to_thread(downloads.close)
             refresher.cancel()

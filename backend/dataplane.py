@@ -102,6 +102,14 @@ class DataPlane:
         #: to the app ("app": refused by the door, or not for the fast path). Read by tests and the bench.
         self.counts = {"forward": 0, "models": 0, "stats": 0, "app": 0}
 
+    def close(self) -> None:
+        """Close the idle upstream connections (the app's shutdown)."""
+        if self.pool is not None:
+            self.pool.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
     # -- what a request needs
 
     def upstream_pool(self, loop: asyncio.AbstractEventLoop) -> UpstreamPool:
@@ -149,7 +157,7 @@ class DataPlane:
         if upstreams is None:
             return None
         now = int(time.time())
-        key = (id(upstreams), getattr(upstreams, "version", None), now)
+        key = (upstreams, getattr(upstreams, "version", None), now)  # the directory itself: another one is another key
         if key[1] is None and hasattr(upstreams, "listed_models"):
             return None  # a directory that cannot say when it changed: the route lists it every time
         if key != self._models_key:
@@ -439,7 +447,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
         self._ctype = b""
         self._body: list[bytes] = []
         self._answering: _Answering | None = None
-        self._method = b""
+        self._method = self._url = b""
         self._forward: _Forward | None = None
         self.writing_paused = False
 
@@ -461,7 +469,8 @@ class DataPlaneProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         route = None
-        if self._answering is None and (self.cycle is None or self.cycle.response_complete):
+        if self._answering is None and (self.cycle is None or self.cycle.response_complete) \
+                and self.parser.get_http_version() == "1.1":  # HTTP/1.0: uvicorn's, as it always was
             method = self.parser.get_method()
             url = self.url
             post = method == b"POST"
@@ -531,6 +540,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
         self._answering = self.cycle = _Answering(keep_alive)  # type: ignore[assignment]
         self._forward = forward
         self._method = self.parser.get_method()
+        self._url = self.url
 
     def head(self, status: int, headers: bytes) -> bytes:
         close = b"" if self._answering.keep_alive else b"connection: close\r\n"
@@ -551,7 +561,7 @@ class DataPlaneProtocol(HttpToolsProtocol):
         if self.access_log:
             self.access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % self.client if self.client else "",
                                     self._method.decode(),
-                                    self.url.decode("latin-1"), "1.1", status)
+                                    self._url.decode("latin-1"), "1.1", status)
         if not answering.keep_alive:
             self.transport.close()
         self.on_response_complete()

@@ -23,6 +23,7 @@ One object per backend (``Lifecycle``), owned by ``DeploymentService``:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -196,7 +197,9 @@ class Lifecycle:
         self._unloading: set[str] = set()  # idle deployments being stopped now
         # deployment -> (container id, started_at, why) of its last failed load
         self._failed: dict[str, tuple[str, str | None, str]] = {}
-        #: Bumped when what ``/v1/models`` lists may change: a load begun or ended, a failure, new settings.
+        #: A new number whenever what ``/v1/models`` lists may change (a load begun or ended, a failure, new
+        #: settings), taken after the change; from a counter, so two threads never take the same one.
+        self._versions = itertools.count(1)
         self.version = 0
         # Written by the proxy on the event loop (one dict update per request), read by the loop's sweep.
         self.in_flight: dict[str, int] = {}
@@ -224,7 +227,7 @@ class Lifecycle:
     def _write(self) -> None:
         """Write lifecycle.json atomically (a temporary file renamed over it), readable by the owner only."""
         with self._lock:
-            self.version += 1  # the stored settings changed
+            self.version = next(self._versions)  # the stored settings changed
             text = json.dumps({"version": 1, "deployments": self._stored}, indent=1, sort_keys=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".lifecycle-", dir=self.path.parent)
@@ -317,7 +320,7 @@ class Lifecycle:
             if load is not None and not load.done.is_set():
                 return load
             load = self._loads[dep_id] = _Load(dep_id, trigger, reason)
-            self.version += 1
+            self.version = next(self._versions)
         threading.Thread(target=self._run_load, args=(load,), name=f"load-{dep_id}", daemon=True).start()
         return load
 
@@ -370,7 +373,7 @@ class Lifecycle:
                     raise LaunchFailed(f"'{served}' is paused.", hint="Unpause its container (docker unpause).")
                 if c.state == "running" and self.registry.is_ready(dep_id):
                     load.finish(None)  # ready already (a click on a running deployment): nothing to record
-                    self.version += 1
+                    self.version = next(self._versions)
                     return
                 if c.state != "running":
                     self.start_with_room(dep_id, labels, lambda: self.engine.start(c.id), load.reason)
@@ -393,7 +396,7 @@ class Lifecycle:
             try:
                 info = self.engine.inspect(c.id)
                 self._failed[dep_id] = (c.id, info.started_at, error.message)
-                self.version += 1
+                self.version = next(self._versions)
                 self.registry.update(dep_id)
             except ModelDeckError:
                 pass
@@ -401,7 +404,7 @@ class Lifecycle:
             self._record("load_failed", load.trigger, dep_id, served, f"{load.reason}: {error.message}",
                          duration=time.monotonic() - load.t0)
         load.finish(error)
-        self.version += 1  # no longer "loading" in /v1/models
+        self.version = next(self._versions)  # no longer "loading" in /v1/models
 
     def _wait_ready(self, dep_id: str, container_id: str, labels: DeploymentLabels) -> ContainerInfo:
         """Wait until the started container answers its readiness probe; the container as it runs.

@@ -238,3 +238,21 @@ def test_models_listing_follows_the_directory_at_once(backend, upstream_port: in
     finally:
         app.state.upstreams = old
     assert [m["id"] for m in httpx.get(f"{url}/v1/models", headers=AUTH).json()["data"]] == ["tiny"]
+
+
+def test_an_http_1_0_client_gets_its_stream_from_the_app(backend) -> None:
+    """HTTP/1.0 requests are uvicorn's to answer as it always has (the data plane speaks HTTP/1.1 only)."""
+    app, url = backend
+    port = int(url.rsplit(":", 1)[1])
+    handed = app.state.data_plane.counts["app"]
+    body = json.dumps(chat(3, stream=True)).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
+                  + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
+    assert rest.count(b"data: {") == 3 and b"data: [DONE]" in rest, rest[-200:]
+    assert app.state.data_plane.counts["app"] == handed + 1
