@@ -129,7 +129,7 @@ def test_the_front_door_holds_on_the_hot_routes(backend, upstream: FakeUpstream,
     assert (status, body["error"]["code"]) == expected, body
     assert body["error"]["message"]  # OpenAI's shape under /v1, with what was wrong
     assert len(upstream.received) == received
-    assert app.state.data_plane.counts["app"] == handed + 1
+    assert app.state.data_plane.counts["forward"] == forwarded
 
 
 def content_length(data: bytes) -> int:
@@ -244,7 +244,7 @@ def test_an_http_1_0_client_gets_its_stream_from_the_app(backend) -> None:
     """HTTP/1.0 requests are uvicorn's to answer as it always has (the data plane speaks HTTP/1.1 only)."""
     app, url = backend
     port = int(url.rsplit(":", 1)[1])
-    handed = app.state.data_plane.counts["app"]
+    forwarded = app.state.data_plane.counts["forward"]
     body = json.dumps(chat(3, stream=True)).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
@@ -255,4 +255,4 @@ def test_an_http_1_0_client_gets_its_stream_from_the_app(backend) -> None:
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
     assert rest.count(b"data: {") == 3 and b"data: [DONE]" in rest, rest[-200:]
-    assert app.state.data_plane.counts["app"] == handed + 1
+    assert app.state.data_plane.counts["forward"] == forwarded
