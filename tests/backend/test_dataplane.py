@@ -129,7 +129,7 @@ def test_the_front_door_holds_on_the_hot_routes(backend, upstream: FakeUpstream,
     assert (status, body["error"]["code"]) == expected, body
     assert body["error"]["message"]  # OpenAI's shape under /v1, with what was wrong
     assert len(upstream.received) == received
-    assert app.state.data_plane.counts["forward"] == forwarded
+    assert app.state.data_plane.counts["app"] == handed + 1
 
 
 def content_length(data: bytes) -> int:
