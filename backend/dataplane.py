@@ -378,12 +378,16 @@ class _Forward:
         """The model server said nothing for the read timeout (the plane's sweep found it): 504."""
         if self.done:
             return
+        self._let_go()
+        self._break("timeout", "ReadTimeout")
+
+    def _let_go(self) -> None:
+        """Close the model server's connection (it stops generating) or stop connecting to it."""
         if self.upstream_conn is not None:
             self.upstream_conn.detach()
             self.upstream_conn = None
         if self.connecting is not None:
             self.connecting.cancel()
-        self._break("timeout", "ReadTimeout")
 
     def _break(self, kind: str, detail: str) -> None:
         """The model server's connection failed: an error answer, or an error event ending the stream."""
@@ -414,11 +418,7 @@ class _Forward:
         """The client closed its connection: stop the model server now, record what was sent (499)."""
         if self.done:
             return
-        if self.upstream_conn is not None:
-            self.upstream_conn.detach()
-            self.upstream_conn = None
-        if self.connecting is not None:
-            self.connecting.cancel()
+        self._let_go()
         self.out.clear()
         if self.tally is not None:
             self.tally.abandoned(self.request_log)
