@@ -3,6 +3,8 @@
 Each figure runs the real desktop (``desktop.app.Application``) in its own process
 (``python -m bench.desktop --probe ...``, ``QT_QPA_PLATFORM=offscreen``); this module
 starts the backend it talks to and reads what the probe prints (JSON on its last line).
+The stall probe runs three times in full mode (the goal holds in each run); the app's stall
+watchdog (desktop/stall_watchdog.py) gives the worst stall's stack, which the row's note names.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from desktop.playground.transcript import ReplyMetrics, Transcript, Turn
 from desktop.widgets.markdown_view import MarkdownView
 
 ERROR_STYLE = "color: #b00020; padding: 4px;"
+LIVE_LABEL_EVERY_S = 0.25  # the live token count and time, at most this often
 
 
 class ReplyColumn(QFrame):
@@ -34,6 +35,7 @@ class ReplyColumn(QFrame):
         self._run: ReplyRun | None = None
         self._runs: list[ReplyRun] = []  # kept until their streams have ended (a reply may end before its stream)
         self._turn: Turn | None = None
+        self._label_at = 0.0  # time.monotonic() of the last live metrics shown
 
         self.model_combo = QComboBox()
         self.model_combo.setMinimumContentsLength(12)
@@ -48,6 +50,9 @@ class ReplyColumn(QFrame):
         self.view.setPlaceholderText("Replies appear here.")
         self.metrics_label = QLabel(" ")
         self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Wrapped, the summary never widens a narrow column: that resized every compare column at
+        # the end of a reply, and Qt laid out each transcript again at its new width.
+        self.metrics_label.setWordWrap(True)
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet(ERROR_STYLE)
@@ -130,6 +135,7 @@ class ReplyColumn(QFrame):
         self.error_label.hide()
         self.transcript.add_user(prompt)
         self._turn = self.transcript.start_reply(body["model"])
+        self._label_at = 0.0
         run = ReplyRun(self._client, body, request_headers(tag), self)
         run.delta.connect(self._on_run_delta)
         run.done.connect(self._on_run_done)
@@ -212,8 +218,11 @@ class ReplyColumn(QFrame):
             return
         self._stop_loading_clock()
         self._turn.content += text
-        live = self._run.metrics()
-        self.metrics_label.setText(f"streaming… {live.completion_tokens} tokens · {live.total_s:.1f} s")
+        now = time.monotonic()
+        if now - self._label_at >= LIVE_LABEL_EVERY_S:  # per token would relay the label 50 times a second
+            self._label_at = now
+            live = self._run.metrics()
+            self.metrics_label.setText(f"streaming… {live.completion_tokens} tokens · {live.total_s:.1f} s")
         self._render()
 
     def _end_turn(self, metrics: ReplyMetrics, reason: str | None, error: str | None) -> None:

@@ -25,6 +25,9 @@ PIECE_CHARS = 1500
 #: Settling many pieces at once (a reopened long transcript) stops after this long; the rest
 #: follows on the next turns of the event loop. ``flush()`` has no such limit.
 SLICE_S = 0.008
+#: The unfinished piece is rendered as Markdown at most this often; in between, what it grew by
+#: is added as plain text (rendering it 20 times a second in four columns took a fifth of a core).
+TAIL_RENDER_EVERY_S = 1.0
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r" {0,3}([-+*]|\d{1,9}[.)])( |$)")
 _BLOCK_START = re.compile(r"\s*([#>+*|=`~-]|\d{1,9}[.)])")
@@ -127,7 +130,8 @@ class MarkdownView(QTextBrowser):
     ``set_markdown`` only records the text; a single-shot timer updates the document, at most
     ``MAX_RENDER_HZ`` times a second. The text is rendered in pieces (see :func:`next_cut`):
     a piece that is complete is rendered once and kept, and an update renders again only the
-    unfinished piece at the end, so its cost does not grow with the length of the reply (with
+    unfinished piece at the end (at most every ``TAIL_RENDER_EVERY_S``; in between, its growth
+    is added as plain text), so its cost does not grow with the length of the reply (with
     one ``setMarkdown`` of the whole text, and appends to one growing paragraph, a four-column
     60 s stream stalled the GUI thread by up to 230 ms). A change that is not at the end
     renders again from the first piece it touches. ``flush()`` renders at once. The view
@@ -147,6 +151,7 @@ class MarkdownView(QTextBrowser):
         self._shown = ""  # the text the document holds
         self._pieces: list[_Piece] = []
         self._blank = True  # nothing rendered since the document was last cleared
+        self._tail_rendered_at = 0.0  # perf_counter() when the unfinished piece was last rendered as Markdown
         self._interval_ms = 1000 // MAX_RENDER_HZ
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -184,6 +189,15 @@ class MarkdownView(QTextBrowser):
         bar = self.verticalScrollBar()
         follow = bar.value() >= bar.maximum() - 4
         keep = bar.value()
+        if budget_s is not None and self._grows_unfinished_piece(text, started):
+            # Between renders of the unfinished piece, what it grew by is added as it is.
+            cursor = QTextCursor(self.document())
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(text[len(self._shown):])
+            self._shown = text
+            bar.setValue(bar.maximum() if follow else keep)
+            self.rendered.emit()
+            return
         common = _common_prefix(text, self._shown)
         while self._pieces and self._pieces[-1].text_end > common:
             self._pieces.pop()
@@ -206,10 +220,17 @@ class MarkdownView(QTextBrowser):
             if start < len(text):
                 self._append(text[start:], joined=bool(self._pieces) and self._pieces[-1].cut)
             self._shown = text
+            self._tail_rendered_at = time.perf_counter()
         bar.setValue(bar.maximum() if follow else keep)
         spent_ms = (time.perf_counter() - started) * 1000
         self._interval_ms = int(min(MAX_RENDER_INTERVAL_MS, max(1000 // MAX_RENDER_HZ, spent_ms / RENDER_SHARE)))
         self.rendered.emit()
+
+    def _grows_unfinished_piece(self, text: str, now: float) -> bool:
+        """``text`` only adds to the unfinished piece, which was rendered as Markdown a moment ago."""
+        return (now - self._tail_rendered_at < TAIL_RENDER_EVERY_S and len(text) > len(self._shown)
+                and text.startswith(self._shown)
+                and next_cut(text, self._pieces[-1].text_end if self._pieces else 0) is None)
 
     def _drop_after(self, position: int) -> None:
         """Remove everything after ``position`` (the end of the last piece kept), or all of it at 0."""
@@ -225,8 +246,10 @@ class MarkdownView(QTextBrowser):
             cursor.setPosition(position)
             cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
             cursor.removeSelectedText()  # the block kept takes the format of the last one removed: give it back
-            cursor.setBlockFormat(block_format)
-            cursor.setBlockCharFormat(char_format)
+            if cursor.blockFormat() != block_format:
+                cursor.setBlockFormat(block_format)
+            if cursor.blockCharFormat() != char_format:
+                cursor.setBlockCharFormat(char_format)
 
     def _append(self, markdown: str, joined: bool) -> None:
         """Render ``markdown`` after what the document holds, in blocks of its own.
