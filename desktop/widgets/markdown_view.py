@@ -1,4 +1,4 @@
-"""A read-only Markdown view for streaming replies: rendered piece by piece, so an update costs the same at any length."""
+"""A read-only Markdown view for streaming replies, rendered in pieces: an update costs the same at any length."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class _Piece:
 
 
 def next_cut(text: str, start: int, piece_chars: int = PIECE_CHARS) -> tuple[int, bool] | None:
-    """Where the first complete piece of ``text[start:]`` ends, and whether that cuts a paragraph; None if there is none yet.
+    """Where the first complete piece of ``text[start:]`` ends and whether it cuts a paragraph; None if none yet.
 
     A piece ends after a blank line outside a fenced code block when the next line begins a new,
     unindented block that is not a list item (so a list, and an item's indented continuation,
@@ -272,15 +272,25 @@ class MarkdownView(QTextBrowser):
             document.setMarkdown(markdown, _MD)
             self._style_code(document.begin())
             return
+        # Formats are set in the scratch document: changed in the view, each would lay its block out again.
         scratch = QTextDocument()
         scratch.setMarkdown(markdown, _MD)
+        self._style_code(scratch.begin())
+        if joined:
+            tight = QTextBlockFormat()
+            tight.setTopMargin(0)
+            QTextCursor(scratch).mergeBlockFormat(tight)
+            before = document.lastBlock()
+            if before.blockFormat().bottomMargin() != 0:
+                tight = QTextBlockFormat()
+                tight.setBottomMargin(0)
+                QTextCursor(before).mergeBlockFormat(tight)
         cursor = QTextCursor(document)
         cursor.movePosition(QTextCursor.MoveOperation.End)
         if scratch.rootFrame().childFrames():
             # A fragment made from a document with a table brings no table; one made from a
             # selection of all of it does (after the empty block setMarkdown puts before it too).
             cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
-            start = cursor.position()
             everything = QTextCursor(scratch)
             everything.select(QTextCursor.SelectionType.Document)
             cursor.insertFragment(QTextDocumentFragment(everything))
@@ -291,16 +301,7 @@ class MarkdownView(QTextBrowser):
             cursor.setPosition(mark + 1, QTextCursor.MoveMode.KeepAnchor)
             if cursor.selectedText() == _MARK:
                 cursor.removeSelectedText()
-            start = mark + 1
-        if joined:
-            block = document.findBlock(start)
-            tight = QTextBlockFormat()
-            tight.setTopMargin(0)
-            QTextCursor(block).mergeBlockFormat(tight)
-            tight = QTextBlockFormat()
-            tight.setBottomMargin(0)
-            QTextCursor(block.previous()).mergeBlockFormat(tight)
-        self._style_code(document.findBlock(start))
+
 
     def _style_code(self, block) -> None:
         """Shade fenced code blocks from ``block`` on and set code in :func:`desktop.fonts.fixed_font`.
@@ -308,6 +309,7 @@ class MarkdownView(QTextBrowser):
         Qt's Markdown import gives code only the family of Qt's fixed font, which may be a font
         that is not fixed-pitch (see desktop/fonts.py), and no background.
         """
+        document = block.document()
         fences: list[int] = []
         code: list[tuple[int, int]] = []  # found first, formatted after: formatting merges fragments
         while block.isValid():
@@ -321,7 +323,7 @@ class MarkdownView(QTextBrowser):
                     code.append((fragment.position(), fragment.position() + fragment.length()))
                 it += 1
             block = block.next()
-        cursor = QTextCursor(self.document())
+        cursor = QTextCursor(document)
         for position in fences:
             cursor.setPosition(position)
             cursor.mergeBlockFormat(self._code_format)

@@ -1,4 +1,4 @@
-"""The Markdown view renders in pieces (desktop/widgets/markdown_view.py): the same document as one render, at a bounded cost per update."""
+"""desktop/widgets/markdown_view.py renders in pieces: the same document as one render, at a bounded cost per update."""
 
 from __future__ import annotations
 
