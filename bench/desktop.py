@@ -93,12 +93,15 @@ def measure(quick: bool = False, stall_seconds: float | None = None) -> dict:
                               worst_stall_runs_ms=[p["worst_stall_ms"] for p in runs],
                               worst_stall_stack=_stack_line(worst),
                               watchdog_cpu_pct=max(100 * p["watchdog_cpu_s"] / seconds for p in runs),
-                              gui_thread_cpu_pct=max(p["gui_cpu_pct"] or 0 for p in runs))
+                              gui_thread_cpu_pct=max(p["gui_cpu_pct"] or 0 for p in runs),
+                              gc_longest_ms=max(p["gc_longest_ms"] for p in runs))
                 result["worst_stall_ms_note"] = (
-                    f"worst of {len(runs)} runs ({', '.join(_ms(p['worst_stall_ms']) for p in runs)} ms); "
+                    f"worst of {len(runs)} run{'s' if len(runs) > 1 else ''} "
+                    f"({', '.join(_ms(p['worst_stall_ms']) for p in runs)} ms); "
                     f"{COLUMNS} columns × {1000 / STREAM_DELAY_MS:.0f} tok/s for {seconds:g} s, Monitor following "
                     f"/api/stats/stream; {worst['tokens']:,} tokens shown; p99 tick lateness "
                     f"{worst['stall_p99_ms']:.1f} ms; GUI thread busy {worst['gui_cpu_pct'] or 0:.0f}% of a core; "
+                    f"longest Python gc on it {result['gc_longest_ms']:.1f} ms; "
                     f"worst five (ms, at s): {worst['worst_stalls']}; "
                     f"watchdog: {result['worst_stall_stack']}" + "".join(f"; {c}" for c in crashes))
                 result["rss_mb_note"] = f"after {seconds:g} s of that (the goal says 10 minutes); the largest of the runs"
@@ -352,7 +355,7 @@ def _watchdog_figures(app) -> dict:
     dog = app.watchdog
     dog.stop()
     return {"watchdog_stalls": [s.as_dict() for s in dog.worst[:5]], "watchdog_count": dog.count,
-            "watchdog_cpu_s": dog.watcher_cpu_s}
+            "watchdog_cpu_s": dog.watcher_cpu_s, "gc_count": dog.gc_count, "gc_longest_ms": dog.gc_longest_ms}
 
 
 def main(argv: list[str] | None = None) -> None:

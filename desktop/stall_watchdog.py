@@ -102,13 +102,13 @@ class Stall:
         return self.stacks[0][0] if self.stacks else ()
 
     def summary(self, ours: int = 3) -> str:
-        """One line: the outermost frame, the innermost ``ours`` frames of this repository, and the innermost frame."""
+        """One line: the outermost and the innermost ``ours`` frames of this repository, and the innermost frame."""
         stack = self.stack
         if not stack:
-            where = "no sample caught it (shorter than the sampling step)"
+            where = "no sample caught it (too short, or the GUI thread held the GIL throughout)"
         else:
             mine = [f for f in stack if is_ours(f)]
-            shown = [stack[0]]
+            shown = [mine[0] if mine else stack[0]]  # the outermost frame of ours (not runpy's)
             for frame in mine[-ours:]:
                 if frame not in shown:
                     shown.append(frame)
@@ -177,6 +177,8 @@ class StallWatchdog(QObject):
         self.worst: list[Stall] = []  # the ``keep`` longest, longest first
         self.count = 0  # every stall over the threshold since start
         self.beats = 0  # heartbeats given since start
+        self.gc_count = 0  # collections Python ran on the GUI thread since start
+        self.gc_longest_ms = 0.0  # the longest of them
         self.watcher_cpu_s = 0.0  # CPU the watcher thread has used (its own thread_time)
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -218,6 +220,7 @@ class StallWatchdog(QObject):
         with self._lock:
             self.worst = []
             self.count = 0
+            self.gc_count, self.gc_longest_ms = 0, 0.0
             self._started = time.monotonic()
 
     # ------------------------------------------------------------------ GUI thread
@@ -243,6 +246,8 @@ class StallWatchdog(QObject):
             self._gc_started = time.monotonic()
         elif self._gc_started is not None:
             end = time.monotonic()
+            self.gc_count += 1
+            self.gc_longest_ms = max(self.gc_longest_ms, (end - self._gc_started) * 1000)
             if end - self._gc_started >= 0.005:
                 self._gc_log.append((self._gc_started, end, info.get("generation", -1)))
                 del self._gc_log[:-50]
