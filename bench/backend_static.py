@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.asgi_only:
         from backend import dataplane
-        dataplane.protocol_class = lambda app: "auto"  # uvicorn's own protocol: the app answers everything
+        dataplane.protocol_class = lambda app, tls_host=None: "auto"  # uvicorn's own protocol: the app answers everything
     backend.app.create_app = pinned(backend.app.create_app, args.upstream)
     from backend.server import main as server_main  # reads backend.app.create_app when it runs
     return server_main(rest)
