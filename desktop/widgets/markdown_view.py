@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from desktop import fonts
 
-MAX_RENDER_HZ = 20
+MAX_RENDER_HZ = 10
 #: An update may take at most this share of the GUI thread: the next one waits
 #: ``1 / RENDER_SHARE`` times as long as the last one took.
 RENDER_SHARE = 0.1
