@@ -6,9 +6,10 @@ overdue, samples the GUI thread's stack (``sys._current_frames()``); a stall lon
 threshold is kept with its stacks, written to the desktop log (stderr, ``modeldeck:`` lines) and
 offered to the benchmark (``bench/desktop.py``), so the cause is named, not guessed.
 
-It costs next to nothing while the GUI is responsive: the heartbeat slot stores one float a
+It costs next to nothing while the GUI is responsive: the heartbeat slot stores two floats a
 beat, and the watcher sleeps until the moment the next beat would be overdue (about 30 times a
-second), reading two floats when it wakes. Only during a stall does it allocate anything.
+second), reading a float and the GUI thread's scheduler statistics when it wakes. Only during a
+stall does it allocate anything.
 """
 
 from __future__ import annotations
@@ -71,6 +72,24 @@ def _shorten(filename: str) -> str:
         return "/".join(parts[-2:])
 
 
+def runqueue_wait_ns(path: str) -> int | None:
+    """Nanoseconds a thread has waited, runnable, for a CPU (the 2nd field of Linux's schedstat), or None.
+
+    Plain ``os`` calls and bytes, no container objects: the watcher thread calls it while healthy.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 128)
+    finally:
+        os.close(fd)
+    first = data.find(b" ")
+    second = data.find(b" ", first + 1)
+    return int(data[first + 1:second]) if 0 <= first < second else None
+
+
 def is_ours(label: str) -> bool:
     """A frame of this repository's code (``desktop/...``, ``bench/...``), not Qt's or the library's."""
     return label.startswith(("desktop/", "bench/", "tests/"))
@@ -85,8 +104,8 @@ class Stall:
     time Python's cycle collector ran on the GUI thread during the stall (with the oldest
     generation it collected), so a collection shows up as such and not as the line that happened
     to allocate. ``cpu_ms`` is the CPU time the GUI thread used between the two beats: far less
-    than the beat's gap means the thread was not running (waiting for a core the machine's other
-    processes held), not that it was busy.
+    than the beat's gap means the thread was not running, not that it was busy; ``cpu_wait_ms``
+    (Linux) is how long of that it waited, runnable, for a core the machine's other processes held.
     """
 
     ms: float
@@ -95,6 +114,7 @@ class Stall:
     gc_ms: float = 0.0
     gc_generation: int | None = None
     cpu_ms: float | None = None
+    cpu_wait_ms: float | None = None
 
     @property
     def stack(self) -> tuple[str, ...]:
@@ -119,6 +139,8 @@ class Stall:
         gc_note = (f"; Python's gc (generation {self.gc_generation}) ran {self.gc_ms:.0f} ms of it"
                    if self.gc_ms >= 1 else "")
         cpu_note = f"; GUI thread on a CPU {self.cpu_ms:.0f} ms of it" if self.cpu_ms is not None else ""
+        if self.cpu_wait_ms is not None:
+            cpu_note += f", waiting for one {self.cpu_wait_ms:.0f} ms"
         return f"{self.ms:.0f} ms at {self.at_s:.2f} s: {where} ({samples} samples{gc_note}{cpu_note})"
 
     def as_dict(self) -> dict:
@@ -126,6 +148,7 @@ class Stall:
         return {"ms": round(self.ms, 1), "at_s": round(self.at_s, 2), "summary": self.summary(),
                 "stack": list(self.stack), "gc_ms": round(self.gc_ms, 1), "gc_generation": self.gc_generation,
                 "cpu_ms": None if self.cpu_ms is None else round(self.cpu_ms, 1),
+                "cpu_wait_ms": None if self.cpu_wait_ms is None else round(self.cpu_wait_ms, 1),
                 "stacks": [{"frames": list(s), "samples": n} for s, n in self.stacks]}
 
 
@@ -163,6 +186,10 @@ class StallWatchdog(QObject):
         self._keep = keep
         self._log = log
         self._gui_ident = threading.get_ident()
+        self._schedstat: str | None = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        if runqueue_wait_ns(self._schedstat) is None:
+            self._schedstat = None  # not Linux, or no scheduler statistics
+        self._base_wait_ns: int | None = None  # the GUI thread's runqueue wait, read while it was healthy
         self._started = time.monotonic()
         self._beat = self._started
         self._beat_cpu = time.thread_time()
@@ -258,7 +285,10 @@ class StallWatchdog(QObject):
             pending, self._pending = self._pending, None
         stacks = pending.stacks.most_common() if pending is not None and pending.beat == beat else []
         gcs = [(s, e, g) for s, e, g in self._gc_log if e > beat and s < now]
+        base = self._base_wait_ns
+        waited = runqueue_wait_ns(self._schedstat) if self._schedstat and base is not None else None
         stall = Stall(ms=late * 1000, at_s=beat - self._started, stacks=tuple((s, n) for s, n in stacks),
+                      cpu_wait_ms=None if waited is None else (waited - base) / 1e6,
                       gc_ms=sum(min(e, now) - max(s, beat) for s, e, _ in gcs) * 1000,
                       gc_generation=max((g for _, _, g in gcs), default=None), cpu_ms=cpu_s * 1000)
         with self._lock:
@@ -287,6 +317,8 @@ class StallWatchdog(QObject):
             beat = self._beat
             due = beat + self._sample_after_s - time.monotonic()
             if due > 0:
+                if self._schedstat is not None:
+                    self._base_wait_ns = runqueue_wait_ns(self._schedstat)
                 time.sleep(due)
                 continue
             enabled = gc.isenabled()

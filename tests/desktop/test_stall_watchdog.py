@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
-from desktop.stall_watchdog import Stall, StallWatchdog, frame_label, is_ours
+from desktop.stall_watchdog import Stall, StallWatchdog, frame_label, is_ours, runqueue_wait_ns
 
 pytestmark = pytest.mark.gui
 
@@ -62,6 +62,8 @@ def test_a_blocked_gui_thread_is_caught_with_the_function_that_blocked_it(qtbot,
     assert innermost_ours.startswith("tests/desktop/test_stall_watchdog.py:"), stall.stack
     assert innermost_ours.endswith(" _busy_wait_150ms"), stall.stack
     assert "_busy_wait_150ms" in stall.summary()
+    assert stall.cpu_ms is not None and stall.cpu_ms >= stall.ms / 2, "a busy GUI thread was on a CPU"
+    assert stall.cpu_wait_ms is None or stall.cpu_wait_ms >= 0
     err = capsys.readouterr().err
     assert "modeldeck: GUI thread stalled" in err and "_busy_wait_150ms" in err, err
 
@@ -86,6 +88,14 @@ def test_a_stall_in_the_cycle_collector_is_named_as_such(qtbot, watchdog, window
     assert stall.gc_generation == 2, stall.summary()
     assert stall.gc_ms >= watchdog.threshold_ms, stall.summary()
     assert "Python's gc (generation 2)" in stall.summary()
+
+
+def test_the_gui_threads_wait_for_a_cpu_is_read_from_linux_scheduler_statistics():
+    import threading
+
+    waited = runqueue_wait_ns(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+    assert waited is not None and waited >= 0
+    assert runqueue_wait_ns("/proc/self/task/0/schedstat") is None
 
 
 def test_frames_are_named_relative_to_the_repository_or_the_library():
