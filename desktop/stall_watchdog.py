@@ -14,15 +14,19 @@ stall does it allocate anything.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
+import re
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
@@ -30,6 +34,8 @@ THRESHOLD_MS = 50.0  # the issue's goal: no GUI-thread stall over 50 ms
 HEARTBEAT_MS = 10
 SAMPLE_EVERY_MS = 10.0
 KEEP = 10  # the worst stalls kept
+_REARM_S = 0.04  # faulthandler's dump is re-armed this often by the heartbeat...
+_DUMP_AFTER_S = 0.08  # ...and fires when the GUI thread has not re-armed it for this long
 #: The repository root: frames under it are "ours" (desktop/, bench/); others are shown shortened.
 ROOT = Path(__file__).resolve().parent.parent
 _CWD = os.getcwd()
@@ -90,6 +96,24 @@ def runqueue_wait_ns(path: str) -> int | None:
     return int(data[first + 1:second]) if 0 <= first < second else None
 
 
+_FRAME_LINE = re.compile(r'^\s+File "(?P<file>[^"]*)", line (?P<line>\d+|\?\?\?) in (?P<name>\S+)')
+
+
+def gui_stack_in_dump(text: str, ident: int) -> tuple[str, ...]:
+    """The frames of thread ``ident`` in a faulthandler dump, outermost first, as ``file:line function``."""
+    frames: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            inside = int(line.split()[2] if line.startswith("Current") else line.split()[1], 16) == ident
+            continue
+        match = _FRAME_LINE.match(line) if inside else None
+        if match:
+            lineno = match["line"]
+            frames.append(frame_label(match["file"], int(lineno) if lineno.isdigit() else None, match["name"]))
+    return tuple(reversed(frames))
+
+
 def is_ours(label: str) -> bool:
     """A frame of this repository's code (``desktop/...``, ``bench/...``), not Qt's or the library's."""
     return label.startswith(("desktop/", "bench/", "tests/"))
@@ -121,6 +145,10 @@ class Stall:
         """The stack seen most often while the stall lasted (empty when no sample caught it)."""
         return self.stacks[0][0] if self.stacks else ()
 
+    #: How the stack was caught: "sampled" (the watcher thread, while the stall lasted), or "faulthandler"
+    #: (Python's C-level dump: the GUI thread held the GIL, so no Python thread could look).
+    caught_by: str = "sampled"
+
     def summary(self, ours: int = 3) -> str:
         """One line: the outermost and the innermost ``ours`` frames of this repository, and the innermost frame."""
         stack = self.stack
@@ -136,6 +164,8 @@ class Stall:
                 shown.append(stack[-1])
             where = " > ".join(shown if len(shown) == len(stack) else [shown[0], "…", *shown[1:]])
         samples = sum(n for _, n in self.stacks)
+        if self.caught_by == "faulthandler":
+            where += " [dumped by faulthandler: the GUI thread held the GIL]"
         gc_note = (f"; Python's gc (generation {self.gc_generation}) ran {self.gc_ms:.0f} ms of it"
                    if self.gc_ms >= 1 else "")
         cpu_note = f"; GUI thread on a CPU {self.cpu_ms:.0f} ms of it" if self.cpu_ms is not None else ""
@@ -149,6 +179,7 @@ class Stall:
                 "stack": list(self.stack), "gc_ms": round(self.gc_ms, 1), "gc_generation": self.gc_generation,
                 "cpu_ms": None if self.cpu_ms is None else round(self.cpu_ms, 1),
                 "cpu_wait_ms": None if self.cpu_wait_ms is None else round(self.cpu_wait_ms, 1),
+                "caught_by": self.caught_by,
                 "stacks": [{"frames": list(s), "samples": n} for s, n in self.stacks]}
 
 
@@ -207,6 +238,12 @@ class StallWatchdog(QObject):
         self.gc_count = 0  # collections Python ran on the GUI thread since start
         self.gc_longest_ms = 0.0  # the longest of them
         self.watcher_cpu_s = 0.0  # CPU the watcher thread has used (its own thread_time)
+        # Python's faulthandler dumps every thread's stack from a C thread that needs no GIL: the one way to
+        # see where the GUI thread is when it holds the GIL throughout a stall (a C++ call that blocks
+        # without letting go of it, a pure-Python loop longer than the switch interval). Re-armed every
+        # few beats (each re-arm starts a thread: ~50 us), so any stall longer than _DUMP_AFTER_S is dumped.
+        self._dump: Any = None
+        self._dump_every = max(1, round(_REARM_S / self._interval_s))
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(heartbeat_ms)
@@ -221,6 +258,7 @@ class StallWatchdog(QObject):
         self._running = True
         self._beat, self._beat_cpu = time.monotonic(), time.thread_time()
         self._timer.start()
+        self._arm_dump()
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
         self._generation += 1  # a thread of an earlier start that still sleeps ends when it wakes
@@ -232,6 +270,8 @@ class StallWatchdog(QObject):
         """Stop watching; the thread ends by itself within one sleep (nothing waits for it)."""
         self._running = False
         self._timer.stop()
+        if self._dump is not None:
+            faulthandler.cancel_dump_traceback_later()
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
 
@@ -260,10 +300,13 @@ class StallWatchdog(QObject):
         self._beat, self._beat_cpu = now, cpu
         self.beats += 1
         if late > self._threshold_s:
-            self._record(previous, now, late, cpu - previous_cpu)
-        elif self._pending is not None:
+            self._record(previous, now, late, cpu - previous_cpu)  # reads faulthandler's dump, then re-arms it
+            return
+        if self._pending is not None:
             with self._lock:  # a late beat under the threshold: its samples are not needed
                 self._pending = None
+        if self.beats % self._dump_every == 0:
+            self._arm_dump()
 
     def _on_gc(self, phase: str, info: dict) -> None:
         # Runs in whichever thread collects: only the GUI thread's collections are timed.
@@ -284,13 +327,21 @@ class StallWatchdog(QObject):
         with self._lock:
             pending, self._pending = self._pending, None
         stacks = pending.stacks.most_common() if pending is not None and pending.beat == beat else []
+        dumped = self._read_dump()
+        caught_by = "sampled"
+        if dumped and sum(n for _, n in stacks) <= 1:
+            # The watcher could not look while it lasted (the GUI thread held the GIL): a lone sample is from
+            # its very end, when the GIL came free; faulthandler's dump was taken inside the stall.
+            stacks, caught_by = [(dumped, 1), *((st, n) for st, n in stacks if st != dumped)], "faulthandler"
+        self._arm_dump()
         gcs = [(s, e, g) for s, e, g in self._gc_log if e > beat and s < now]
         base = self._base_wait_ns
         waited = runqueue_wait_ns(self._schedstat) if self._schedstat and base is not None else None
         stall = Stall(ms=late * 1000, at_s=beat - self._started, stacks=tuple((s, n) for s, n in stacks),
                       cpu_wait_ms=None if waited is None else (waited - base) / 1e6,
                       gc_ms=sum(min(e, now) - max(s, beat) for s, e, _ in gcs) * 1000,
-                      gc_generation=max((g for _, _, g in gcs), default=None), cpu_ms=cpu_s * 1000)
+                      gc_generation=max((g for _, _, g in gcs), default=None), cpu_ms=cpu_s * 1000,
+                      caught_by=caught_by)
         with self._lock:
             self.count += 1
             self.worst.append(stall)
@@ -306,6 +357,32 @@ class StallWatchdog(QObject):
             lines += [f"    {frame}" for frame in stall.stack]
             self._last_logged = stall.stack
         print("\n".join(lines), file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ faulthandler's dump
+
+    def _arm_dump(self) -> None:
+        if not self._running:
+            return
+        try:
+            if self._dump is None:
+                self._dump = tempfile.TemporaryFile()
+            else:
+                self._dump.seek(0)
+                self._dump.truncate()
+            faulthandler.dump_traceback_later(_DUMP_AFTER_S, file=self._dump)
+        except (OSError, RuntimeError, ValueError):
+            self._dump = None  # no temporary file (or faulthandler is unusable): sampling only
+
+    def _read_dump(self) -> tuple[str, ...]:
+        """The GUI thread's stack from faulthandler's dump, if it fired since the last arm (outermost first)."""
+        if self._dump is None:
+            return ()
+        try:
+            self._dump.seek(0)
+            text = self._dump.read().decode("utf-8", "replace")
+        except OSError:
+            return ()
+        return gui_stack_in_dump(text, self._gui_ident)
 
     # ------------------------------------------------------------------ watcher thread
 

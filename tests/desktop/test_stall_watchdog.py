@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import time
 
 import pytest
@@ -66,6 +67,45 @@ def test_a_blocked_gui_thread_is_caught_with_the_function_that_blocked_it(qtbot,
     assert stall.cpu_wait_ms is None or stall.cpu_wait_ms >= 0
     err = capsys.readouterr().err
     assert "modeldeck: GUI thread stalled" in err and "_busy_wait_150ms" in err, err
+
+
+def _hold_the_gil_150ms() -> None:
+    """Blocks the GUI thread without ever letting go of the GIL (as a C++ call that blocks holding it does):
+    no Python thread can sample it meanwhile."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        _busy_wait_150ms()
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_a_stall_holding_the_gil_is_named_by_faulthandlers_dump(qtbot, watchdog, window):
+    button = QPushButton("Hold the GIL", window)
+    button.clicked.connect(_hold_the_gil_150ms)
+    qtbot.waitUntil(lambda: watchdog.beats >= 10, timeout=5000)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: watchdog.count >= 1, timeout=5000)
+
+    stall = watchdog.worst_stall()
+    assert stall.ms >= 100, stall.summary()
+    assert stall.caught_by == "faulthandler", stall.summary()
+    assert "_hold_the_gil_150ms" in " ".join(stall.stack) or "_busy_wait_150ms" in " ".join(stall.stack), stall.stack
+    assert "dumped by faulthandler" in stall.summary()
+
+
+def test_a_faulthandler_dump_is_read_for_the_gui_thread_only():
+    from desktop.stall_watchdog import gui_stack_in_dump
+
+    dump = ('Timeout (0:00:00.080000)!\n'
+            'Thread 0x00007f0000000002 (most recent call first):\n'
+            '  File "/usr/lib/python3.11/threading.py", line 320 in wait\n'
+            'Thread 0x00007f0000000001 (most recent call first):\n'
+            f'  File "{__file__}", line 12 in inner\n'
+            '  File "/usr/lib/python3.11/runpy.py", line 198 in _run_module_as_main\n')
+    assert gui_stack_in_dump(dump, 0x7f0000000001) == ("runpy.py:198 _run_module_as_main",
+                                                       "tests/desktop/test_stall_watchdog.py:12 inner")
+    assert gui_stack_in_dump(dump, 0x7f0000000003) == ()
 
 
 def test_a_quiet_gui_records_no_stall(qtbot, watchdog, window):
