@@ -41,6 +41,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from backend import proxy
 from backend.errors import Flavour, error_body
+from backend.routes.openai import model_list
+from backend.routes.stats import snapshot_json_cache
 from backend.upstream_wire import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -161,8 +163,6 @@ class DataPlane:
         if key[1] is None and hasattr(upstreams, "listed_models"):
             return None  # a directory that cannot say when it changed: the route lists it every time
         if key != self._models_key:
-            from backend.routes.openai import model_list
-
             listing = model_list(upstreams, now)
             self._models = json.dumps(listing.model_dump(mode="json"), ensure_ascii=False,
                                       separators=(",", ":")).encode()
@@ -175,8 +175,6 @@ class DataPlane:
         snapshot = stats.latest() if stats is not None else None
         if snapshot is None:
             return None  # the route answers 503 stats_not_ready
-        from backend.routes.stats import snapshot_json_cache
-
         return snapshot_json_cache(self.app).of(snapshot)
 
     # -- POST routes
@@ -198,8 +196,7 @@ class DataPlane:
         request_log = state.get("request_log")
         if upstreams is None or request_log is None:
             return False
-        fast = getattr(upstreams, "ready_local", None)
-        upstream = fast(model) if fast is not None else upstreams.lookup(model)
+        upstream = upstreams.lookup(model)
         if upstream is None or not upstream.ready or upstream.node != "local" or upstream.headers \
                 or upstream.client is not None:
             return False

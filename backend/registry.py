@@ -73,7 +73,7 @@ class DeploymentRegistry:
         self._stopped_in_outage: dict[str, str | None] = {}
         #: Bumped by every change of what the directory answers (see ``version``).
         self._version = 0
-        #: served name -> (deployment id, container, its ready Upstream): ``ready_local``'s memo.
+        #: served name -> (deployment id, container, its ready Upstream): ``lookup``'s memo.
         self._ready_memo: dict[str, tuple[str, ContainerInfo, Upstream]] = {}
 
     # -- the one loop -----------------------------------------------------------------
@@ -333,32 +333,23 @@ class DeploymentRegistry:
                         native_apis=self._native_apis(labels.recipe), recipe=labels.recipe, loads_on_request=on_demand)
 
     def lookup(self, model: str) -> Upstream | None:
-        with self._lock:
-            for dep_id, c in self._containers.items():
-                if c.labels.get(SERVED_NAME_LABEL) == model:
-                    return self._upstream(dep_id, c)
-        return self.remote.lookup(model) if self.remote is not None else None
-
-    def ready_local(self, model: str) -> Upstream | None:
-        """The ready local deployment serving ``model``, or None (then ``lookup`` says why): the data plane's
-        lookup (backend/dataplane.py), a memo checked against the cache instead of a scan per request."""
+        # Every /v1 request asks: a ready model is answered from a memo that is checked against the cache (the
+        # same container object, still ready from the same start) instead of a scan that decodes labels.
         hit = self._ready_memo.get(model)
         if hit is not None:
             dep_id, c, upstream = hit
-            if self._containers.get(dep_id) is c and c.state == "running" \
-                    and self._ready.get(c.id) == (c.started_at or ""):
+            if self._containers.get(dep_id) is c and self._is_ready(c):
                 return upstream
-        upstream = self.lookup(model)
-        if upstream is None or not upstream.ready or upstream.node != "local":
-            self._ready_memo.pop(model, None)
-            return None
         with self._lock:
-            c = self._containers.get(upstream.deployment_id)
-            if c is not None:
-                if len(self._ready_memo) > 1024:  # names of models long gone
-                    self._ready_memo.clear()
-                self._ready_memo[model] = (upstream.deployment_id, c, upstream)
-        return upstream
+            for dep_id, c in self._containers.items():
+                if c.labels.get(SERVED_NAME_LABEL) == model:
+                    upstream = self._upstream(dep_id, c)
+                    if upstream.ready:
+                        if len(self._ready_memo) > 1024:  # names of models long gone
+                            self._ready_memo.clear()
+                        self._ready_memo[model] = (dep_id, c, upstream)
+                    return upstream
+        return self.remote.lookup(model) if self.remote is not None else None
 
     @property
     def version(self) -> tuple[int, int, int]:

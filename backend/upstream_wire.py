@@ -92,12 +92,6 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             self._lose(exc)
 
-    def pause_writing(self) -> None:  # a request body larger than the socket buffer: nothing to do
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
