@@ -64,6 +64,27 @@ def launch_demos(url: str) -> None:
         time.sleep(0.5)
 
 
+def grab_in_both_schemes(window, wait, name, settle_ms: int = 800, back_to_light: bool = True) -> list[Path]:
+    """The window grabbed in the light scheme, then the dark one, ``settle_ms`` after each switch; ``name(scheme)``
+    is each picture's file name."""
+    from desktop import theme
+
+    shots = []
+    for scheme in ("light", "dark"):
+        theme.apply(scheme)
+        wait(settle_ms)
+        path = OUT / name(scheme)
+        window.grab().save(str(path))
+        shots.append(path)
+    if back_to_light:
+        theme.apply("light")
+    return shots
+
+
+def dark_prefix(scheme: str) -> str:
+    return "dark-" if scheme == "dark" else ""
+
+
 def suites_shots(window, url: str, wait, wait_until) -> list[Path]:
     """The Suites page with a finished run of a small suite on both demo models, light and dark."""
     from desktop import theme
@@ -93,13 +114,7 @@ def suites_shots(window, url: str, wait, wait_until) -> list[Path]:
     wait_until(lambda: page.results_view.model.results.finished_count() == len(cases) * 4)
     page.tabs.setCurrentIndex(1)
     page.results_view.table.setCurrentIndex(page.results_view.model.index(2, 1))
-    shots = []
-    for scheme in ("light", "dark"):
-        theme.apply(scheme)
-        wait(1000)
-        path = OUT / f"suites-{scheme}.png"
-        window.grab().save(str(path))
-        shots.append(path)
+    shots = grab_in_both_schemes(window, wait, lambda scheme: f"suites-{scheme}.png", 1000, back_to_light=False)
     page.tabs.setCurrentIndex(0)
     wait(500)
     path = OUT / "suites-editor-dark.png"
@@ -134,21 +149,13 @@ def hub_for_shots(tmp: Path):
 
 def library_shots(window, wait, wait_until) -> list[Path]:
     """Discover (results, and a model page after a download) and Library, light and dark."""
-    from desktop import theme
     from tests.support.hub_standin import GGUF_REPO
 
     page = window.discover
     window.show_page(window.pages.index(page))
     page.search("Qwen2.5")
     wait_until(lambda: bool(page.results))
-    shots = []
-    for scheme in ("light", "dark"):
-        theme.apply(scheme)
-        wait(800)
-        path = OUT / f"discover-results-{scheme}.png"
-        window.grab().save(str(path))
-        shots.append(path)
-    theme.apply("light")
+    shots = grab_in_both_schemes(window, wait, lambda scheme: f"discover-results-{scheme}.png")
     page.open_model(GGUF_REPO)
     wait_until(lambda: bool(page.variants))
     page.select_variant("Q4_K_M")
@@ -156,25 +163,13 @@ def library_shots(window, wait, wait_until) -> list[Path]:
     wait_until(lambda: any(j.get("state") == "done" for j in page.downloads.jobs.values()), 60000)
     page.select_variant("Q8_0")
     wait(1500)
-    for scheme in ("light", "dark"):
-        theme.apply(scheme)
-        wait(800)
-        path = OUT / f"discover-model-{scheme}.png"
-        window.grab().save(str(path))
-        shots.append(path)
-    theme.apply("light")
+    shots += grab_in_both_schemes(window, wait, lambda scheme: f"discover-model-{scheme}.png")
     library = window.library
     window.show_page(window.pages.index(library))
     library.refresh()
     wait_until(lambda: len(library.models) >= 2)
     library.table.selectRow(0)
-    for scheme in ("light", "dark"):
-        theme.apply(scheme)
-        wait(800)
-        path = OUT / f"library-{scheme}.png"
-        window.grab().save(str(path))
-        shots.append(path)
-    theme.apply("light")
+    shots += grab_in_both_schemes(window, wait, lambda scheme: f"library-{scheme}.png")
     return shots
 
 
@@ -248,8 +243,6 @@ def nodes_shots(window, url: str, wait, wait_until) -> list[Path]:
     """
     from PySide6.QtWidgets import QGroupBox, QScrollArea
 
-    from desktop import theme
-
     h = {"Authorization": f"Bearer {TOKEN}"}
     node_name, node, dep_id = "gpu-box", None, None
     try:
@@ -284,22 +277,11 @@ def nodes_shots(window, url: str, wait, wait_until) -> list[Path]:
             node is None or "Connected" in [page.nodes.table.item(r, 2).text()
                                             for r in range(page.nodes.table.rowCount())][1:]))
         page.findChild(QScrollArea).ensureWidgetVisible(page.findChild(QGroupBox, "nodesGroup"))
-        for scheme in ("light", "dark"):
-            theme.apply(scheme)
-            wait(800)
-            path = OUT / f"{'dark-' if scheme == 'dark' else ''}settings-nodes.png"
-            window.grab().save(str(path))
-            shots.append(path)
+        shots += grab_in_both_schemes(window, wait, lambda scheme: f"{dark_prefix(scheme)}settings-nodes.png")
         deployments = window.deployments
         window.show_page(window.pages.index(deployments))
         wait_until(lambda: node is None or any(r.node == node_name for r in deployments.rows.rows), 60000)
-        for scheme in ("light", "dark"):
-            theme.apply(scheme)
-            wait(800)
-            path = OUT / f"{'dark-' if scheme == 'dark' else ''}deployments-nodes.png"
-            window.grab().save(str(path))
-            shots.append(path)
-        theme.apply("light")
+        shots += grab_in_both_schemes(window, wait, lambda scheme: f"{dark_prefix(scheme)}deployments-nodes.png")
     finally:
         if dep_id:
             httpx.delete(f"{url}/api/deployments/{dep_id}", headers=h, timeout=60)
