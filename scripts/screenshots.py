@@ -360,10 +360,11 @@ def main() -> int:
                 window.grab().save(str(path))
                 shots.append(path)
             theme.apply("dark")
-            window.show_page(window.pages.index(window.deployments))
-            wait(1500)
-            window.grab().save(str(OUT / "dark-deployments.png"))
-            shots.append(OUT / "dark-deployments.png")
+            for name in ("playground", "deployments"):  # the pages issue 13 changed (Markdown pieces, column fit)
+                window.show_page(window.pages.index(getattr(window, name)))
+                wait(1500)
+                window.grab().save(str(OUT / f"dark-{name}.png"))
+                shots.append(OUT / f"dark-{name}.png")
             dialog = window.show_connect_agent()  # Help → Connect an agent, in both themes
             for scheme in ("dark", "light"):
                 theme.apply(scheme)
